@@ -1,0 +1,1 @@
+"""The Telegram bot: entry point (``python -m bot``), settings, app factory, scheduler."""

@@ -1,0 +1,209 @@
+"""App factory: database, Bot, Dispatcher (routers, middlewares), scheduler, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand
+from aiogram.utils.i18n import I18n
+
+from bot.embedded_db import start_embedded
+from bot.i18n import create_i18n
+from bot.notification_texts import make_renderer
+from bot.scheduler import build_scheduler
+from bot.services import Services
+from bot.settings import Settings
+from database.migrate import ensure_schema_at_head, upgrade_to_head
+from database.pool import create_pool
+from handlers import build_root_router
+from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
+from middlewares.locale import UserLocaleMiddleware
+from middlewares.user import UserMiddleware
+from recovery.errors import ErrorHandler
+from recovery.health import HealthMonitor
+from recovery.masking import MaskingFilter
+from recovery.notifications import NotificationRetryManager, RetryPolicy
+from recovery.state_manager import EnhancedStateManager
+from recovery.workflows import WorkflowRecoveryManager
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr with sensitive data (and the bot token) masked in every line."""
+    secrets = tuple(
+        s.get_secret_value() for s in (settings.bot_token, settings.webhook_secret) if s
+    )
+    handler = logging.StreamHandler()
+    handler.addFilter(MaskingFilter(extra_secrets=secrets))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+async def resolve_database_url(settings: Settings) -> str:
+    """The database to use, ready at the alembic head.
+
+    ``DATABASE_URL`` unset: start the embedded PostgreSQL and migrate it. Set: check that
+    the schema is at head (ops migrate; the bot never migrates a shared database).
+
+    Raises:
+        database.migrate.SchemaNotAtHeadError: the external database is not migrated.
+    """
+    if settings.database_url:
+        await asyncio.to_thread(ensure_schema_at_head, settings.database_url)
+        return settings.database_url
+    url = await asyncio.to_thread(start_embedded, settings.data_dir)
+    await asyncio.to_thread(upgrade_to_head, url)
+    log.info("using the embedded PostgreSQL under %s", settings.data_dir)
+    return url
+
+
+def create_bot(settings: Settings) -> Bot:
+    """The Bot, pointed at ``TELEGRAM_API_URL`` when set."""
+    session = (
+        AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+        if settings.telegram_api_url
+        else AiohttpSession()
+    )
+    return Bot(
+        token=settings.require_bot_token(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+
+
+def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot) -> Services:
+    """Create the recovery core objects for one process."""
+    secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
+    error_handler = ErrorHandler(
+        pool,
+        admin_ids=settings.admin_ids,
+        alert_window_s=settings.error_alert_window_s,
+        extra_secrets=secrets,
+    )
+
+    async def send(chat_id: int, text: str) -> int | None:
+        message = await bot.send_message(chat_id, text)
+        return message.message_id
+
+    notifications = NotificationRetryManager(
+        pool,
+        sender=send,
+        renderer=make_renderer(i18n),
+        policy=RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        ),
+        lease_s=settings.notification_lease_s,
+        batch_size=settings.notification_batch_size,
+        instance_id=settings.instance_id,
+        default_locale=settings.default_locale,
+    )
+    return Services(
+        settings=settings,
+        pool=pool,
+        i18n=i18n,
+        error_handler=error_handler,
+        state_manager=EnhancedStateManager(pool),
+        workflow_recovery=WorkflowRecoveryManager(
+            pool,
+            default_threshold_s=settings.stuck_default_threshold_s,
+            thresholds=settings.stuck_thresholds,
+        ),
+        health_monitor=HealthMonitor(pool, stuck_threshold_s=settings.stuck_default_threshold_s),
+        notifications=notifications,
+    )
+
+
+def build_dispatcher(services: Services) -> Dispatcher:
+    """Dispatcher with the middlewares in the design's order and every router.
+
+    Outer update middlewares run in registration order: the error handler first (it
+    catches everything below it), then user loading; i18n wraps each event observer.
+    """
+    dp = Dispatcher(**services.as_dispatcher_kwargs())
+    dp.update.outer_middleware(
+        EnhancedErrorHandlerMiddleware(
+            services.error_handler, services.i18n, services.settings.default_locale
+        )
+    )
+    dp.update.outer_middleware(UserMiddleware(services.pool, services.settings))
+    UserLocaleMiddleware(services.i18n).setup(dp)
+    dp.include_router(build_root_router())
+    return dp
+
+
+BOT_COMMANDS = [
+    BotCommand(command="start", description="Start"),
+    BotCommand(command="new", description="Open a service request"),
+    BotCommand(command="my", description="My requests"),
+    BotCommand(command="tasks", description="Requests waiting for my role"),
+    BotCommand(command="workflow_recovery", description="Recovery menu (admins)"),
+    BotCommand(command="language", description="Language"),
+]
+
+
+async def set_commands(bot: Bot) -> None:
+    """Publish the command list; optional, so a server that rejects it is only logged."""
+    try:
+        await bot.set_my_commands(BOT_COMMANDS)
+    except TelegramAPIError as exc:
+        log.warning("setMyCommands refused (%s); continuing without a command list", exc.message)
+
+
+async def notification_loop(services: Services, stop: asyncio.Event) -> None:
+    """Send new notifications within seconds of their commit (the scheduler's job handles
+    due retries too); polls every ``NOTIFICATION_POLL_INTERVAL_S`` seconds."""
+    interval = services.settings.notification_poll_interval_s
+    while not stop.is_set():
+        try:
+            result = await services.notifications.drain_once()
+            if result.claimed:
+                continue
+        except Exception as exc:
+            await services.error_handler.handle(exc, context={"loop": "notifications"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def run_bot(settings: Settings) -> None:
+    """Run the bot with long polling until SIGINT/SIGTERM."""
+    bot = create_bot(settings)
+    url = await resolve_database_url(settings)
+    pool = await create_pool(
+        url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        command_timeout_s=settings.db_command_timeout_s,
+    )
+    i18n = create_i18n(settings.default_locale)
+    services = build_services(settings, pool, i18n, bot)
+    dp = build_dispatcher(services)
+    scheduler = build_scheduler(services) if settings.scheduler_enabled else None
+    stop = asyncio.Event()
+    sender_task: asyncio.Task[None] | None = None
+    try:
+        await set_commands(bot)
+        if scheduler is not None:
+            scheduler.start()
+        sender_task = asyncio.create_task(notification_loop(services, stop))
+        log.info("polling for updates")
+        await dp.start_polling(bot, allowed_updates=dp.resolve_used_update_types())
+    finally:
+        stop.set()
+        if sender_task is not None:
+            await sender_task
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        await pool.close()
+        await bot.session.close()

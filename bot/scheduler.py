@@ -1,0 +1,116 @@
+"""APScheduler jobs that drive all periodic work against PostgreSQL.
+
+Each run holds a PostgreSQL advisory lock named after the job, so with several instances
+each interval's run happens once; a run that finds the lock taken is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.services import Services
+from database.locks import try_advisory_lock
+
+log = logging.getLogger(__name__)
+
+JobFunc = Callable[[Services], Awaitable[object]]
+
+
+async def retry_notifications(services: Services) -> object:
+    """Deliver due notifications and retries (bounded number of batches per run)."""
+    total = 0
+    for _ in range(20):
+        result = await services.notifications.drain_once()
+        total += result.claimed
+        if result.claimed == 0:
+            break
+    return {"claimed": total}
+
+
+async def reconcile_inventory(services: Services) -> object:
+    """Report materials whose balance is negative (the full reconciliation is the
+    inventory manager's)."""
+    rows = await services.health_monitor.negative_balances(limit=1000)
+    return {"negative_balances": len(rows)}
+
+
+async def detect_stuck(services: Services) -> object:
+    """Count stuck workflows."""
+    page = await services.workflow_recovery.find_stuck(limit=1)
+    return {"stuck": page.total}
+
+
+async def health_snapshot(services: Services) -> object:
+    """Store a health snapshot."""
+    status, _summary = await services.health_monitor.take_snapshot()
+    return {"status": status}
+
+
+async def cleanup(services: Services) -> object:
+    """Remove old error records, transaction logs and health snapshots (retention from
+    settings); returns the number of rows each function removed."""
+    settings = services.settings
+    pool = services.pool
+    return {
+        "error_records": await pool.fetchval(
+            "SELECT cleanup_old_error_records($1)", settings.error_retention_days
+        ),
+        "transaction_log": await pool.fetchval(
+            "SELECT cleanup_old_transaction_logs($1)", settings.transaction_log_retention_days
+        ),
+        "health_snapshots": await pool.fetchval(
+            "SELECT cleanup_old_health_snapshots($1)", settings.health_snapshot_retention_days
+        ),
+    }
+
+
+def job_table(services: Services) -> dict[str, tuple[JobFunc, float]]:
+    """Job name -> (function, interval in seconds), from settings."""
+    s = services.settings
+    return {
+        "retry_notifications": (retry_notifications, s.job_retry_interval_s),
+        "reconcile_inventory": (reconcile_inventory, s.job_reconcile_interval_s),
+        "detect_stuck": (detect_stuck, s.job_stuck_interval_s),
+        "health_snapshot": (health_snapshot, s.job_health_interval_s),
+        "cleanup": (cleanup, s.job_cleanup_interval_s),
+    }
+
+
+async def run_job(services: Services, name: str, func: JobFunc) -> object | None:
+    """Run one job under its advisory lock; returns its result, or None when another
+    instance holds the lock. Errors are recorded through the ErrorHandler, never raised."""
+    started = time.monotonic()
+    try:
+        async with try_advisory_lock(services.pool, f"job:{name}") as acquired:
+            if not acquired:
+                log.debug("job %s skipped: another instance runs it", name)
+                return None
+            result = await func(services)
+            log.info("job %s done in %.3f s: %s", name, time.monotonic() - started, result)
+            return result
+    except Exception as exc:
+        await services.error_handler.handle(exc, context={"job": name})
+        log.warning("job %s failed: %s", name, type(exc).__name__)
+        return None
+
+
+def build_scheduler(services: Services) -> AsyncIOScheduler:
+    """An AsyncIOScheduler with every periodic job of the design registered."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for name, (func, interval_s) in job_table(services).items():
+        scheduler.add_job(
+            run_job,
+            "interval",
+            seconds=interval_s,
+            args=(services, name, func),
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval_s // 2)),
+        )
+    return scheduler

@@ -1,0 +1,41 @@
+"""The services the bot wires together once and hands to handlers and jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiogram.utils.i18n import I18n
+
+from bot.settings import Settings
+from recovery.errors import ErrorHandler
+from recovery.health import HealthMonitor
+from recovery.notifications import NotificationRetryManager
+from recovery.state_manager import EnhancedStateManager
+from recovery.workflows import WorkflowRecoveryManager
+
+
+@dataclass(slots=True)
+class Services:
+    """Long-lived objects shared by handlers (as dispatcher keywords) and scheduler jobs."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    i18n: I18n
+    error_handler: ErrorHandler
+    state_manager: EnhancedStateManager
+    workflow_recovery: WorkflowRecoveryManager
+    health_monitor: HealthMonitor
+    notifications: NotificationRetryManager
+
+    def as_dispatcher_kwargs(self) -> dict[str, object]:
+        """What handlers may declare as typed parameters."""
+        return {
+            "settings": self.settings,
+            "pool": self.pool,
+            "error_handler": self.error_handler,
+            "state_manager": self.state_manager,
+            "workflow_recovery": self.workflow_recovery,
+            "health_monitor": self.health_monitor,
+            "notifications": self.notifications,
+        }

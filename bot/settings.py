@@ -1,0 +1,154 @@
+"""Settings read from the environment or a ``.env`` file (pydantic-settings).
+
+Every policy number of the design lives here with its default, so that a newcomer can run
+the bot with only ``BOT_TOKEN`` set. Durations are in seconds unless the name says days.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Locale = Literal["en", "ru", "uz"]
+SUPPORTED_LOCALES: tuple[str, ...] = ("en", "ru", "uz")
+
+
+class MissingSettingError(RuntimeError):
+    """A setting required for the requested command is not set; the message says which."""
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- Telegram -------------------------------------------------------------------------
+    bot_token: SecretStr | None = None
+    telegram_api_url: str | None = Field(
+        default=None, description="Base URL of a local Bot API server or emulator."
+    )
+    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    default_locale: Locale = "en"
+
+    # --- Storage --------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, description="Unset: an embedded PostgreSQL is started under DATA_DIR."
+    )
+    data_dir: Path = Path("data")
+    db_pool_min_size: int = Field(default=1, ge=1)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_command_timeout_s: float = Field(default=30.0, gt=0)
+    redis_url: str | None = None
+
+    # --- Webhook (polling when webhook_url is unset) --------------------------------------
+    webhook_url: str | None = None
+    webhook_path: str = "/telegram/webhook"
+    webhook_secret: SecretStr | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65535)
+
+    log_level: str = "INFO"
+    instance_id: str | None = Field(
+        default=None, description="Name of this process in leases and logs; host:pid if unset."
+    )
+
+    # --- Notification retries (design: Policies / Retries) --------------------------------
+    retry_max_attempts: int = Field(default=5, ge=1)
+    retry_base_delay_s: float = Field(default=30.0, gt=0)
+    retry_max_delay_s: float = Field(default=3600.0, gt=0)
+    retry_queue_max_size: int = Field(default=10_000, ge=1)
+    notification_lease_s: float = Field(default=60.0, gt=0)
+    notification_batch_size: int = Field(default=50, ge=1)
+    notification_poll_interval_s: float = Field(default=2.0, gt=0)
+    notification_retention_days: int = Field(default=14, ge=1)
+    # Telegram limits: https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this
+    rate_limit_enabled: bool = True
+    rate_global_per_s: float = Field(default=30.0, gt=0)
+    rate_per_chat_per_s: float = Field(default=1.0, gt=0)
+    rate_per_group_per_min: float = Field(default=20.0, gt=0)
+
+    # --- Errors and alerts ----------------------------------------------------------------
+    error_alert_window_s: float = Field(default=3600.0, ge=0)
+    error_retention_days: int = Field(default=90, ge=1)
+    transaction_log_retention_days: int = Field(default=30, ge=1)
+    health_snapshot_retention_days: int = Field(default=30, ge=1)
+    db_retry_attempts: int = Field(default=3, ge=1)
+    db_retry_base_delay_s: float = Field(default=0.05, gt=0)
+    db_retry_max_delay_s: float = Field(default=1.0, gt=0)
+
+    # --- Stuck workflows ------------------------------------------------------------------
+    stuck_default_threshold_s: float = Field(default=24 * 3600.0, gt=0)
+    stuck_thresholds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description='Per "workflow_type:state" thresholds in seconds, '
+        'e.g. {"connection:review": 3600}.',
+    )
+
+    # --- Inventory ------------------------------------------------------------------------
+    inventory_orphan_grace_s: float = Field(default=24 * 3600.0, ge=0)
+
+    # --- Periodic jobs (design: Policies / Periodic jobs) ---------------------------------
+    scheduler_enabled: bool = True
+    job_retry_interval_s: float = Field(default=60.0, gt=0)
+    job_reconcile_interval_s: float = Field(default=3600.0, gt=0)
+    job_stuck_interval_s: float = Field(default=1800.0, gt=0)
+    job_health_interval_s: float = Field(default=300.0, gt=0)
+    job_cleanup_interval_s: float = Field(default=86400.0, gt=0)
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _parse_admin_ids(cls, value: Any) -> Any:
+        """Accept ``"1,2,3"``, ``"[1, 2]"``, a single int or a list."""
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("stuck_thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.retry_max_delay_s < self.retry_base_delay_s:
+            raise ValueError("RETRY_MAX_DELAY_S must not be below RETRY_BASE_DELAY_S")
+        if self.db_pool_max_size < self.db_pool_min_size:
+            raise ValueError("DB_POOL_MAX_SIZE must not be below DB_POOL_MIN_SIZE")
+        return self
+
+    def require_bot_token(self) -> str:
+        """Return the bot token.
+
+        Raises:
+            MissingSettingError: ``BOT_TOKEN`` is unset or empty.
+        """
+        if self.bot_token is None or not self.bot_token.get_secret_value().strip():
+            raise MissingSettingError(
+                "BOT_TOKEN is not set: put BOT_TOKEN=<token from @BotFather> in the "
+                "environment or in .env"
+            )
+        return self.bot_token.get_secret_value().strip()
+
+    def is_admin_id(self, telegram_id: int) -> bool:
+        """True when ``telegram_id`` is listed in ``ADMIN_IDS``."""
+        return telegram_id in self.admin_ids
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings built once per process (not at import time)."""
+    return Settings()

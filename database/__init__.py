@@ -1,0 +1,1 @@
+"""asyncpg pool, migrations and repositories: all SQL of the project lives in this package."""

@@ -1,0 +1,71 @@
+"""SQL of the transactional outbox (``pending_notifications``).
+
+``enqueue`` must be called on the connection of the transaction whose change causes the
+notification: a rollback then also cancels the notification, and a crash loses none.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+# Insert one notification unless its idempotency key is already there (same business event).
+ENQUEUE_SQL = """
+INSERT INTO pending_notifications
+    (idempotency_key, recipient_id, chat_id, template_key, params, request_id)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    *,
+    idempotency_key: str,
+    chat_id: int,
+    template_key: str,
+    params: dict[str, Any] | None = None,
+    recipient_id: int | None = None,
+    request_id: int | None = None,
+) -> int | None:
+    """Add a notification to the outbox; returns its id, or None for a duplicate key."""
+    return await conn.fetchval(
+        ENQUEUE_SQL,
+        idempotency_key,
+        recipient_id,
+        chat_id,
+        template_key,
+        json.dumps(params or {}),
+        request_id,
+    )
+
+
+# Admin recipients: users with the admin role who can be reached.
+ADMIN_RECIPIENTS_SQL = """
+SELECT id, telegram_id FROM users
+ WHERE role = 'admin' AND is_active AND blocked_bot_at IS NULL
+"""
+
+
+async def admin_recipients(
+    conn: asyncpg.Connection, extra_telegram_ids: list[int] | tuple[int, ...] = ()
+) -> list[tuple[int | None, int]]:
+    """(user id or None, chat id) of every admin: admin-role users plus ``ADMIN_IDS``."""
+    rows = await conn.fetch(ADMIN_RECIPIENTS_SQL)
+    result: dict[int, int | None] = {row["telegram_id"]: row["id"] for row in rows}
+    if extra_telegram_ids:
+        known = await conn.fetch(
+            "SELECT id, telegram_id, blocked_bot_at FROM users "
+            "WHERE telegram_id = ANY($1::bigint[])",
+            list(extra_telegram_ids),
+        )
+        by_tg = {row["telegram_id"]: row for row in known}
+        for telegram_id in extra_telegram_ids:
+            row = by_tg.get(telegram_id)
+            if row is not None and row["blocked_bot_at"] is not None:
+                continue
+            result.setdefault(telegram_id, row["id"] if row is not None else None)
+    return [(user_id, chat_id) for chat_id, user_id in result.items()]

@@ -1,0 +1,154 @@
+"""SQL of ``service_requests`` and ``workflow_transitions``."""
+
+from __future__ import annotations
+
+import asyncpg
+
+INSERT_REQUEST_SQL = """
+INSERT INTO service_requests
+    (workflow_type, client_id, description, address, current_state, owner_role)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *
+"""
+
+# Lock one request for a state change (the caller then checks the version it saw).
+LOCK_REQUEST_SQL = "SELECT * FROM service_requests WHERE id = $1 FOR UPDATE"
+
+# Apply a state change guarded by optimistic locking: no row comes back when the version
+# moved on since the caller read it.
+APPLY_STATE_SQL = """
+UPDATE service_requests SET
+    current_state = $3,
+    owner_role = $4,
+    assignee_id = $5,
+    status = $6,
+    version = version + 1,
+    state_entered_at = CASE WHEN current_state IS DISTINCT FROM $3 THEN now()
+                            ELSE state_entered_at END,
+    completed_at = CASE WHEN $6 = 'completed' THEN now() ELSE completed_at END,
+    updated_at = now()
+WHERE id = $1 AND version = $2
+RETURNING *
+"""
+
+INSERT_TRANSITION_SQL = """
+INSERT INTO workflow_transitions
+    (request_id, from_state, to_state, from_role, to_role, from_assignee_id, to_assignee_id,
+     actor_id, kind, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING *
+"""
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    workflow_type: str,
+    client_id: int,
+    description: str,
+    address: str,
+    state: str,
+    role: str | None,
+) -> asyncpg.Record:
+    """Insert a new active request in its first state; returns the row."""
+    row = await conn.fetchrow(
+        INSERT_REQUEST_SQL, workflow_type, client_id, description, address, state, role
+    )
+    assert row is not None
+    return row
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, request_id: int) -> asyncpg.Record | None:
+    """The request, or None."""
+    return await conn.fetchrow("SELECT * FROM service_requests WHERE id = $1", request_id)
+
+
+async def lock(conn: asyncpg.Connection, request_id: int) -> asyncpg.Record | None:
+    """The request locked ``FOR UPDATE`` until the transaction ends, or None."""
+    return await conn.fetchrow(LOCK_REQUEST_SQL, request_id)
+
+
+async def apply_state(
+    conn: asyncpg.Connection,
+    *,
+    request_id: int,
+    expected_version: int,
+    state: str,
+    role: str | None,
+    assignee_id: int | None,
+    status: str,
+) -> asyncpg.Record | None:
+    """Move the request if its version is still ``expected_version``; None otherwise."""
+    return await conn.fetchrow(
+        APPLY_STATE_SQL, request_id, expected_version, state, role, assignee_id, status
+    )
+
+
+async def insert_transition(
+    conn: asyncpg.Connection,
+    *,
+    request_id: int,
+    from_state: str | None,
+    to_state: str,
+    from_role: str | None,
+    to_role: str | None,
+    from_assignee_id: int | None,
+    to_assignee_id: int | None,
+    actor_id: int | None,
+    kind: str,
+    reason: str | None = None,
+) -> asyncpg.Record:
+    """Append one row to the request's history."""
+    row = await conn.fetchrow(
+        INSERT_TRANSITION_SQL,
+        request_id,
+        from_state,
+        to_state,
+        from_role,
+        to_role,
+        from_assignee_id,
+        to_assignee_id,
+        actor_id,
+        kind,
+        reason,
+    )
+    assert row is not None
+    return row
+
+
+async def history(
+    conn: asyncpg.Connection | asyncpg.Pool, request_id: int, limit: int = 20
+) -> list[asyncpg.Record]:
+    """The request's last ``limit`` transitions, newest first, with the actor's name."""
+    return await conn.fetch(
+        """
+        SELECT t.*, u.full_name AS actor_name
+          FROM workflow_transitions t LEFT JOIN users u ON u.id = t.actor_id
+         WHERE t.request_id = $1 ORDER BY t.id DESC LIMIT $2
+        """,
+        request_id,
+        limit,
+    )
+
+
+async def list_for_role(
+    conn: asyncpg.Connection | asyncpg.Pool, role: str, *, limit: int = 20
+) -> list[asyncpg.Record]:
+    """Active requests owned by ``role``, oldest first."""
+    return await conn.fetch(
+        "SELECT * FROM service_requests WHERE status = 'active' AND owner_role = $1 "
+        "ORDER BY id LIMIT $2",
+        role,
+        limit,
+    )
+
+
+async def list_for_client(
+    conn: asyncpg.Connection | asyncpg.Pool, client_id: int, *, limit: int = 20
+) -> list[asyncpg.Record]:
+    """The client's requests, newest first."""
+    return await conn.fetch(
+        "SELECT * FROM service_requests WHERE client_id = $1 ORDER BY id DESC LIMIT $2",
+        client_id,
+        limit,
+    )

@@ -1,0 +1,75 @@
+"""SQL of ``users``."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# Register on /start, or refresh name and username; writing to the bot again clears the
+# blocked mark (the user can be reached again).
+UPSERT_FROM_TELEGRAM_SQL = """
+INSERT INTO users (telegram_id, full_name, username, language, role)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (telegram_id) DO UPDATE SET
+    full_name = EXCLUDED.full_name,
+    username = EXCLUDED.username,
+    blocked_bot_at = NULL,
+    updated_at = now()
+RETURNING *
+"""
+
+
+async def upsert_from_telegram(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    telegram_id: int,
+    full_name: str,
+    username: str | None,
+    language: str,
+    role: str = "client",
+) -> asyncpg.Record:
+    """Create or refresh the user behind a Telegram account; returns the row."""
+    row = await conn.fetchrow(
+        UPSERT_FROM_TELEGRAM_SQL, telegram_id, full_name, username, language, role
+    )
+    assert row is not None
+    return row
+
+
+async def get_by_telegram_id(
+    conn: asyncpg.Connection | asyncpg.Pool, telegram_id: int
+) -> asyncpg.Record | None:
+    """The user with this Telegram id, or None."""
+    return await conn.fetchrow("SELECT * FROM users WHERE telegram_id = $1", telegram_id)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> asyncpg.Record | None:
+    """The user with this id, or None."""
+    return await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+
+
+async def set_language(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, language: str
+) -> None:
+    """Change the user's language (en, ru, uz)."""
+    await conn.execute(
+        "UPDATE users SET language = $2, updated_at = now() WHERE id = $1", user_id, language
+    )
+
+
+async def mark_unreachable(conn: asyncpg.Connection | asyncpg.Pool, telegram_id: int) -> None:
+    """Mark the user as unreachable (Telegram 403 / chat not found) until they write again."""
+    await conn.execute(
+        "UPDATE users SET blocked_bot_at = now(), updated_at = now() "
+        "WHERE telegram_id = $1 AND blocked_bot_at IS NULL",
+        telegram_id,
+    )
+
+
+async def reachable_by_role(
+    conn: asyncpg.Connection | asyncpg.Pool, role: str
+) -> list[asyncpg.Record]:
+    """Active users of ``role`` the bot can reach, oldest first."""
+    return await conn.fetch(
+        "SELECT * FROM users WHERE role = $1 AND is_active AND blocked_bot_at IS NULL ORDER BY id",
+        role,
+    )

@@ -1,0 +1,39 @@
+"""Admin routers. Access is checked on every message and every callback query of the
+package (an inner middleware on both observers), not only on the command that opens the
+menu: a non-admin's command or forged callback gets a short localized refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Router
+from aiogram.types import CallbackQuery, Message, TelegramObject
+from aiogram.utils.i18n import gettext as _
+
+from handlers.admin import workflow_recovery
+
+
+class AdminOnlyMiddleware(BaseMiddleware):
+    """Calls the handler only when ``data["is_admin"]`` is true; refuses otherwise."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        if data.get("is_admin"):
+            return await handler(event, data)
+        refusal = _("This section is for administrators only.")
+        if isinstance(event, CallbackQuery):
+            await event.answer(refusal, show_alert=True)
+        elif isinstance(event, Message):
+            await event.answer(refusal)
+        return None
+
+
+router = Router(name=__name__)
+router.message.middleware(AdminOnlyMiddleware())
+router.callback_query.middleware(AdminOnlyMiddleware())
+router.include_router(workflow_recovery.router)

@@ -1,0 +1,87 @@
+"""Clients open requests (/new) and follow them (/my)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from handlers.callbacks import NewRequestCb
+from handlers.texts import state_label, workflow_label
+from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.workflow_definitions import WORKFLOWS
+
+router = Router(name=__name__)
+
+
+class NewRequest(StatesGroup):
+    """The /new conversation: pick a type, then describe the problem."""
+
+    description = State()
+
+
+@router.message(Command("new"))
+async def new_request(message: Message, state: FSMContext) -> None:
+    """Asks for the workflow type."""
+    await state.clear()
+    keyboard = InlineKeyboardBuilder()
+    for workflow_type in WORKFLOWS:
+        keyboard.button(
+            text=workflow_label(workflow_type),
+            callback_data=NewRequestCb(workflow_type=workflow_type),
+        )
+    await message.answer(_("What do you need?"), reply_markup=keyboard.as_markup())
+
+
+@router.callback_query(NewRequestCb.filter(F.workflow_type.in_(WORKFLOWS)))
+async def pick_type(query: CallbackQuery, callback_data: NewRequestCb, state: FSMContext) -> None:
+    """Remembers the type and asks for a description."""
+    await state.set_state(NewRequest.description)
+    await state.update_data(workflow_type=callback_data.workflow_type)
+    await query.answer()
+    if query.message is not None:
+        await query.message.answer(_("Describe the problem and the address in one message."))
+
+
+@router.message(NewRequest.description, F.text)
+async def describe(
+    message: Message,
+    state: FSMContext,
+    user: asyncpg.Record,
+    state_manager: EnhancedStateManager,
+) -> None:
+    """Opens the request."""
+    data = await state.get_data()
+    request = await state_manager.create_request(
+        Actor(user["id"], user["role"]),
+        workflow_type=data.get("workflow_type", "repair"),
+        description=message.text or "",
+    )
+    await state.clear()
+    await message.answer(
+        _("Request #{id} is open ({workflow}). We will keep you informed.").format(
+            id=request["id"], workflow=workflow_label(request["workflow_type"])
+        )
+    )
+
+
+@router.message(Command("my"))
+async def my_requests(
+    message: Message, user: asyncpg.Record, state_manager: EnhancedStateManager
+) -> None:
+    """Lists the client's latest requests."""
+    rows = await state_manager.list_for_client(user["id"])
+    if not rows:
+        await message.answer(_("You have no requests yet. Send /new to open one."))
+        return
+    lines = [_("Your requests:")]
+    lines += [
+        f"#{row['id']} {workflow_label(row['workflow_type'])}: {state_label(row['current_state'])}"
+        for row in rows
+    ]
+    await message.answer("\n".join(lines))

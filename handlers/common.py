@@ -1,0 +1,71 @@
+"""/start, /help and /language for everyone."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.settings import SUPPORTED_LOCALES
+from database import users
+from handlers.callbacks import LanguageCb
+from handlers.texts import role_label
+
+router = Router(name=__name__)
+
+LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uz": "Oʻzbekcha"}
+
+
+@router.message(CommandStart())
+async def start(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
+    """Greets the (now registered) user and lists what their role can do."""
+    lines = [
+        _("Hello, {name}! You are registered as {role}.").format(
+            name=message.from_user.full_name if message.from_user else "",
+            role=role_label(user["role"]),
+        ),
+        "",
+        _("/new - open a service request"),
+        _("/my - your requests"),
+    ]
+    if user["role"] not in ("client", "admin"):
+        lines.append(_("/tasks - requests waiting for your role"))
+    if is_admin:
+        lines.append(_("/workflow_recovery - recovery menu"))
+    lines.append(_("/language - change the language"))
+    await message.answer("\n".join(lines))
+
+
+@router.message(Command("help"))
+async def help_(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
+    """Same text as /start."""
+    await start(message, user, is_admin)
+
+
+@router.message(Command("language"))
+async def choose_language(message: Message) -> None:
+    """Offers the supported languages."""
+    keyboard = InlineKeyboardBuilder()
+    for code in SUPPORTED_LOCALES:
+        keyboard.button(text=LANGUAGE_NAMES[code], callback_data=LanguageCb(code=code))
+    await message.answer(_("Choose your language:"), reply_markup=keyboard.as_markup())
+
+
+@router.callback_query(LanguageCb.filter(F.code.in_(SUPPORTED_LOCALES)))
+async def set_language(
+    query: CallbackQuery,
+    callback_data: LanguageCb,
+    user: asyncpg.Record,
+    pool: asyncpg.Pool,
+    i18n: I18n,
+) -> None:
+    """Stores the language and confirms in it."""
+    await users.set_language(pool, user["id"], callback_data.code)
+    with i18n.use_locale(callback_data.code):
+        await query.answer(_("Language changed."))
+        if query.message is not None:
+            await query.message.answer(_("Language changed."))

@@ -1,0 +1,63 @@
+"""Staff see the requests waiting for their role (/tasks) and move them to the next step."""
+
+from __future__ import annotations
+
+import html
+
+import asyncpg
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from handlers.callbacks import AdvanceCb
+from handlers.texts import state_label, workflow_label
+from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.workflow_definitions import STAFF_ROLES
+
+router = Router(name=__name__)
+
+
+@router.message(Command("tasks"))
+async def tasks(
+    message: Message, user: asyncpg.Record, state_manager: EnhancedStateManager
+) -> None:
+    """Lists active requests owned by the user's role, each with a "next step" button."""
+    if user["role"] not in STAFF_ROLES:
+        await message.answer(_("Only staff have tasks."))
+        return
+    rows = await state_manager.list_for_role(user["role"])
+    if not rows:
+        await message.answer(_("Nothing is waiting for your role."))
+        return
+    for row in rows:
+        keyboard = InlineKeyboardBuilder()
+        keyboard.button(
+            text=_("Next step"),
+            callback_data=AdvanceCb(request_id=row["id"], version=row["version"]),
+        )
+        await message.answer(
+            f"#{row['id']} {workflow_label(row['workflow_type'])}: "
+            f"{state_label(row['current_state'])}\n{html.escape(row['description'][:200])}",
+            reply_markup=keyboard.as_markup(),
+        )
+
+
+@router.callback_query(AdvanceCb.filter())
+async def advance(
+    query: CallbackQuery,
+    callback_data: AdvanceCb,
+    user: asyncpg.Record,
+    state_manager: EnhancedStateManager,
+) -> None:
+    """Moves the request on; a stale button gets the concurrent-modification answer."""
+    request = await state_manager.advance(
+        Actor(user["id"], user["role"]), callback_data.request_id, callback_data.version
+    )
+    text = _("Request #{id} moved to {state}.").format(
+        id=request["id"], state=state_label(request["current_state"])
+    )
+    await query.answer(text)
+    if query.message is not None:
+        await query.message.answer(text)

@@ -1,0 +1,1 @@
+"""aiogram middlewares: error handling (outermost), user loading and localization."""

@@ -1,0 +1,355 @@
+"""Initial schema: base workflow tables, the eight recovery tables and their SQL functions.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+# --- Base workflow --------------------------------------------------------------------------
+BASE_WORKFLOW = """
+CREATE TABLE users (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    telegram_id     BIGINT NOT NULL UNIQUE,
+    full_name       TEXT NOT NULL DEFAULT '',
+    username        TEXT,
+    phone           TEXT,
+    role            TEXT NOT NULL DEFAULT 'client' CHECK (role IN (
+                        'client', 'manager', 'junior_manager', 'controller',
+                        'technician', 'warehouse', 'admin')),
+    language        TEXT NOT NULL DEFAULT 'en' CHECK (language IN ('en', 'ru', 'uz')),
+    is_active       BOOLEAN NOT NULL DEFAULT TRUE,
+    -- set when Telegram answered 403 (blocked, deactivated) or 400 chat not found;
+    -- cleared when the user writes to the bot again
+    blocked_bot_at  TIMESTAMPTZ,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_users_role_active ON users (role) WHERE is_active AND blocked_bot_at IS NULL;
+
+CREATE TABLE service_requests (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_type    TEXT NOT NULL CHECK (workflow_type IN ('connection', 'repair')),
+    client_id        BIGINT NOT NULL REFERENCES users (id),
+    description      TEXT NOT NULL DEFAULT '',
+    address          TEXT NOT NULL DEFAULT '',
+    current_state    TEXT NOT NULL,
+    owner_role       TEXT,  -- the role that owns the current state ("current_role" is reserved)
+    assignee_id      BIGINT REFERENCES users (id),
+    status           TEXT NOT NULL DEFAULT 'active'
+                         CHECK (status IN ('active', 'completed', 'cancelled')),
+    -- optimistic locking: every state change increments it and checks the value it read
+    version          INTEGER NOT NULL DEFAULT 1 CHECK (version > 0),
+    state_entered_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at     TIMESTAMPTZ
+);
+-- stuck detection: active requests ordered by time in state
+CREATE INDEX ix_requests_active_state_entered
+    ON service_requests (state_entered_at) WHERE status = 'active';
+CREATE INDEX ix_requests_active_type_state
+    ON service_requests (workflow_type, current_state, state_entered_at) WHERE status = 'active';
+CREATE INDEX ix_requests_active_assignee
+    ON service_requests (assignee_id) WHERE status = 'active';
+CREATE INDEX ix_requests_active_role
+    ON service_requests (owner_role, id) WHERE status = 'active';
+CREATE INDEX ix_requests_client ON service_requests (client_id, id);
+
+CREATE TABLE workflow_transitions (
+    id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id     BIGINT NOT NULL REFERENCES service_requests (id) ON DELETE CASCADE,
+    from_state     TEXT,
+    to_state       TEXT NOT NULL,
+    from_role      TEXT,
+    to_role        TEXT,
+    from_assignee_id BIGINT REFERENCES users (id),
+    to_assignee_id   BIGINT REFERENCES users (id),
+    actor_id       BIGINT REFERENCES users (id),
+    kind           TEXT NOT NULL CHECK (kind IN (
+                       'create', 'normal', 'assign', 'force', 'reset', 'complete', 'reassign')),
+    reason         TEXT,
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_transitions_request ON workflow_transitions (request_id, id);
+
+CREATE TABLE materials (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sku         TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    unit        TEXT NOT NULL DEFAULT 'pcs',
+    -- may go negative only through external corruption: reconciliation finds it
+    balance     BIGINT NOT NULL DEFAULT 0,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_materials_negative ON materials (id) WHERE balance < 0;
+"""
+
+# --- Recovery tables ------------------------------------------------------------------------
+RECOVERY = """
+-- The ledger: source of truth for stock. quantity is signed (receipt/return > 0, issue < 0,
+-- adjustment either sign). request_id has no foreign key on purpose: reconciliation must be
+-- able to see issues for requests that no longer exist (orphans).
+CREATE TABLE inventory_transactions (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    material_id      BIGINT NOT NULL REFERENCES materials (id),
+    kind             TEXT NOT NULL CHECK (kind IN ('receipt', 'issue', 'return', 'adjustment')),
+    quantity         BIGINT NOT NULL CHECK (quantity <> 0),
+    request_id       BIGINT,
+    actor_id         BIGINT REFERENCES users (id),
+    -- idempotency reference: a retried use with the same key is not counted twice
+    idempotency_key  TEXT NOT NULL,
+    reverses_id      BIGINT REFERENCES inventory_transactions (id),
+    note             TEXT,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX ux_inventory_tx_idempotency ON inventory_transactions (idempotency_key);
+CREATE INDEX ix_inventory_tx_material ON inventory_transactions (material_id) INCLUDE (quantity);
+CREATE INDEX ix_inventory_tx_request ON inventory_transactions (request_id)
+    WHERE request_id IS NOT NULL;
+
+-- One row per error group (fingerprint); a storm of the same error grows occurrence_count.
+CREATE TABLE error_records (
+    id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    reference         TEXT NOT NULL UNIQUE,
+    fingerprint       TEXT NOT NULL UNIQUE,
+    category          TEXT NOT NULL CHECK (category IN (
+                          'transient', 'data', 'business_logic', 'system', 'inventory',
+                          'notification')),
+    severity          TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    error_type        TEXT NOT NULL,
+    message           TEXT NOT NULL,
+    location          TEXT,
+    stack_trace       TEXT,
+    context           JSONB NOT NULL DEFAULT '{}'::jsonb,
+    occurrence_count  BIGINT NOT NULL DEFAULT 1,
+    first_seen_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_seen_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    status            TEXT NOT NULL DEFAULT 'open'
+                          CHECK (status IN ('open', 'resolved', 'regressed')),
+    resolved_at       TIMESTAMPTZ,
+    resolved_by       BIGINT,
+    last_alerted_at   TIMESTAMPTZ
+);
+CREATE INDEX ix_error_records_last_seen ON error_records (last_seen_at);
+CREATE INDEX ix_error_records_category_last_seen
+    ON error_records (category, severity, last_seen_at);
+CREATE INDEX ix_error_records_open_count
+    ON error_records (occurrence_count DESC) WHERE status <> 'resolved';
+
+-- Audit trail of transactional operations; rows of a rolled-back transaction are written
+-- outside it, so they survive the rollback.
+CREATE TABLE transaction_log (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    transaction_id  UUID NOT NULL,
+    operation       TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN (
+                        'started', 'committed', 'rolled_back', 'retried', 'failed')),
+    steps           JSONB NOT NULL DEFAULT '[]'::jsonb,
+    actor_id        BIGINT,
+    error_category  TEXT,
+    error_message   TEXT,
+    attempt         INTEGER NOT NULL DEFAULT 1,
+    duration_ms     DOUBLE PRECISION,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_transaction_log_tx ON transaction_log (transaction_id);
+CREATE INDEX ix_transaction_log_created ON transaction_log (created_at);
+CREATE INDEX ix_transaction_log_status_created ON transaction_log (status, created_at);
+
+-- The transactional outbox: written in the same transaction as the change that causes it.
+CREATE TABLE pending_notifications (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    idempotency_key  TEXT NOT NULL,
+    recipient_id     BIGINT REFERENCES users (id),
+    chat_id          BIGINT NOT NULL,
+    template_key     TEXT NOT NULL,
+    params           JSONB NOT NULL DEFAULT '{}'::jsonb,
+    status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN (
+                         'pending', 'sending', 'sent', 'retrying', 'dead', 'skipped',
+                         'discarded')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    claimed_by       TEXT,
+    lease_until      TIMESTAMPTZ,
+    telegram_message_id BIGINT,
+    last_error       TEXT,
+    dead_reason      TEXT,
+    request_id       BIGINT,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    sent_at          TIMESTAMPTZ
+);
+CREATE UNIQUE INDEX ux_pending_notifications_idempotency
+    ON pending_notifications (idempotency_key);
+-- the sender's claim query: due rows, oldest first
+CREATE INDEX ix_pending_notifications_due ON pending_notifications (next_attempt_at, id)
+    WHERE status IN ('pending', 'retrying');
+CREATE INDEX ix_pending_notifications_lease ON pending_notifications (lease_until)
+    WHERE status = 'sending';
+CREATE INDEX ix_pending_notifications_status ON pending_notifications (status, updated_at);
+
+-- One row per failed delivery attempt scheduled for retry (exponential backoff with jitter).
+CREATE TABLE notification_retry_queue (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    notification_id  BIGINT NOT NULL REFERENCES pending_notifications (id) ON DELETE CASCADE,
+    attempt          INTEGER NOT NULL,
+    error_category   TEXT,
+    error_code       INTEGER,
+    error_message    TEXT,
+    retry_at         TIMESTAMPTZ NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'waiting'
+                         CHECK (status IN ('waiting', 'done', 'dead', 'cancelled')),
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_retry_queue_waiting ON notification_retry_queue (retry_at)
+    WHERE status = 'waiting';
+CREATE INDEX ix_retry_queue_notification ON notification_retry_queue (notification_id, attempt);
+
+CREATE TABLE inventory_reconciliation_log (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id           UUID NOT NULL,
+    material_id      BIGINT REFERENCES materials (id),
+    transaction_id   BIGINT REFERENCES inventory_transactions (id),
+    discrepancy      TEXT NOT NULL CHECK (discrepancy IN (
+                         'negative_balance', 'drift', 'orphaned_transaction',
+                         'duplicate_reference')),
+    action           TEXT NOT NULL CHECK (action IN (
+                         'detected', 'adjusted', 'reversed', 'accepted', 'skipped', 'failed')),
+    before_value     JSONB,
+    after_value      JSONB,
+    actor            TEXT NOT NULL,
+    reason           TEXT,
+    dry_run          BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_reconciliation_log_created ON inventory_reconciliation_log (created_at);
+CREATE INDEX ix_reconciliation_log_material ON inventory_reconciliation_log (material_id, id);
+
+CREATE TABLE workflow_recovery_log (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id       BIGINT REFERENCES service_requests (id) ON DELETE SET NULL,
+    action           TEXT NOT NULL CHECK (action IN (
+                         'force_transition', 'reset_state', 'complete', 'reassign')),
+    admin_id         BIGINT,
+    admin_telegram_id BIGINT,
+    reason           TEXT,
+    before_state     JSONB,
+    after_state      JSONB,
+    success          BOOLEAN NOT NULL,
+    error_message    TEXT,
+    batch_id         UUID,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_recovery_log_created ON workflow_recovery_log (created_at DESC);
+CREATE INDEX ix_recovery_log_request ON workflow_recovery_log (request_id, id);
+
+CREATE TABLE system_health_snapshots (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    status      TEXT NOT NULL CHECK (status IN ('healthy', 'degraded', 'critical')),
+    metrics     JSONB NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_health_snapshots_created ON system_health_snapshots (created_at DESC);
+"""
+
+# --- Functions ------------------------------------------------------------------------------
+FUNCTIONS = """
+CREATE FUNCTION cleanup_old_error_records(retention_days INTEGER DEFAULT 90)
+RETURNS INTEGER LANGUAGE plpgsql AS $$
+DECLARE removed INTEGER;
+BEGIN
+    DELETE FROM error_records
+     WHERE last_seen_at < now() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $$;
+
+CREATE FUNCTION cleanup_old_transaction_logs(retention_days INTEGER DEFAULT 30)
+RETURNS INTEGER LANGUAGE plpgsql AS $$
+DECLARE removed INTEGER;
+BEGIN
+    DELETE FROM transaction_log
+     WHERE created_at < now() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $$;
+
+CREATE FUNCTION cleanup_old_health_snapshots(retention_days INTEGER DEFAULT 30)
+RETURNS INTEGER LANGUAGE plpgsql AS $$
+DECLARE removed INTEGER;
+BEGIN
+    DELETE FROM system_health_snapshots
+     WHERE created_at < now() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $$;
+
+-- Live health figures in one JSON document. Stuck threshold in seconds (default 24 h).
+CREATE FUNCTION get_system_health_summary(stuck_threshold_s DOUBLE PRECISION DEFAULT 86400)
+RETURNS JSONB LANGUAGE sql STABLE AS $$
+SELECT jsonb_build_object(
+    'generated_at', now(),
+    'active_requests',
+        (SELECT count(*) FROM service_requests WHERE status = 'active'),
+    'stuck_requests',
+        (SELECT count(*) FROM service_requests
+          WHERE status = 'active'
+            AND state_entered_at < now() - make_interval(secs => stuck_threshold_s)),
+    'notifications', jsonb_build_object(
+        'pending', (SELECT count(*) FROM pending_notifications
+                     WHERE status IN ('pending', 'sending')),
+        'retrying', (SELECT count(*) FROM pending_notifications WHERE status = 'retrying'),
+        'dead', (SELECT count(*) FROM pending_notifications WHERE status = 'dead')),
+    'errors_last_hour', COALESCE((
+        SELECT jsonb_object_agg(category, n) FROM (
+            SELECT category, count(*) AS n FROM error_records
+             WHERE last_seen_at > now() - interval '1 hour' GROUP BY category) c), '{}'::jsonb),
+    'errors_last_hour_by_severity', COALESCE((
+        SELECT jsonb_object_agg(severity, n) FROM (
+            SELECT severity, count(*) AS n FROM error_records
+             WHERE last_seen_at > now() - interval '1 hour' GROUP BY severity) s), '{}'::jsonb),
+    'negative_balances', (SELECT count(*) FROM materials WHERE balance < 0),
+    'transactions_rolled_back_last_hour',
+        (SELECT count(*) FROM transaction_log
+          WHERE status = 'rolled_back' AND created_at > now() - interval '1 hour')
+)
+$$;
+"""
+
+DOWNGRADE = """
+DROP FUNCTION IF EXISTS get_system_health_summary(DOUBLE PRECISION);
+DROP FUNCTION IF EXISTS cleanup_old_health_snapshots(INTEGER);
+DROP FUNCTION IF EXISTS cleanup_old_transaction_logs(INTEGER);
+DROP FUNCTION IF EXISTS cleanup_old_error_records(INTEGER);
+DROP TABLE IF EXISTS system_health_snapshots;
+DROP TABLE IF EXISTS workflow_recovery_log;
+DROP TABLE IF EXISTS inventory_reconciliation_log;
+DROP TABLE IF EXISTS notification_retry_queue;
+DROP TABLE IF EXISTS pending_notifications;
+DROP TABLE IF EXISTS transaction_log;
+DROP TABLE IF EXISTS error_records;
+DROP TABLE IF EXISTS inventory_transactions;
+DROP TABLE IF EXISTS materials;
+DROP TABLE IF EXISTS workflow_transitions;
+DROP TABLE IF EXISTS service_requests;
+DROP TABLE IF EXISTS users;
+"""
+
+
+def upgrade() -> None:
+    op.execute(BASE_WORKFLOW)
+    op.execute(RECOVERY)
+    op.execute(FUNCTIONS)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)

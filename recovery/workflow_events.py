@@ -1,0 +1,67 @@
+"""Outbox notifications caused by workflow changes (written in the caller's transaction)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from database import outbox, users
+
+
+async def notify_state_change(
+    conn: asyncpg.Connection,
+    request: asyncpg.Record,
+    *,
+    transition_id: int,
+    kind: str,
+) -> int:
+    """Enqueue the notifications of one state change; returns how many were enqueued.
+
+    - the assignee, or every reachable user of the owning role when nobody is assigned:
+      ``request.waiting_for_you``;
+    - the client: ``request.moving_again`` after an admin recovery (kind force, reset,
+      complete, reassign), ``request.status_changed`` otherwise.
+
+    The idempotency key is built from the transition id, so a retried transaction that
+    committed once can never enqueue twice.
+    """
+    count = 0
+    params = {
+        "request_id": request["id"],
+        "workflow_type": request["workflow_type"],
+        "state": request["current_state"],
+    }
+    recipients: list[asyncpg.Record] = []
+    if request["status"] == "active":
+        if request["assignee_id"] is not None:
+            assignee = await users.get(conn, request["assignee_id"])
+            if assignee is not None and assignee["is_active"] and not assignee["blocked_bot_at"]:
+                recipients.append(assignee)
+        elif request["owner_role"]:
+            recipients.extend(await users.reachable_by_role(conn, request["owner_role"]))
+    for user in recipients:
+        if user["id"] == request["client_id"]:
+            continue
+        enqueued = await outbox.enqueue(
+            conn,
+            idempotency_key=f"transition:{transition_id}:staff:{user['id']}",
+            chat_id=user["telegram_id"],
+            recipient_id=user["id"],
+            template_key="request.waiting_for_you",
+            params=params,
+            request_id=request["id"],
+        )
+        count += enqueued is not None
+    client = await users.get(conn, request["client_id"])
+    if client is not None and not client["blocked_bot_at"]:
+        recovery = kind in ("force", "reset", "complete", "reassign")
+        enqueued = await outbox.enqueue(
+            conn,
+            idempotency_key=f"transition:{transition_id}:client",
+            chat_id=client["telegram_id"],
+            recipient_id=client["id"],
+            template_key="request.moving_again" if recovery else "request.status_changed",
+            params=params,
+            request_id=request["id"],
+        )
+        count += enqueued is not None
+    return count

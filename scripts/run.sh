@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install the project into .venv and run the bot (`scripts/run.sh seed-demo` loads demo data).
+# Needs BOT_TOKEN; with DATABASE_URL unset an embedded PostgreSQL is started under DATA_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+exec .venv/bin/python -m bot "$@"
