@@ -3,8 +3,6 @@ finds the demo users and changes nothing."""
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 
 # Demo users live in a Telegram id range no real account uses in this setup.
@@ -159,7 +157,7 @@ async def seed(conn: asyncpg.Connection, admin_telegram_ids: list[int]) -> dict[
             f"demo:notification:{index}",
             ids[3],
             DEMO_TELEGRAM_ID_BASE + 3,
-            json.dumps({"request_id": request_ids[2], "state": "review"}),
+            {"request_id": request_ids[2], "state": "review"},
             status,
             attempts,
             error,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +70,7 @@ async def upsert(
         message,
         location,
         stack_trace,
-        json.dumps(context, default=str),
+        context,
     )
     assert row is not None
     return UpsertResult(

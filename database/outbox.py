@@ -6,7 +6,6 @@ notification: a rollback then also cancels the notification, and a crash loses n
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
@@ -38,7 +37,7 @@ async def enqueue(
         recipient_id,
         chat_id,
         template_key,
-        json.dumps(params or {}),
+        params or {},
         request_id,
     )
 

@@ -7,11 +7,17 @@ import json
 import asyncpg
 
 
+def _encode_json(value: object) -> str:
+    """Encode a Python value for a json/jsonb parameter (dates and UUIDs as strings)."""
+    return json.dumps(value, default=str)
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
-    """Decode json/jsonb columns to Python objects on every pooled connection."""
+    """json/jsonb parameters take Python objects and columns come back decoded, on every
+    pooled connection (pass dicts, never pre-encoded strings)."""
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            type_name, encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
         )
 
 

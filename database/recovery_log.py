@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -39,8 +38,8 @@ async def insert(
         admin_id,
         admin_telegram_id,
         reason,
-        json.dumps(before, default=str) if before is not None else None,
-        json.dumps(after, default=str) if after is not None else None,
+        before,
+        after,
         success,
         error_message,
         batch_id,

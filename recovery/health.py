@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
@@ -43,7 +42,7 @@ class HealthMonitor:
         await self.pool.execute(
             "INSERT INTO system_health_snapshots (status, metrics) VALUES ($1, $2::jsonb)",
             status,
-            json.dumps(summary, default=str),
+            summary,
         )
         return status, summary
 
