@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import asyncpg
 from aiogram import Bot, Dispatcher
@@ -18,18 +19,22 @@ from aiogram.utils.i18n import I18n
 
 from bot.embedded_db import start_embedded
 from bot.i18n import create_i18n
-from bot.notification_texts import make_renderer
+from bot.notification_texts import inline_keyboard, make_renderer
 from bot.scheduler import build_scheduler
 from bot.services import Services
 from bot.settings import Settings
 from database.migrate import ensure_schema_at_head, upgrade_to_head
 from database.pool import create_pool
 from handlers import build_root_router
+from handlers.admin.alerts import mute_callback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
+from recovery.alerts import AdminAlerts, AlertPolicy
+from recovery.audit import AdminAuditLog
+from recovery.error_stats import ErrorStatistics
 from recovery.errors import ErrorHandler
-from recovery.health import HealthMonitor
+from recovery.health import HealthMonitor, HealthThresholds
 from recovery.masking import MaskingFilter
 from recovery.notifications import NotificationRetryManager, RetryPolicy
 from recovery.state_manager import EnhancedStateManager
@@ -91,8 +96,11 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         extra_secrets=secrets,
     )
 
-    async def send(chat_id: int, text: str) -> int | None:
-        message = await bot.send_message(chat_id, text)
+    async def send(
+        chat_id: int, text: str, *, buttons: list[Any] | None = None, locale: str | None = None
+    ) -> int | None:
+        markup = inline_keyboard(i18n, buttons, locale or settings.default_locale)
+        message = await bot.send_message(chat_id, text, reply_markup=markup)
         return message.message_id
 
     notifications = NotificationRetryManager(
@@ -109,6 +117,16 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         instance_id=settings.instance_id,
         default_locale=settings.default_locale,
     )
+    alerts = AdminAlerts(
+        pool,
+        admin_ids=settings.admin_ids,
+        policy=AlertPolicy(
+            dedupe_window_s=settings.alert_dedupe_window_s,
+            rate_limit=settings.alert_rate_limit,
+            rate_window_s=settings.alert_rate_window_s,
+        ),
+        mute_callback=mute_callback,
+    )
     return Services(
         settings=settings,
         pool=pool,
@@ -120,8 +138,17 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
             default_threshold_s=settings.stuck_default_threshold_s,
             thresholds=settings.stuck_thresholds,
         ),
-        health_monitor=HealthMonitor(pool, stuck_threshold_s=settings.stuck_default_threshold_s),
+        health_monitor=HealthMonitor(
+            pool,
+            thresholds=HealthThresholds.with_overrides(settings.health_thresholds),
+            stuck_threshold_s=settings.stuck_default_threshold_s,
+            stuck_thresholds=settings.stuck_thresholds,
+            alerts=alerts,
+        ),
         notifications=notifications,
+        alerts=alerts,
+        audit=AdminAuditLog(pool),
+        error_stats=ErrorStatistics(pool),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
 
@@ -25,6 +26,17 @@ TEMPLATES: dict[str, str] = {
         "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
     ),
     "admin.text": "{text}",
+    "admin.health_changed": _(
+        "System health changed: {previous} → {status}.\n"
+        "Stuck workflows: {stuck}, dead notifications: {dead}, notification backlog: "
+        "{backlog}, critical errors in the last hour: {critical_errors}, open inventory "
+        "discrepancies: {discrepancies}.\nDetails: /workflow_recovery"
+    ),
+    "admin.alert_digest": _(
+        "{total} admin alerts arrived together.\n"
+        "Critical errors: {error}, health changes: {health}, stuck workflows: {stuck}, "
+        "other: {system}.\n{details}"
+    ),
 }
 
 STATE_MSGIDS = {
@@ -37,6 +49,7 @@ STATE_MSGIDS = {
     "completed": _("completed"),
 }
 WORKFLOW_MSGIDS = {"connection": _("connection"), "repair": _("repair")}
+HEALTH_MSGIDS = {"healthy": _("healthy"), "degraded": _("degraded"), "critical": _("critical")}
 
 
 class UnknownTemplateError(KeyError):
@@ -57,6 +70,8 @@ def make_renderer(i18n: I18n):
                 value = i18n.gettext(STATE_MSGIDS[value], locale=locale)
             elif key == "workflow_type" and value in WORKFLOW_MSGIDS:
                 value = i18n.gettext(WORKFLOW_MSGIDS[value], locale=locale)
+            elif key in ("status", "previous") and value in HEALTH_MSGIDS:
+                value = i18n.gettext(HEALTH_MSGIDS[value], locale=locale)
             values[key] = html.escape(str(value)) if isinstance(value, str) else value
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
         return text.format_map(_Missing(values))
@@ -67,3 +82,24 @@ def make_renderer(i18n: I18n):
 class _Missing(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+def inline_keyboard(
+    i18n: I18n, buttons: list[list[dict[str, str]]] | None, locale: str
+) -> InlineKeyboardMarkup | None:
+    """An outbox row's ``params["buttons"]`` (rows of ``{"text": msgid, "callback_data"}``)
+    as an inline keyboard with the texts in ``locale``; None without buttons."""
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=i18n.gettext(button["text"], locale=locale),
+                    callback_data=button["callback_data"],
+                )
+                for button in row
+            ]
+            for row in buttons
+        ]
+    )

@@ -45,9 +45,18 @@ async def detect_stuck(services: Services) -> object:
 
 
 async def health_snapshot(services: Services) -> object:
-    """Store a health snapshot."""
-    status, _summary = await services.health_monitor.take_snapshot()
-    return {"status": status}
+    """Store a health snapshot; alert the admins when the status changed since the last."""
+    result = await services.health_monitor.take_snapshot()
+    return {
+        "status": result.report.status.value,
+        "previous": result.previous_status.value,
+        "alert": result.alert.outcome.value if result.alert else None,
+    }
+
+
+async def alert_digest(services: Services) -> object:
+    """Send the admin alerts held back by the rate limit as one digest per admin."""
+    return {"digested": await services.alerts.flush_digest()}
 
 
 async def cleanup(services: Services) -> object:
@@ -65,6 +74,9 @@ async def cleanup(services: Services) -> object:
         "health_snapshots": await pool.fetchval(
             "SELECT cleanup_old_health_snapshots($1)", settings.health_snapshot_retention_days
         ),
+        "dashboard": await pool.fetchval(
+            "SELECT cleanup_old_dashboard_data($1)", settings.health_snapshot_retention_days
+        ),
     }
 
 
@@ -76,6 +88,7 @@ def job_table(services: Services) -> dict[str, tuple[JobFunc, float]]:
         "reconcile_inventory": (reconcile_inventory, s.job_reconcile_interval_s),
         "detect_stuck": (detect_stuck, s.job_stuck_interval_s),
         "health_snapshot": (health_snapshot, s.job_health_interval_s),
+        "alert_digest": (alert_digest, s.job_alert_digest_interval_s),
         "cleanup": (cleanup, s.job_cleanup_interval_s),
     }
 
@@ -93,8 +106,17 @@ async def run_job(services: Services, name: str, func: JobFunc) -> object | None
             log.info("job %s done in %.3f s: %s", name, time.monotonic() - started, result)
             return result
     except Exception as exc:
-        await services.error_handler.handle(exc, context={"job": name})
+        record = await services.error_handler.handle(exc, context={"job": name})
         log.warning("job %s failed: %s", name, type(exc).__name__)
+        try:  # a health figure; the database may be what failed
+            await services.health_monitor.record_job_failure(
+                name,
+                type(exc).__name__,
+                reference=record.reference,
+                instance_id=services.settings.instance_id,
+            )
+        except Exception as record_exc:
+            log.warning("job %s failure not recorded: %s", name, type(record_exc).__name__)
         return None
 
 

@@ -8,6 +8,9 @@ import asyncpg
 from aiogram.utils.i18n import I18n
 
 from bot.settings import Settings
+from recovery.alerts import AdminAlerts
+from recovery.audit import AdminAuditLog
+from recovery.error_stats import ErrorStatistics
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
 from recovery.notifications import NotificationRetryManager
@@ -27,6 +30,9 @@ class Services:
     workflow_recovery: WorkflowRecoveryManager
     health_monitor: HealthMonitor
     notifications: NotificationRetryManager
+    alerts: AdminAlerts
+    audit: AdminAuditLog
+    error_stats: ErrorStatistics
 
     def as_dispatcher_kwargs(self) -> dict[str, object]:
         """What handlers may declare as typed parameters."""
@@ -38,4 +44,7 @@ class Services:
             "workflow_recovery": self.workflow_recovery,
             "health_monitor": self.health_monitor,
             "notifications": self.notifications,
+            "alerts": self.alerts,
+            "audit": self.audit,
+            "error_stats": self.error_stats,
         }

@@ -56,3 +56,47 @@ class StuckActionCb(CallbackData, prefix="wra"):
     request_id: int
     version: int
     confirm: bool = False
+
+
+# --- Admin dashboard: health, errors, alerts, history (issue 8) ----------------------------
+class ErrorsCb(CallbackData, prefix="es"):
+    """Error statistics: ``view`` is ``stats``, ``top`` (``page`` of the top groups),
+    ``chart`` (``hours`` of the per-hour chart) or ``lookup`` (ask for a reference)."""
+
+    view: str
+    page: int = 0
+    hours: int = 24
+
+
+class ErrorGroupCb(CallbackData, prefix="eg"):
+    """One error group's detail; ``page`` is the top-groups page to go back to."""
+
+    record_id: int
+    page: int = 0
+
+
+class ErrorResolveCb(CallbackData, prefix="ers"):
+    """Mark an error group resolved (it reopens as regressed if it happens again)."""
+
+    record_id: int
+    page: int = 0
+
+
+class AlertMuteCb(CallbackData, prefix="am"):
+    """Mute one kind of admin alert (error, health, stuck, system) for ``seconds``; the
+    button sits on the alert message itself."""
+
+    kind: str
+    seconds: int
+
+
+class AlertUnmuteCb(CallbackData, prefix="au"):
+    """Lift the admin's mute of one kind of alert."""
+
+    kind: str
+
+
+class HistoryCb(CallbackData, prefix="hs"):
+    """A page of the recovery history."""
+
+    page: int = 0

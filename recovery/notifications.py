@@ -34,9 +34,21 @@ Renderer = Callable[[str, dict[str, Any], str], str]
 
 
 class Sender(Protocol):
-    """Sends one text message; returns Telegram's message id. Raises the Bot API's errors."""
+    """Sends one text message; returns Telegram's message id. Raises the Bot API's errors.
 
-    def __call__(self, chat_id: int, text: str) -> Awaitable[int | None]: ...
+    ``buttons`` (only passed when the row has ``params["buttons"]``): rows of
+    ``{"text": msgid, "callback_data": str}`` to send as an inline keyboard, the texts
+    translated into ``locale``.
+    """
+
+    def __call__(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        buttons: list[list[dict[str, str]]] | None = None,
+        locale: str | None = None,
+    ) -> Awaitable[int | None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +143,15 @@ class NotificationRetryManager:
             result.skipped += 1
             return
         locale = row["recipient_language"] or self.default_locale
+        params = row["params"] or {}
         try:
-            text = self.renderer(row["template_key"], row["params"] or {}, locale)
-            message_id = await self.sender(row["chat_id"], text)
+            text = self.renderer(row["template_key"], params, locale)
+            if params.get("buttons"):  # inline buttons (admin alerts' mute), msgid texts
+                message_id = await self.sender(
+                    row["chat_id"], text, buttons=params["buttons"], locale=locale
+                )
+            else:
+                message_id = await self.sender(row["chat_id"], text)
         except Exception as exc:
             await self._failed(row, exc, result)
             return

@@ -1,5 +1,6 @@
 """``/workflow_recovery``: the admin menu (stuck workflows, health, inventory, errors,
-notification retries, recovery history)."""
+notification retries, recovery history). Health, errors and history live in their own
+modules of this package."""
 
 from __future__ import annotations
 
@@ -176,29 +177,6 @@ async def apply_force(
     await edit_or_send(query, text, back_markup(StuckDetailCb(request_id=updated["id"])))
 
 
-@router.callback_query(MenuCb.filter(F.section == "health"))
-async def health(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """The live health figures."""
-    summary = await health_monitor.summary()
-    status = HealthMonitor.status_of(summary)
-    notifications = summary["notifications"]
-    text = "\n".join(
-        [
-            _("System health: {status}").format(status=status),
-            _("Active requests: {n}").format(n=summary["active_requests"]),
-            _("Stuck requests: {n}").format(n=summary["stuck_requests"]),
-            _("Notifications pending / retrying / dead: {p} / {r} / {d}").format(
-                p=notifications["pending"], r=notifications["retrying"], d=notifications["dead"]
-            ),
-            _("Negative balances: {n}").format(n=summary["negative_balances"]),
-            _("Error groups in the last hour: {n}").format(
-                n=sum(summary["errors_last_hour"].values())
-            ),
-        ]
-    )
-    await edit_or_send(query, text, back_markup(MenuCb(section="main")))
-
-
 @router.callback_query(MenuCb.filter(F.section == "inventory"))
 async def inventory(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
     """Materials with a negative balance."""
@@ -210,39 +188,10 @@ async def inventory(query: CallbackQuery, health_monitor: HealthMonitor) -> None
     await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
 
 
-@router.callback_query(MenuCb.filter(F.section == "errors"))
-async def errors(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """Error groups of the last 24 hours by category and severity."""
-    rows = await health_monitor.error_counts(24)
-    lines = [_("Errors in the last 24 hours:")]
-    lines += [
-        f"{row['category']}/{row['severity']}: {row['groups']} ({row['occurrences']})"
-        for row in rows
-    ] or [_("none")]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
-
-
 @router.callback_query(MenuCb.filter(F.section == "retries"))
 async def retries(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
     """Notification outbox rows by status."""
     counts = await health_monitor.notification_counts()
     lines = [_("Notifications by status:")]
     lines += [f"{status}: {count}" for status, count in sorted(counts.items())] or [_("none")]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
-
-
-@router.callback_query(MenuCb.filter(F.section == "history"))
-async def history(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """The latest admin recovery actions."""
-    rows = await health_monitor.recent_recovery_actions(10)
-    lines = [_("Recovery history:")]
-    for row in rows:
-        outcome = "✓" if row["success"] else "✗"
-        lines.append(
-            f"{row['created_at']:%Y-%m-%d %H:%M} {outcome} {row['action']} "
-            f"#{row['request_id']} "
-            f"{html.escape(row['admin_name'] or str(row['admin_telegram_id']))}"
-        )
-    if not rows:
-        lines.append(_("none"))
     await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
