@@ -26,12 +26,12 @@ SELECT h.*, u.full_name AS admin_name
             l.action, 'request' AS target_type, l.request_id::text AS target_id,
             l.success, l.reason, l.error_message
        FROM workflow_recovery_log l
-      ORDER BY l.created_at DESC, l.id DESC LIMIT $1 + $2)
+      ORDER BY l.created_at DESC, l.id DESC LIMIT $1::int + $2::int)
     UNION ALL
     (SELECT 'dashboard', a.id, a.created_at, a.admin_id, a.admin_telegram_id,
             a.action, a.target_type, a.target_id, a.success, a.reason, a.error_message
        FROM admin_audit_log a
-      ORDER BY a.created_at DESC, a.id DESC LIMIT $1 + $2)
+      ORDER BY a.created_at DESC, a.id DESC LIMIT $1::int + $2::int)
   ) h
   LEFT JOIN users u ON u.id = h.admin_id
  ORDER BY h.created_at DESC, h.source, h.id DESC

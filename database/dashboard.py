@@ -111,7 +111,8 @@ async def negative_balances(conn: Db, limit: int = 10) -> list[asyncpg.Record]:
 # Occurrences and distinct groups by category and severity since $1 hours ago (whole UTC
 # hours: the bucket containing that moment is included). Primary key range scan.
 ERROR_COUNTS_SQL = """
-SELECT category, severity, count(DISTINCT record_id) AS groups, sum(occurrences) AS occurrences
+SELECT category, severity, count(DISTINCT record_id) AS groups,
+       sum(occurrences)::bigint AS occurrences
   FROM error_hourly_counts
  WHERE hour >= date_trunc('hour', now() - make_interval(hours => $1), 'UTC')
  GROUP BY category, severity
@@ -120,7 +121,7 @@ SELECT category, severity, count(DISTINCT record_id) AS groups, sum(occurrences)
 
 # Occurrences per UTC hour and category over the last $1 hours, for the chart.
 ERRORS_PER_HOUR_SQL = """
-SELECT hour, category, sum(occurrences) AS occurrences
+SELECT hour, category, sum(occurrences)::bigint AS occurrences
   FROM error_hourly_counts
  WHERE hour >= date_trunc('hour', now() - make_interval(hours => $1), 'UTC')
  GROUP BY hour, category

@@ -77,14 +77,14 @@ def render_counts(hours: int, counts: list[CategoryCount]) -> list[str]:
     groups = sum(c.groups for c in counts)
     lines = [
         "<b>"
-        + _("Last {window}: {occurrences} occurrences in {groups} groups").format(
+        + _("Last {window}: {occurrences} occurrence(s) in {groups} group(s)").format(
             window=window_label(hours), occurrences=occurrences, groups=groups
         )
         + "</b>"
     ]
     lines += [
         f"• {category_label(c.category)} / {severity_label(c.severity)}: {c.occurrences} "
-        + _("({n} groups)").format(n=c.groups)
+        + _("(groups: {n})").format(n=c.groups)
         for c in counts
     ]
     return lines

@@ -13,6 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import HistoryCb, MenuCb
 from handlers.screens import edit_or_send
+from recovery.alerts import KIND_LABELS, AlertKind
 from recovery.audit import AdminAuditLog, HistoryEntry
 
 router = Router(name=__name__)
@@ -39,7 +40,6 @@ ACTION_LABELS = {
 TARGET_LABELS = {
     "request": __("request"),
     "error": __("error"),
-    "alert_kind": __("alerts"),
     "discrepancy": __("discrepancy"),
     "notification": __("notification"),
 }
@@ -50,9 +50,11 @@ def render_entry(entry: HistoryEntry) -> str:
     outcome = "✓" if entry.success else "✗"
     action = str(ACTION_LABELS.get(entry.action, entry.action))
     target = ""
-    if entry.target_type is not None:
+    if entry.target_type == "alert_kind" and entry.target_id in KIND_LABELS:
+        target = ": " + _(KIND_LABELS[AlertKind(entry.target_id)])
+    elif entry.target_type is not None:
         label = str(TARGET_LABELS.get(entry.target_type, entry.target_type))
-        target = f" {label} {html.escape(entry.target_id or '')}".rstrip()
+        target = f": {label} {html.escape(entry.target_id or '')}".rstrip()
     who = entry.admin_name or str(entry.admin_telegram_id or "?")
     line = f"{entry.created_at:%Y-%m-%d %H:%M} {outcome} {action}{target} — {html.escape(who)}"
     if entry.reason:
@@ -74,7 +76,7 @@ async def history(
     if page != requested:
         result = await audit.history(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
     lines = [
-        _("Recovery history: {total} actions. Page {page} of {pages}.").format(
+        _("Recovery history. Actions: {total}. Page {page} of {pages}.").format(
             total=result.total, page=page + 1, pages=pages
         )
     ]

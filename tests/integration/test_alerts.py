@@ -153,9 +153,7 @@ async def test_an_alert_in_a_rolled_back_transaction_is_never_sent(pool: asyncpg
 
     with pytest.raises(Boom):
         async with pool.acquire() as conn, conn.transaction():
-            result = await alerts.raise_alert(
-                "error", "k", "admin.text", {"text": "x"}, conn=conn
-            )
+            result = await alerts.raise_alert("error", "k", "admin.text", {"text": "x"}, conn=conn)
             assert result.outcome is AlertOutcome.SENT
             raise Boom
     assert await _outbox(pool) == []

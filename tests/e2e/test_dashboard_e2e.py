@@ -1,0 +1,291 @@
+"""The real bot process against the Bot API fake: an admin opens every dashboard screen and
+takes every action; the health alert arrives with mute buttons and the admin mutes it from
+the alert itself; the chart is a photo when Telegram accepts it and text when it refuses;
+forged and out-of-range callbacks get clear answers; a stranger is refused everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from database.pool import create_pool
+from handlers.callbacks import (
+    AlertMuteCb,
+    ErrorGroupCb,
+    ErrorsCb,
+    HistoryCb,
+    MenuCb,
+)
+from tests.e2e.conftest import ADMIN_ID, STRANGER_ID, StartBot
+from tests.fakes.telegram_api import FakeTelegramAPI
+
+RU_ADMIN_ID = 555_000_002
+REFERENCE = "E-7K3M9Q"
+
+
+def _text(api: FakeTelegramAPI, chat_id: int) -> str:
+    message = api.last_message(chat_id)
+    return (message.get("text") or message.get("caption") or "") if message else ""
+
+
+def _buttons(
+    api: FakeTelegramAPI, chat_id: int, message: dict[str, Any] | None = None
+) -> list[str]:
+    message = message or api.last_message(chat_id) or {}
+    rows = message.get("reply_markup", {}).get("inline_keyboard", [])
+    return [button["text"] for row in rows for button in row]
+
+
+class Admin:
+    """Presses buttons and remembers every callback query, to check all were answered."""
+
+    def __init__(self, api: FakeTelegramAPI, chat_id: int) -> None:
+        self.api, self.chat_id, self.queries = api, chat_id, []  # type: list[str]
+
+    async def press(self, text: str, message_id: int | None = None) -> Any:
+        """Press a button and wait until its callback query is answered (the bot handles
+        updates concurrently, so the next press waits for this one)."""
+        update = self.api.press_button(self.chat_id, text, message_id=message_id)
+        query_id = update["callback_query"]["id"]
+        self.queries.append(query_id)
+        return await self.answer_of(query_id)
+
+    def forge(self, data: str) -> str:
+        update = self.api.push_callback(self.chat_id, data, strict=False)
+        query_id = update["callback_query"]["id"]
+        self.queries.append(query_id)
+        return query_id
+
+    async def answer_of(self, query_id: str) -> Any:
+        return await self.api.wait_for(
+            lambda: next((a for a in self.api.callback_answers if a.query_id == query_id), None)
+        )
+
+    async def see(self, fragment: str, wait_s: float = 10.0) -> str:
+        await self.api.wait_for(lambda: fragment in _text(self.api, self.chat_id), wait_s)
+        return _text(self.api, self.chat_id)
+
+    async def all_answered(self) -> None:
+        await self.api.wait_for(
+            lambda: {a.query_id for a in self.api.callback_answers} >= set(self.queries)
+        )
+
+
+async def _seed(db: asyncpg.Pool) -> None:
+    """A critical system: 60 stuck requests, 3 dead notifications, a critical error group
+    seen 7 times in the last hour, an older data error."""
+    await db.execute(
+        "INSERT INTO users (telegram_id, full_name, role, language) "
+        "VALUES ($1, 'Rustam', 'admin', 'ru')",
+        RU_ADMIN_ID,
+    )
+    client = await db.fetchval(
+        "INSERT INTO users (telegram_id, full_name) VALUES (777000099, 'Client') RETURNING id"
+    )
+    await db.execute(
+        "INSERT INTO service_requests (workflow_type, client_id, current_state, owner_role, "
+        "state_entered_at) SELECT 'connection', $1, 'new', 'manager', now() - interval '30 hours' "
+        "FROM generate_series(1, 60)",
+        client,
+    )
+    await db.execute(
+        "INSERT INTO pending_notifications (idempotency_key, chat_id, template_key, status, "
+        "last_error) SELECT 'dead-' || g, 42, 'admin.text', 'dead', 'TelegramServerError: 502' "
+        "FROM generate_series(1, 3) g"
+    )
+    await db.execute(
+        "INSERT INTO error_records (reference, fingerprint, category, severity, error_type, "
+        "message, location, occurrence_count, first_seen_at, last_seen_at) VALUES "
+        "($1, 'fp-critical', 'system', 'critical', 'asyncpg.UndefinedTableError', "
+        "'relation <str> does not exist', 'requests.py:get:10', 7, now() - interval '20 minutes',"
+        " now() - interval '10 minutes'), "
+        "('E-DATA22', 'fp-data', 'data', 'medium', 'InputValidationError', 'invalid phone', "
+        "'client.py:new:3', 2, now() - interval '3 days', now() - interval '3 days')",
+        REFERENCE,
+    )
+
+
+async def test_admin_walks_every_dashboard_screen_and_action(
+    fake_api: FakeTelegramAPI, start_bot: StartBot, database_url: str
+) -> None:
+    db = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await _seed(db)
+        fake_api.add_user(ADMIN_ID, "Admin")
+        fake_api.add_user(RU_ADMIN_ID, "Rustam", language_code="ru")
+        fake_api.add_user(STRANGER_ID, "Stranger")
+        await start_bot(JOB_HEALTH_INTERVAL_S="1", JOB_ALERT_DIGEST_INTERVAL_S="1")
+        admin = Admin(fake_api, ADMIN_ID)
+
+        # --- the health alert: once, to both admins, in their languages, with mute buttons
+        alert = await fake_api.wait_for(
+            lambda: next(
+                (m for m in fake_api.messages_to(ADMIN_ID) if "System health changed" in m["text"]),
+                None,
+            ),
+            30,
+        )
+        assert "healthy → critical" in alert["text"]
+        assert _buttons(fake_api, ADMIN_ID, alert) == ["Mute for 1 hour", "Mute for 24 hours"]
+        ru_alert = await fake_api.wait_for(lambda: fake_api.last_message(RU_ADMIN_ID), 10)
+        assert "Состояние системы изменилось" in ru_alert["text"]
+        assert _buttons(fake_api, RU_ADMIN_ID, ru_alert) == [
+            "Отключить на 1 час",
+            "Отключить на 24 часа",
+        ]
+
+        await admin.press("Mute for 1 hour", message_id=alert["message_id"])
+        await fake_api.wait_for(
+            lambda: _buttons(fake_api, ADMIN_ID, fake_api.messages_to(ADMIN_ID)[0]) == ["Unmute"]
+        )
+        mute = await db.fetchrow("SELECT * FROM admin_alert_mutes WHERE chat_id = $1", ADMIN_ID)
+        assert mute["kind"] == "health"
+        answer = fake_api.callback_answers[-1]
+        assert "muted for you until" in (answer.text or "") and answer.show_alert
+        audit = await db.fetchrow("SELECT * FROM admin_audit_log WHERE action = 'alert.mute'")
+        assert (audit["admin_telegram_id"], audit["target_id"]) == (ADMIN_ID, "health")
+        assert audit["after_value"]["seconds"] == 3600
+        # the snapshot job keeps running every second: still critical, no second alert
+        snapshots = await db.fetchval("SELECT count(*) FROM system_health_snapshots")
+        await _wait_for_snapshots(db, snapshots + 2)
+        health_alerts = [m for m in fake_api.messages_to(ADMIN_ID) if "System health" in m["text"]]
+        assert len(health_alerts) == 1
+        assert await db.fetchval("SELECT count(*) FROM admin_alerts WHERE kind = 'health'") == 1
+
+        # --- the menu and the health screen
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("System health")
+        text = await admin.see("System health: critical")
+        assert "Stuck workflows: <b>" not in text  # HTML parsed by Telegram, not shown
+        assert "Stuck workflows: 60" in text
+        assert "Dead notifications: 3" in text
+        assert "Previous snapshot:" in text
+        edits = len(fake_api.calls("editMessageText"))
+        await admin.press("Refresh")
+        await fake_api.wait_for(
+            lambda: (
+                all(c.response for c in fake_api.calls("editMessageText")[edits:])
+                and len(fake_api.calls("editMessageText")) > edits
+            )
+        )
+        await admin.press("« Back")
+        await admin.see("Choose a section")
+
+        # --- error statistics, top groups, detail
+        await admin.press("Error statistics")
+        text = await admin.see("Error statistics")
+        assert "Last 24 h: 7 occurrence(s) in 1 group(s)" in text
+        assert "Last 7 days: 9 occurrence(s) in 2 group(s)" in text
+        assert "system / critical: 7" in text
+        await admin.press("Top error groups")
+        await admin.see("Unresolved error groups: 2")
+        top = next(b for b in _buttons(fake_api, ADMIN_ID) if b.startswith(REFERENCE))
+        await admin.press(top)
+        text = await admin.see(f"Error {REFERENCE}")
+        assert "Occurrences: 7" in text and "asyncpg.UndefinedTableError" in text
+        await admin.press("« Back")
+        await admin.see("Unresolved error groups")
+        await admin.press("« Back")
+        await admin.see("Error statistics")
+
+        # --- look up a reference the user quoted
+        await admin.press("Look up a reference")
+        await admin.see("Send the error reference")
+        fake_api.push_message(ADMIN_ID, "E-NOPE00")
+        await admin.see("No error has the reference E-NOPE00")
+        fake_api.push_message(ADMIN_ID, REFERENCE.lower())
+        text = await admin.see(f"Error {REFERENCE}")
+        assert "Category: system, severity: critical" in text
+
+        # --- the chart: a photo, then text when Telegram refuses the photo
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("Error statistics")
+        await admin.see("Error statistics")
+        menu_id = fake_api.last_message(ADMIN_ID)["message_id"]  # type: ignore[index]
+        await admin.press("Chart: 24 h")
+        photo = await fake_api.wait_for(
+            lambda: fake_api.last_message(ADMIN_ID).get("photo"),  # type: ignore[union-attr]
+            30,
+        )
+        assert photo[-1]["width"] == 1000 and photo[-1]["height"] == 500
+        assert "Errors per hour over the last 24 h (UTC): 7" in _text(fake_api, ADMIN_ID)
+        fake_api.fail_next(
+            "sendPhoto", error_code=400, description="Bad Request: IMAGE_PROCESS_FAILED"
+        )
+        await admin.press("Chart: 7 days", message_id=menu_id)
+        text = await admin.see("Errors per day over the last 7 days (UTC): 9", 30)
+        assert "system 7" in text and "data 2" in text
+        assert [c.ok for c in fake_api.calls("sendPhoto")] == [True, False]
+
+        # --- recovery history shows the mute, with who
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("Recovery history")
+        text = await admin.see("Recovery history. Actions: 1.")
+        assert "alerts muted: health changes — Admin" in text
+
+        # --- forged and out-of-range callbacks: clear answers, never an exception
+        for data, expected in [
+            (ErrorGroupCb(record_id=987_654).pack(), "does not exist"),
+            (ErrorGroupCb(record_id=2**62).pack(), "does not exist"),
+            (ErrorsCb(view="chart", hours=5).pack(), "not available"),
+            (AlertMuteCb(kind="weather", seconds=3600).pack(), "not available"),
+            (AlertMuteCb(kind="error", seconds=7).pack(), "not available"),
+        ]:
+            answer = await admin.answer_of(admin.forge(data))
+            assert expected in (answer.text or ""), data
+        admin.forge(HistoryCb(page=10**6).pack())
+        await admin.see("Page 1 of 1")
+        admin.forge(ErrorsCb(view="top", page=-3).pack())
+        await admin.see("Page 1 of 1")
+        assert (
+            await db.fetchval("SELECT count(*) FROM error_records WHERE context ? 'update_id'") == 0
+        )
+        await admin.all_answered()
+
+        # --- the Russian-speaking admin sees the screens in Russian
+        ru = Admin(fake_api, RU_ADMIN_ID)
+        fake_api.push_message(RU_ADMIN_ID, "/workflow_recovery")
+        await fake_api.wait_for(lambda: len(_buttons(fake_api, RU_ADMIN_ID)) >= 6)
+        ru.forge(MenuCb(section="health").pack())
+        await ru.see("Состояние системы")
+        ru.forge(MenuCb(section="errors").pack())
+        await ru.see("Последние 24 ч")
+        await ru.all_answered()
+
+        # --- a stranger is refused on every dashboard callback and the lookup state
+        stranger = Admin(fake_api, STRANGER_ID)
+        fake_api.push_message(STRANGER_ID, "/start")
+        await fake_api.wait_for(lambda: fake_api.last_message(STRANGER_ID))
+        for data in [
+            MenuCb(section="health").pack(),
+            ErrorsCb(view="stats").pack(),
+            ErrorsCb(view="chart", hours=24).pack(),
+            ErrorGroupCb(record_id=1).pack(),
+            AlertMuteCb(kind="error", seconds=3600).pack(),
+            HistoryCb(page=0).pack(),
+        ]:
+            answer = await stranger.answer_of(stranger.forge(data))
+            assert "administrators only" in (answer.text or ""), data
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM admin_alert_mutes WHERE chat_id = $1", STRANGER_ID
+            )
+            == 0
+        )
+        assert len(fake_api.calls("sendPhoto")) == 2
+    finally:
+        await db.close()
+
+
+async def _wait_for_snapshots(db: asyncpg.Pool, count: int, wait_s: float = 30.0) -> None:
+    """Until the scheduler has stored ``count`` health snapshots in all."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while await db.fetchval("SELECT count(*) FROM system_health_snapshots") < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"fewer than {count} health snapshots after {wait_s} s")
+        await asyncio.sleep(0.1)
