@@ -42,12 +42,18 @@ class HourlySeries:
         return sum(sum(values) for values in self.by_category.values())
 
 
+COUNT_CAP = 10_000
+"""Unresolved groups are counted up to this number (pages past it are not offered)."""
+
+
 @dataclass(frozen=True, slots=True)
 class GroupPage:
-    """A page of unresolved error groups, most frequent first, and how many there are."""
+    """A page of unresolved error groups, most frequent first, and how many there are
+    (``capped``: there are more than ``total``)."""
 
     items: list[asyncpg.Record]
     total: int
+    capped: bool = False
 
 
 def _window(hours: int) -> int:
@@ -96,12 +102,14 @@ class ErrorStatistics:
         return HourlySeries(slots, dict(sorted(by_category.items())))
 
     async def top_groups(self, *, page: int, page_size: int) -> GroupPage:
-        """A page (0-based; clamped to the last page) of unresolved groups."""
-        total = await dashboard.unresolved_group_count(self.pool)
+        """A page (0-based; clamped to the last page) of unresolved groups; counted up to
+        ``COUNT_CAP``."""
+        counted = await dashboard.unresolved_group_count(self.pool, COUNT_CAP)
+        total = min(counted, COUNT_CAP)
         last = max((total - 1) // page_size, 0)
         page = min(max(page, 0), last)
         items = await dashboard.top_groups(self.pool, page_size, page * page_size)
-        return GroupPage(items, total)
+        return GroupPage(items, total, capped=counted > COUNT_CAP)
 
     async def group(self, record_id: int) -> asyncpg.Record | None:
         """One group by id, or None (also for ids outside the BIGINT range)."""

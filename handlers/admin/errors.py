@@ -201,7 +201,9 @@ async def top_groups(
     keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
     if result.total:
         text = _("Unresolved error groups: {total}. Page {page} of {pages}.").format(
-            total=result.total, page=page + 1, pages=pages
+            total=f"{result.total}+" if result.capped else result.total,
+            page=page + 1,
+            pages=f"{pages}+" if result.capped else pages,
         )
     else:
         text = _("No unresolved error groups.")

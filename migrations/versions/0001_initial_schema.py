@@ -272,7 +272,8 @@ CREATE TABLE error_hourly_counts (
     category     TEXT NOT NULL,
     severity     TEXT NOT NULL,
     occurrences  BIGINT NOT NULL CHECK (occurrences > 0),
-    PRIMARY KEY (hour, record_id)
+    -- covering: the window queries are index-only scans of one hour range
+    PRIMARY KEY (hour, record_id) INCLUDE (category, severity, occurrences)
 );
 CREATE INDEX ix_error_hourly_record ON error_hourly_counts (record_id);
 
@@ -438,14 +439,21 @@ SELECT jsonb_build_object(
     'generated_at', now(),
     'active_requests',
         (SELECT count(*) FROM service_requests WHERE status = 'active'),
+    -- over the default threshold, corrected per overridden state: index range scans only
     'stuck_requests',
-        (SELECT count(*) FROM service_requests r
-          WHERE r.status = 'active'
-            AND r.state_entered_at < now() - make_interval(secs => LEAST(stuck_threshold_s,
-                    (SELECT min(value::float8) FROM jsonb_each_text(stuck_thresholds))))
-            AND r.state_entered_at < now() - make_interval(secs => COALESCE(
-                    (stuck_thresholds ->> (r.workflow_type || ':' || r.current_state))::float8,
-                    stuck_threshold_s))),
+        (SELECT count(*) FROM service_requests
+          WHERE status = 'active'
+            AND state_entered_at < now() - make_interval(secs => stuck_threshold_s))
+        + COALESCE((SELECT sum(
+              (SELECT count(*) FROM service_requests r
+                WHERE r.status = 'active' AND r.workflow_type = split_part(t.key, ':', 1)
+                  AND r.current_state = split_part(t.key, ':', 2)
+                  AND r.state_entered_at < now() - make_interval(secs => t.value::float8))
+            - (SELECT count(*) FROM service_requests r
+                WHERE r.status = 'active' AND r.workflow_type = split_part(t.key, ':', 1)
+                  AND r.current_state = split_part(t.key, ':', 2)
+                  AND r.state_entered_at < now() - make_interval(secs => stuck_threshold_s)))
+             FROM jsonb_each_text(stuck_thresholds) t), 0),
     'notifications', jsonb_build_object(
         'pending', COALESCE((SELECT sum(n) FROM notification_counts
                               WHERE status IN ('pending', 'sending')), 0),

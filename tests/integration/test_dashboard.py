@@ -108,6 +108,18 @@ async def test_top_groups_leave_out_resolved_ones_and_clamp_the_page(pool: async
     assert [r["reference"] for r in last.items] == ["E-TOP003"]
     negative = await stats.top_groups(page=-5, page_size=3)
     assert [r["occurrence_count"] for r in negative.items] == [50, 7, 5]
+    assert not first.capped
+
+
+async def test_a_large_number_of_groups_is_counted_up_to_the_cap(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        await _group(pool, f"E-CAP00{i}", "data", "low", count=i + 1, hours_ago=1)
+    monkeypatch.setattr("recovery.error_stats.COUNT_CAP", 3)
+    page = await ErrorStatistics(pool).top_groups(page=5, page_size=2)
+    assert (page.total, page.capped) == (3, True)
+    assert [r["occurrence_count"] for r in page.items] == [2, 1]  # clamped to page 2 of 2
 
 
 async def test_look_up_an_error_reference_a_user_quoted(pool: asyncpg.Pool) -> None:

@@ -127,6 +127,8 @@ async def test_live_figures_on_seeded_data(pool: asyncpg.Pool) -> None:
     }
     only_default = await HealthMonitor(pool).report()
     assert only_default.figures["stuck_requests"] == 1
+    longer = await HealthMonitor(pool, stuck_thresholds={"connection:new": 48 * 3600}).report()
+    assert longer.figures["stuck_requests"] == 0  # 30 h in 'new' is within its 48 h
 
 
 async def _admin_alert_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
