@@ -391,10 +391,9 @@ class EnhancedStateManager:
             )
 
         async def resume(steps: list[dict[str, Any]]) -> MaterialUse:
-            async with self.pool.acquire() as conn:
-                use = await self._existing_use(
-                    conn, idempotency_key, request_id, material_id, quantity
-                )
+            use = await self._existing_use(
+                self.pool, idempotency_key, request_id, material_id, quantity
+            )
             taken = _recorded(steps, "material")
             if taken is None:  # the committed attempt had found a duplicate itself
                 return use
@@ -527,7 +526,7 @@ class EnhancedStateManager:
 
     @staticmethod
     async def _existing_use(
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | asyncpg.Pool,
         idempotency_key: str,
         request_id: int,
         material_id: int,

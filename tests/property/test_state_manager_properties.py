@@ -56,10 +56,16 @@ USERS = [
     ("warehouse", "warehouse"),
     ("admin", "admin"),
 ]
-RESET_SQL = (
-    "TRUNCATE users, service_requests, workflow_transitions, materials, "
-    "inventory_transactions, pending_notifications, transaction_log RESTART IDENTITY CASCADE"
-)
+# Empty the tables between examples (DELETE: cheaper than TRUNCATE on tiny tables).
+RESET_SQL = """
+DELETE FROM transaction_log;
+DELETE FROM pending_notifications;
+DELETE FROM inventory_transactions;
+DELETE FROM workflow_transitions;
+DELETE FROM service_requests;
+DELETE FROM materials;
+DELETE FROM users;
+"""
 
 
 class Injected(Exception):
