@@ -283,17 +283,20 @@ async def record_movement(
     if (kind in ("receipt", "return") and quantity < 0) or (kind == "issue" and quantity > 0):
         raise ValueError(f"{kind} cannot have quantity {quantity}")
     async with conn.transaction():
-        row_id = await conn.fetchval(
-            INSERT_MOVEMENT_SQL,
-            material_id,
-            kind,
-            quantity,
-            request_id,
-            actor_id,
-            idempotency_key,
-            external_reference,
-            note,
-        )
+        try:
+            row_id = await conn.fetchval(
+                INSERT_MOVEMENT_SQL,
+                material_id,
+                kind,
+                quantity,
+                request_id,
+                actor_id,
+                idempotency_key,
+                external_reference,
+                note,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:  # SQLSTATE 23503: no such material
+            raise NotFoundError("material", material_id) from exc
         if row_id is None:
             existing = await conn.fetchrow(EXISTING_MOVEMENT_SQL, idempotency_key)
             return int(existing["id"]), False
@@ -302,9 +305,7 @@ async def record_movement(
             available = await conn.fetchval(
                 "SELECT balance FROM materials WHERE id = $1", material_id
             )
-            if available is None:
-                raise NotFoundError("material", material_id)
-            raise InsufficientStockError(material_id, -quantity, int(available))
+            raise InsufficientStockError(material_id, -quantity, available)
         return int(row_id), True
 
 
