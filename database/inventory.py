@@ -1,10 +1,11 @@
 """SQL of inventory reconciliation and of stock movements (``materials`` + the ledger).
 
 The ledger ``inventory_transactions`` is the source of truth: ``materials.balance`` must equal
-the sum of the material's ledger quantities. Detection queries are set-based and take a
-material id range (``$1``..``$2``) so that a run can report progress chunk by chunk; the fix
-path runs the same checks for one material (``*_ONE_SQL``) while holding that material's row
-lock. Plans of the detection queries: ``docs/inventory-reconciliation.md``.
+the sum of the material's ledger quantities. Detection queries are set-based: the
+material-level check takes a material id range so that a run can report progress chunk by
+chunk, orphans and duplicates are one pass each; the fix path runs the same checks for one
+material while holding that material's row lock. Plans of the detection queries:
+``docs/inventory-reconciliation.md``.
 
 Concurrency contract (see ``record_movement``): every change of ``materials.balance`` is a
 relative update (``balance = balance + delta``) in the same transaction as its ledger row.
@@ -46,42 +47,67 @@ SELECT m.id AS material_id, m.sku, m.balance,
 """
 
 # Orphaned stock: per (material, request), the net of the ledger rows booked against a
-# request that does not exist, is cancelled, or never reached a state that uses materials
-# ($3: MATERIAL_STATES), when the net is an outflow and the newest row is older than the grace
-# period ($4 seconds). A reversal carries the same request_id, so after a fix the net is 0.
-# "Never reached" is a hashed NOT IN over the transitions into a material state (one scan per
-# call), the right shape for thousands of requests at once.
-_ORPHAN_TEMPLATE = """
+# request that is cancelled, never reached a state that uses materials ($1: MATERIAL_STATES),
+# or does not exist, when the net is an outflow and the newest row is older than the grace
+# period ($2 seconds). A reversal carries the same request_id, so after a fix the net is 0.
+# Driven from the requests: the "bad" ones are few, and their ledger rows are found through
+# ix_inventory_tx_request; "missing" is a merge anti-join of the distinct ledger request ids
+# (index-only) with the requests' primary key. One pass for the whole inventory.
+ORPHANS_SQL = """
+WITH bad (request_id, reason) AS (
+    SELECT r.id, 'cancelled' FROM service_requests r WHERE r.status = 'cancelled'
+    UNION ALL
+    SELECT r.id, 'never_in_material_state'
+      FROM service_requests r
+     WHERE r.status <> 'cancelled'
+       AND r.current_state <> ALL ($1::text[])
+       AND NOT EXISTS (SELECT 1 FROM workflow_transitions w
+                        WHERE w.request_id = r.id AND w.to_state = ANY ($1::text[]))
+    UNION ALL
+    SELECT l.request_id, 'missing'
+      FROM (SELECT DISTINCT request_id FROM inventory_transactions
+             WHERE request_id IS NOT NULL) l
+     WHERE NOT EXISTS (SELECT 1 FROM service_requests r WHERE r.id = l.request_id)
+)
 SELECT t.material_id, t.request_id,
        sum(t.quantity)::bigint AS net,
        max(t.id) AS last_id,
        max(t.id) FILTER (WHERE t.kind = 'issue') AS last_issue_id,
        count(*) FILTER (WHERE t.kind = 'issue') AS issue_count,
-       min(CASE WHEN r.id IS NULL THEN 'missing'
-                WHEN r.status = 'cancelled' THEN 'cancelled'
-                ELSE 'never_in_material_state' END) AS reason
-  FROM inventory_transactions t
-  LEFT JOIN service_requests r ON r.id = t.request_id
- WHERE t.request_id IS NOT NULL
-   AND t.material_id BETWEEN $1 AND $2
-   AND (r.id IS NULL
-        OR r.status = 'cancelled'
-        OR (r.current_state <> ALL ($3::text[]) AND {never_reached}))
+       min(b.reason) AS reason
+  FROM bad b
+  JOIN inventory_transactions t ON t.request_id = b.request_id
  GROUP BY t.material_id, t.request_id
 HAVING sum(t.quantity) < 0
-   AND max(t.created_at) < now() - make_interval(secs => $4)
+   AND max(t.created_at) < now() - make_interval(secs => $2)
  ORDER BY t.material_id, t.request_id
 """
-ORPHANS_SQL = _ORPHAN_TEMPLATE.format(
-    never_reached="r.id NOT IN (SELECT w.request_id FROM workflow_transitions w "
-    "WHERE w.to_state = ANY ($3::text[]))"
-)
-# Same check for one material (the fix path, under the material's lock): a correlated probe
-# of ix_transitions_request per candidate row is cheaper than scanning all transitions.
-ORPHANS_ONE_SQL = _ORPHAN_TEMPLATE.format(
-    never_reached="NOT EXISTS (SELECT 1 FROM workflow_transitions w "
-    "WHERE w.request_id = r.id AND w.to_state = ANY ($3::text[]))"
-)
+# The same rule for one material ($3), for the fix path under the material's lock: the
+# material's rows are aggregated per request first, then each group's request is probed by
+# primary key and ix_transitions_request. The benchmark checks that both find the same.
+ORPHANS_ONE_SQL = """
+SELECT g.material_id, g.request_id, g.net, g.last_id, g.last_issue_id, g.issue_count,
+       CASE WHEN r.id IS NULL THEN 'missing'
+            WHEN r.status = 'cancelled' THEN 'cancelled'
+            ELSE 'never_in_material_state' END AS reason
+  FROM (SELECT t.material_id, t.request_id,
+               sum(t.quantity)::bigint AS net,
+               max(t.id) AS last_id,
+               max(t.id) FILTER (WHERE t.kind = 'issue') AS last_issue_id,
+               count(*) FILTER (WHERE t.kind = 'issue') AS issue_count
+          FROM inventory_transactions t
+         WHERE t.material_id = $3 AND t.request_id IS NOT NULL
+         GROUP BY t.material_id, t.request_id
+        HAVING sum(t.quantity) < 0
+           AND max(t.created_at) < now() - make_interval(secs => $2)) g
+  LEFT JOIN service_requests r ON r.id = g.request_id
+ WHERE r.id IS NULL
+    OR r.status = 'cancelled'
+    OR (r.current_state <> ALL ($1::text[])
+        AND NOT EXISTS (SELECT 1 FROM workflow_transitions w
+                         WHERE w.request_id = r.id AND w.to_state = ANY ($1::text[])))
+ ORDER BY g.request_id
+"""
 
 # Duplicate references: rows after the first with the same (material, external_reference),
 # neither reversal rows nor already reversed. Served by ix_inventory_tx_external_ref and
@@ -159,15 +185,15 @@ async def material_level(
 
 async def orphans(
     conn: asyncpg.Connection | asyncpg.Pool,
-    first_id: int,
-    last_id: int,
     *,
     material_states: Sequence[str],
     grace_s: float,
+    material_id: int | None = None,
 ) -> list[asyncpg.Record]:
-    """Orphaned (material, request) outflows for materials in [first_id, last_id]."""
-    sql = ORPHANS_ONE_SQL if first_id == last_id else ORPHANS_SQL
-    return await conn.fetch(sql, first_id, last_id, list(material_states), float(grace_s))
+    """Orphaned (material, request) outflows of the whole inventory, or of ``material_id``."""
+    if material_id is None:
+        return await conn.fetch(ORPHANS_SQL, list(material_states), float(grace_s))
+    return await conn.fetch(ORPHANS_ONE_SQL, list(material_states), float(grace_s), material_id)
 
 
 async def duplicates(

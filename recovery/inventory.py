@@ -364,57 +364,56 @@ class InventoryReconciliationManager:
 
     async def detect(self, progress: Progress | None = None) -> tuple[list[Discrepancy], int]:
         """Every current discrepancy (accepted ones included), in one consistent snapshot.
-        Writes nothing. Returns (discrepancies, number of materials checked)."""
+        Writes nothing. Returns (discrepancies, number of materials checked).
+
+        Orphans and duplicates are one query each over the whole inventory; the
+        material-level check runs per chunk of ``chunk_size`` materials, and ``progress``
+        gets (materials checked, materials) after each chunk.
+        """
         async with (
             self.pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            total, _, _ = await inv.material_range(conn)
+            total, _, last_id = await inv.material_range(conn)
+            await _report(progress, 0, total)
+            row_level = await self._row_level(conn, None, last_id)
             found: list[Discrepancy] = []
             done, after = 0, 0
-            await _report(progress, 0, total)
             while (chunk := await inv.next_chunk(conn, after, self.chunk_size)) is not None:
                 last, size = chunk
-                found += await self._detect_range(conn, after + 1, last)
+                found += [
+                    d
+                    for row in await inv.material_level(conn, after + 1, last)
+                    if (
+                        d := classify_material(
+                            row["material_id"], row["balance"], row["ledger_sum"], row["sku"]
+                        )
+                    )
+                    is not None
+                ]
                 done, after = done + size, last
                 await _report(progress, done, total)
-            states = await inv.material_states(
-                conn,
-                sorted({d.material_id for d in found if d.kind not in MATERIAL_LEVEL_KINDS}),
-            )
-        return [self._with_state(d, states) for d in found], done
-
-    async def _detect_range(
-        self, conn: asyncpg.Connection, first_id: int, last_id: int
-    ) -> list[Discrepancy]:
-        found = [
-            d
-            for row in await inv.material_level(conn, first_id, last_id)
-            if (
-                d := classify_material(
-                    row["material_id"], row["balance"], row["ledger_sum"], row["sku"]
-                )
-            )
-            is not None
-        ]
-        found += await self._row_level(conn, first_id, last_id)
-        return found
+            states = await inv.material_states(conn, sorted({d.material_id for d in row_level}))
+        found += [self._with_state(d, states) for d in row_level]
+        found.sort(key=lambda d: (d.material_id, d.fingerprint))
+        return found, done
 
     async def _row_level(
-        self, conn: asyncpg.Connection, first_id: int, last_id: int
+        self, conn: asyncpg.Connection, material_id: int | None, last_id: int = 0
     ) -> list[Discrepancy]:
-        """Orphans and duplicates of the range (balance/ledger not filled in)."""
+        """Orphans and duplicates of one material, or of all (``material_id`` None, ids up to
+        ``last_id``); balance and ledger sum are not filled in."""
         found = [
             _orphan(row)
             for row in await inv.orphans(
                 conn,
-                first_id,
-                last_id,
                 material_states=sorted(self.policy.material_states),
                 grace_s=self.policy.orphan_grace_s,
+                material_id=material_id,
             )
         ]
-        found += [_duplicate(row) for row in await inv.duplicates(conn, first_id, last_id)]
+        first, last = (0, last_id) if material_id is None else (material_id, material_id)
+        found += [_duplicate(row) for row in await inv.duplicates(conn, first, last)]
         return found
 
     @staticmethod
@@ -573,7 +572,7 @@ class InventoryReconciliationManager:
             sku = locked["sku"]
             balance = int(locked["balance"])
             ledger = await inv.ledger_sum(conn, material_id)
-            row_level = await self._row_level(conn, material_id, material_id)
+            row_level = await self._row_level(conn, material_id)
             fingerprints = [d.fingerprint for d in row_level] + [f"material:{material_id}"]
             accepted = await inv.accepted(conn, fingerprints)
 
