@@ -30,6 +30,7 @@ from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
+from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
 from recovery.notifications import NotificationRetryManager, RetryPolicy
 from recovery.state_manager import EnhancedStateManager
@@ -130,6 +131,13 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         ),
         health_monitor=HealthMonitor(pool, stuck_threshold_s=settings.stuck_default_threshold_s),
         notifications=notifications,
+        inventory=InventoryReconciliationManager(
+            pool,
+            ReconciliationPolicy.of(
+                settings.inventory_auto_fix_kinds, settings.inventory_orphan_grace_s
+            ),
+            error_handler=error_handler,
+        ),
     )
 
 
