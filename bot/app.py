@@ -35,6 +35,7 @@ from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor, HealthThresholds
+from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
 from recovery.notifications import NotificationRetryManager, RetryPolicy
 from recovery.state_manager import EnhancedStateManager
@@ -157,6 +158,13 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         alerts=alerts,
         audit=AdminAuditLog(pool),
         error_stats=ErrorStatistics(pool),
+        inventory=InventoryReconciliationManager(
+            pool,
+            ReconciliationPolicy.of(
+                settings.inventory_auto_fix_kinds, settings.inventory_orphan_grace_s
+            ),
+            error_handler=error_handler,
+        ),
     )
 
 

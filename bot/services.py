@@ -13,6 +13,7 @@ from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
+from recovery.inventory import InventoryReconciliationManager
 from recovery.notifications import NotificationRetryManager
 from recovery.state_manager import EnhancedStateManager
 from recovery.workflows import WorkflowRecoveryManager
@@ -33,6 +34,7 @@ class Services:
     alerts: AdminAlerts
     audit: AdminAuditLog
     error_stats: ErrorStatistics
+    inventory: InventoryReconciliationManager
 
     def as_dispatcher_kwargs(self) -> dict[str, object]:
         """What handlers may declare as typed parameters."""
@@ -47,4 +49,5 @@ class Services:
             "alerts": self.alerts,
             "audit": self.audit,
             "error_stats": self.error_stats,
+            "inventory": self.inventory,
         }
