@@ -99,14 +99,6 @@ async def notification_counts(conn: Db) -> dict[str, int]:
     return {row["status"]: row["n"] for row in rows}
 
 
-async def negative_balances(conn: Db, limit: int = 10) -> list[asyncpg.Record]:
-    """Materials whose balance is below zero."""
-    return await conn.fetch(
-        "SELECT id, sku, name, balance FROM materials WHERE balance < 0 ORDER BY balance LIMIT $1",
-        limit,
-    )
-
-
 # --- Error statistics -----------------------------------------------------------------------
 # Occurrences and groups by category and severity since $1 hours ago (whole UTC hours: the
 # bucket containing that moment is included). Occurrences: the rollup (an index-only scan

@@ -100,3 +100,25 @@ class HistoryCb(CallbackData, prefix="hs"):
     """A page of the recovery history."""
 
     page: int = 0
+
+
+class InventoryCb(CallbackData, prefix="iv"):
+    """Inventory reconciliation: ``action`` is ``menu``, ``check`` (run a check now),
+    ``fixall`` (confirmation screen) or ``fixall_ok`` (apply)."""
+
+    action: str
+
+
+class DiscrepancyListCb(CallbackData, prefix="ivl"):
+    """A page of open inventory discrepancies."""
+
+    page: int = 0
+
+
+class DiscrepancyCb(CallbackData, prefix="ivd"):
+    """One discrepancy: ``action`` is ``show``, ``fix`` (confirmation screen), ``fix_ok``
+    (apply) or ``accept`` (ask for the reason); ``page`` is the list page to go back to."""
+
+    action: str
+    discrepancy_id: int
+    page: int = 0

@@ -352,7 +352,3 @@ class HealthMonitor:
     async def notification_counts(self) -> dict[str, int]:
         """Outbox rows by status."""
         return await dashboard.notification_counts(self.pool)
-
-    async def negative_balances(self, limit: int = 10) -> list[asyncpg.Record]:
-        """Materials below zero."""
-        return await dashboard.negative_balances(self.pool, limit)

@@ -11,7 +11,7 @@ from aiogram import BaseMiddleware, Router
 from aiogram.types import CallbackQuery, Message, TelegramObject
 from aiogram.utils.i18n import gettext as _
 
-from handlers.admin import alerts, errors, health, history, workflow_recovery
+from handlers.admin import alerts, errors, health, history, inventory, workflow_recovery
 
 
 class AdminOnlyMiddleware(BaseMiddleware):
@@ -37,5 +37,10 @@ router = Router(name=__name__)
 router.message.middleware(AdminOnlyMiddleware())
 router.callback_query.middleware(AdminOnlyMiddleware())
 router.include_routers(
-    workflow_recovery.router, health.router, errors.router, history.router, alerts.router
+    workflow_recovery.router,
+    health.router,
+    errors.router,
+    inventory.router,
+    history.router,
+    alerts.router,
 )

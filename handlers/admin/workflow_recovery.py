@@ -177,17 +177,6 @@ async def apply_force(
     await edit_or_send(query, text, back_markup(StuckDetailCb(request_id=updated["id"])))
 
 
-@router.callback_query(MenuCb.filter(F.section == "inventory"))
-async def inventory(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """Materials with a negative balance."""
-    rows = await health_monitor.negative_balances()
-    lines = [_("Negative balances: {n}").format(n=len(rows))]
-    lines += [
-        f"{html.escape(row['sku'])} {html.escape(row['name'])}: {row['balance']}" for row in rows
-    ]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
-
-
 @router.callback_query(MenuCb.filter(F.section == "retries"))
 async def retries(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
     """Notification outbox rows by status."""

@@ -517,6 +517,8 @@ SELECT jsonb_build_object(
         SELECT jsonb_object_agg(severity, n) FROM (
             SELECT severity, sum(n) AS n FROM errors GROUP BY severity) s), '{}'::jsonb),
     'negative_balances', (SELECT count(*) FROM materials WHERE balance < 0),
+    'open_discrepancies',
+        (SELECT count(*) FROM inventory_discrepancies WHERE status = 'open'),
     'job_failures_last_hour', COALESCE(
         (SELECT jsonb_object_agg(job_name, n) FROM jobs), '{}'::jsonb),
     'transactions_rolled_back_last_hour',

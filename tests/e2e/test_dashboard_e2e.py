@@ -13,6 +13,8 @@ import asyncpg
 from database.pool import create_pool
 from handlers.callbacks import (
     AlertMuteCb,
+    DiscrepancyCb,
+    DiscrepancyListCb,
     ErrorGroupCb,
     ErrorsCb,
     HistoryCb,
@@ -289,3 +291,163 @@ async def _wait_for_snapshots(db: asyncpg.Pool, count: int, wait_s: float = 30.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"fewer than {count} health snapshots after {wait_s} s")
         await asyncio.sleep(0.1)
+
+
+async def _seed_inventory(db: asyncpg.Pool, materials: int) -> dict[str, int]:
+    """``materials`` agreeing materials plus three wrong ones: DRIFT (balance 10, ledger 7),
+    NEG (ledger -3) and LATE (balance 5, ledger 4); returns their ids."""
+    await db.execute(
+        "INSERT INTO materials (sku, name, balance) "
+        "SELECT 'M' || g, 'material ' || g, 10 FROM generate_series(1, $1::int) g",
+        materials,
+    )
+    await db.execute(
+        "INSERT INTO inventory_transactions (material_id, kind, quantity, idempotency_key) "
+        "SELECT id, 'receipt', 10, 'opening:' || id FROM materials"
+    )
+    ids = {}
+    for sku, balance, ledger in (("DRIFT", 10, 7), ("NEG", -3, -3), ("LATE", 5, 4)):
+        ids[sku] = await db.fetchval(
+            "INSERT INTO materials (sku, name, balance) VALUES ($1, $1, $2) RETURNING id",
+            sku,
+            balance,
+        )
+        await db.execute(
+            "INSERT INTO inventory_transactions (material_id, kind, quantity, idempotency_key) "
+            "VALUES ($1, CASE WHEN $2 > 0 THEN 'receipt' ELSE 'issue' END, $2, $3)",
+            ids[sku],
+            ledger,
+            f"open:{sku}",
+        )
+    return ids
+
+
+async def test_admin_reconciles_the_inventory_from_the_menu(
+    fake_api: FakeTelegramAPI, start_bot: StartBot, database_url: str
+) -> None:
+    db = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        ids = await _seed_inventory(db, 5000)
+        fake_api.add_user(ADMIN_ID, "Admin")
+        await start_bot(SCHEDULER_ENABLED="false")
+        admin = Admin(fake_api, ADMIN_ID)
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("Inventory reconciliation")
+        await admin.see("Open discrepancies: 0")
+
+        # --- run a check: progress by editing the message, then the result
+        await admin.press("Run a check now")
+        text = await admin.see("Check done.", 60)
+        assert "Materials checked: 5003." in text
+        assert "Discrepancies found: 3" in text
+        progress = [
+            c.params.get("text", "")
+            for c in fake_api.calls("editMessageText")
+            if "Checking materials" in c.params.get("text", "")
+        ]
+        assert progress[0] == "Checking materials: 0 of 5003…"
+        check = await db.fetchrow("SELECT * FROM admin_audit_log WHERE action = 'inventory.check'")
+        assert check["success"] and check["after_value"]["materials"] == 5003
+
+        # --- list and fix one, with confirmation
+        await admin.press("Open discrepancies (3)")
+        await admin.see("Open discrepancies: 3. Page 1 of 1.")
+        drift = await db.fetchval(
+            "SELECT id FROM inventory_discrepancies WHERE material_id = $1", ids["DRIFT"]
+        )
+        await admin.press(
+            next(b for b in _buttons(fake_api, ADMIN_ID) if b.startswith(f"#{drift} DRIFT"))
+        )
+        text = await admin.see(f"Discrepancy #{drift}")
+        assert "Balance: 10, ledger: 7, correction: -3" in text
+        await admin.press("Fix")
+        await admin.see("A correction of -3 is written")
+        await admin.press("Confirm")
+        text = await admin.see(f"Discrepancy #{drift}: adjusted.")
+        assert "Balance 10 → 7" in text
+        assert await db.fetchval("SELECT balance FROM materials WHERE id = $1", ids["DRIFT"]) == 7
+        fixed = await db.fetchrow(
+            "SELECT * FROM admin_audit_log WHERE action = 'inventory.fix_one'"
+        )
+        assert (fixed["target_id"], fixed["after_value"]["action"]) == (str(drift), "adjusted")
+        # the same confirmation pressed again is refused: stale, nothing applied twice
+        stale = DiscrepancyCb(action="fix_ok", discrepancy_id=drift, page=0).pack()
+        answer = await admin.answer_of(admin.forge(stale))
+        assert "meanwhile" in (answer.text or "")
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM inventory_reconciliation_log WHERE discrepancy_id = $1 "
+                "AND action = 'adjusted'",
+                drift,
+            )
+            == 1
+        )
+
+        # --- accept one with a reason (second step; empty and too long refused)
+        await admin.press("« Back")
+        await admin.see("Open discrepancies: 2.")
+        neg = await db.fetchval(
+            "SELECT id FROM inventory_discrepancies WHERE material_id = $1", ids["NEG"]
+        )
+        await admin.press(next(b for b in _buttons(fake_api, ADMIN_ID) if b.startswith(f"#{neg}")))
+        await admin.see(f"Discrepancy #{neg}")
+        await admin.press("Accept with a reason")
+        await admin.see("Send the reason for accepting")
+        fake_api.push_message(ADMIN_ID, "x" * 501)
+        await admin.see("The reason is too long")
+        fake_api.push_message(ADMIN_ID, "written off in the March stock count")
+        await admin.see(f"Discrepancy #{neg} accepted: written off in the March stock count")
+        row = await db.fetchrow("SELECT * FROM inventory_discrepancies WHERE id = $1", neg)
+        assert (row["status"], row["reason"]) == (
+            "accepted",
+            "written off in the March stock count",
+        )
+        accepted = await db.fetchrow(
+            "SELECT * FROM admin_audit_log WHERE action = 'inventory.accept'"
+        )
+        assert accepted["reason"] == "written off in the March stock count"
+
+        # --- fix all, with confirmation: the last one is fixed, the accepted one left alone
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("Inventory reconciliation")
+        await admin.see("Open discrepancies: 1")
+        await admin.press("Fix all")
+        await admin.see("Fix every discrepancy (1 open now)?")
+        await admin.press("Confirm")
+        text = await admin.see("Fix all done.", 60)
+        assert "Fixed: 1, failed: 0." in text
+        assert "accepted ones skipped: 1" in text
+        assert await db.fetchval("SELECT balance FROM materials WHERE id = $1", ids["LATE"]) == 4
+        assert await db.fetchval("SELECT balance FROM materials WHERE id = $1", ids["NEG"]) == -3
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM admin_audit_log "
+                "WHERE action = 'inventory.fix_all' AND success"
+            )
+            == 1
+        )
+
+        # --- ids that do not exist, pages out of range: clear answers
+        for data in (
+            DiscrepancyCb(action="show", discrepancy_id=987_654).pack(),
+            DiscrepancyCb(action="fix_ok", discrepancy_id=2**62).pack(),
+            DiscrepancyCb(action="accept", discrepancy_id=0).pack(),
+        ):
+            answer = await admin.answer_of(admin.forge(data))
+            assert "does not exist" in (answer.text or ""), data
+        admin.forge(DiscrepancyListCb(page=10**6).pack())
+        await admin.see("No open discrepancies.")
+
+        # --- the history lists the inventory actions with who
+        admin.forge(MenuCb(section="history").pack())
+        text = await admin.see("Recovery history. Actions: 5.")  # the refused one too
+        assert f"✗ discrepancy fixed: discrepancy {drift} — Admin" in text
+        assert f"✓ discrepancy fixed: discrepancy {drift} — Admin" in text
+        assert f"✓ discrepancy accepted: discrepancy {neg} — Admin (written off" in text
+        assert "✓ inventory check — Admin" in text
+        assert "✓ all discrepancies fixed — Admin" in text
+        await admin.all_answered()
+    finally:
+        await db.close()

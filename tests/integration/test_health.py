@@ -15,6 +15,7 @@ from recovery.health import (
     HealthThresholds,
     evaluate,
 )
+from recovery.inventory import InventoryReconciliationManager
 from tests.factories import make_material, make_request, make_user
 
 HEALTHY_FIGURES = {name: 0.0 for name in DEFAULT_THRESHOLDS}
@@ -92,6 +93,7 @@ async def _seed(pool: asyncpg.Pool) -> None:
             minutes_ago,
         )
     await make_material(pool, sku="CABLE", balance=-4, ledger=-4)
+    await InventoryReconciliationManager(pool).check_now("test")  # records it as open
     await pool.execute(
         "INSERT INTO scheduler_job_failures (job_name, error_type) VALUES ('cleanup', 'OSError')"
     )
@@ -188,6 +190,7 @@ async def test_one_alert_on_worsening_and_one_on_recovery(pool: asyncpg.Pool) ->
 async def test_the_first_snapshot_alerts_when_it_is_not_healthy(pool: asyncpg.Pool) -> None:
     await make_user(pool, role="admin")
     await make_material(pool, sku="NEG", balance=-1, ledger=-1)
+    await InventoryReconciliationManager(pool).check_now("test")
     monitor = HealthMonitor(pool, alerts=AdminAlerts(pool))
     result = await monitor.take_snapshot()
     assert result.report.status is HealthStatus.DEGRADED
