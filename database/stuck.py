@@ -140,12 +140,13 @@ SELECT id, version FROM candidates ORDER BY state_entered_at, id LIMIT $6
 """
 
 # Remember every currently stuck request not alerted yet for its current visit of its state;
-# returns the newly remembered ones (oldest first). Written in the caller's transaction
-# together with the digest notifications, so a rollback forgets both.
+# returns the newly remembered ones. Written in the caller's transaction together with the
+# digest notifications, so a rollback forgets both. Reads the indexes only (the late branch
+# is index-only on ix_requests_active_type_state) and skips the visits already remembered.
 ALERT_NEW_SQL = f"""
 WITH {_LIMITS_CTE},
 late AS (
-    SELECT r.id
+    SELECT r.id, r.state_entered_at, r.current_state
       FROM limits t
       JOIN service_requests r
         ON r.status = 'active'
@@ -153,28 +154,37 @@ late AS (
        AND r.current_state = t.state
        AND r.state_entered_at < now() - make_interval(secs => t.threshold_s)
 ),
-unreachable AS ({_UNREACHABLE}),
+unreachable AS (
+    SELECT r.id, r.state_entered_at, r.current_state
+      FROM users a
+      JOIN service_requests r ON r.assignee_id = a.id AND r.status = 'active'
+     WHERE (NOT a.is_active OR a.blocked_bot_at IS NOT NULL)
+       AND ($4::text IS NULL OR r.workflow_type = $4)
+       AND ($5::text IS NULL OR r.current_state = $5)
+),
 stuck AS (
-    SELECT r.id, r.state_entered_at, r.current_state,
-           CASE WHEN u.id IS NOT NULL THEN 'assignee_unreachable' ELSE 'over_deadline' END
-               AS reason
-      FROM (SELECT id FROM late UNION SELECT id FROM unreachable) s
-      JOIN service_requests r ON r.id = s.id
-      LEFT JOIN unreachable u ON u.id = s.id
+    SELECT id, state_entered_at, current_state, 'over_deadline' AS reason
+      FROM late WHERE id NOT IN (SELECT id FROM unreachable)
+    UNION ALL
+    SELECT id, state_entered_at, current_state, 'assignee_unreachable' FROM unreachable
 )
 INSERT INTO stuck_alerts (request_id, state_entered_at, state, reason)
-SELECT id, state_entered_at, current_state, reason FROM stuck
+SELECT s.id, s.state_entered_at, s.current_state, s.reason
+  FROM stuck s
+ WHERE NOT EXISTS (SELECT 1 FROM stuck_alerts a
+                    WHERE a.request_id = s.id AND a.state_entered_at = s.state_entered_at)
     ON CONFLICT (request_id, state_entered_at) DO NOTHING
 RETURNING request_id, state, reason, state_entered_at
 """
 
-# Alerts whose request has left that visit of its state (moved, completed, cancelled).
+# Alerts whose request has left that visit of its state (moved, completed, cancelled,
+# deleted). A correlated scalar subquery, so that each alert is one primary-key probe
+# instead of a join against the whole table.
 FORGET_LEFT_SQL = """
 DELETE FROM stuck_alerts a
- WHERE NOT EXISTS (
-       SELECT 1 FROM service_requests r
-        WHERE r.id = a.request_id AND r.status = 'active'
-          AND r.state_entered_at = a.state_entered_at)
+ WHERE NOT COALESCE(
+       (SELECT r.status = 'active' AND r.state_entered_at = a.state_entered_at
+          FROM service_requests r WHERE r.id = a.request_id), FALSE)
 """
 
 

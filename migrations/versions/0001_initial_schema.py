@@ -270,9 +270,11 @@ WORKFLOW_RECOVERY = """
 CREATE INDEX ix_users_unreachable ON users (id) WHERE NOT is_active OR blocked_bot_at IS NOT NULL;
 
 -- Stuck requests the admins were already alerted about: one row per visit of a state
--- (request, state_entered_at), so each newly stuck request is in exactly one digest.
+-- (request, state_entered_at), so each newly stuck request is in exactly one digest. No
+-- foreign key (a first run marks thousands of rows): the job deletes the rows of requests
+-- that left the alerted visit, deleted requests included.
 CREATE TABLE stuck_alerts (
-    request_id       BIGINT NOT NULL REFERENCES service_requests (id) ON DELETE CASCADE,
+    request_id       BIGINT NOT NULL,
     state_entered_at TIMESTAMPTZ NOT NULL,
     state            TEXT NOT NULL,
     reason           TEXT NOT NULL,
