@@ -7,8 +7,10 @@ code, never a name, so the limit holds in every language.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
+from pydantic import Field
 
 
 class LanguageCb(CallbackData, prefix="lang"):
@@ -44,6 +46,13 @@ class MenuCb(CallbackData, prefix="wr"):
 # (tests/unit/test_workflow_recovery_callbacks.py).
 ADMIN_MENU_PREFIX = "wr"
 
+# Out-of-range numbers fail validation, so the button counts as outdated (a clear answer and
+# a fresh menu) instead of reaching PostgreSQL: ids are BIGINT, versions INTEGER > 0.
+RequestId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+IdOrZero = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Page = Annotated[int, Field(ge=0, le=10**6)]
+
 
 class ActionCode(StrEnum):
     """A recovery action in callback data (two letters, to stay within 64 bytes)."""
@@ -57,7 +66,7 @@ class ActionCode(StrEnum):
 class StuckListCb(CallbackData, prefix="wrs"):
     """A page of the stuck-workflow list, optionally filtered by workflow type and state."""
 
-    page: int = 0
+    page: Page = 0
     wf: str | None = None
     st: str | None = None
 
@@ -71,8 +80,8 @@ class StuckFilterCb(CallbackData, prefix="wrf"):
 class StuckDetailCb(CallbackData, prefix="wrd"):
     """One request's detail; ``page``/``wf``/``st``: the list to go back to."""
 
-    request_id: int
-    page: int = 0
+    request_id: RequestId
+    page: Page = 0
     wf: str | None = None
     st: str | None = None
 
@@ -87,25 +96,25 @@ class StuckActionCb(CallbackData, prefix="wra"):
     """
 
     action: ActionCode
-    request_id: int
-    version: int
-    arg: int = 0
-    step: int = 0
+    request_id: RequestId
+    version: Version
+    arg: IdOrZero = 0
+    step: Annotated[int, Field(ge=0, le=2)] = 0
 
 
 class StuckAssigneesCb(CallbackData, prefix="wrp"):
     """A page of the users a request can be reassigned to."""
 
-    request_id: int
-    version: int
-    page: int = 0
+    request_id: RequestId
+    version: Version
+    page: Page = 0
 
 
 class StuckHistoryCb(CallbackData, prefix="wrh"):
     """A page of the recovery history: of one request, or of all (``request_id`` 0)."""
 
-    request_id: int = 0
-    page: int = 0
+    request_id: IdOrZero = 0
+    page: Page = 0
 
 
 class StuckBatchCb(CallbackData, prefix="wrb"):
@@ -117,13 +126,13 @@ class StuckBatchCb(CallbackData, prefix="wrb"):
     wf: str | None = None
     st: str | None = None
     action: ActionCode | None = None
-    arg: int = 0
-    page: int = 0
+    arg: IdOrZero = 0
+    page: Page = 0
 
 
 class StuckBatchRunCb(CallbackData, prefix="wrx"):
     """A reviewed batch (``token`` names the review): ``step`` 1 confirmed, ask for an
     optional reason; 2 apply without a reason."""
 
-    token: str
-    step: int = 1
+    token: Annotated[str, Field(pattern=r"^[0-9a-f]{8}$")]
+    step: Annotated[int, Field(ge=1, le=2)] = 1

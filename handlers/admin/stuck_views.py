@@ -36,6 +36,7 @@ Screen = tuple[str, InlineKeyboardMarkup]
 
 PAGE_SIZE = 5
 FAILURES_SHOWN = 10
+MATERIALS_SHOWN = 20
 
 ACTION_OF: dict[ActionCode, RecoveryAction] = {
     ActionCode.FORCE: RecoveryAction.FORCE,
@@ -145,10 +146,13 @@ def _materials(items: Sequence[Outstanding]) -> list[str]:
     for item in items:
         entry = totals.setdefault(item.material_id, [item.name, item.sku, item.unit, 0])
         entry[3] += item.quantity
-    return [
+    lines = [
         f"• {_esc(name)} ({_esc(sku)}): {quantity} {_esc(unit)}"
         for name, sku, unit, quantity in totals.values()
     ]
+    if len(lines) > MATERIALS_SHOWN:  # keep the message far below Telegram's 4096 characters
+        lines = [*lines[:MATERIALS_SHOWN], f"… (+{len(lines) - MATERIALS_SHOWN})"]
+    return lines
 
 
 def _reasons(reasons: Sequence[str]) -> str:

@@ -190,8 +190,13 @@ async def assignees(
 ) -> None:
     """A page of the users the request can be given to (the version the admin saw must
     still be current)."""
-    await _show_candidates(query, workflow_recovery, callback_data.request_id,
-                           callback_data.version, callback_data.page)  # fmt: skip
+    await _show_candidates(
+        query,
+        workflow_recovery,
+        callback_data.request_id,
+        callback_data.version,
+        callback_data.page,
+    )
 
 
 async def _show_candidates(

@@ -257,9 +257,13 @@ async def test_force_to_the_last_step_completes_the_request(
     admin_row = await make_user(pool, role="admin")
     client = await make_user(pool)
     request = await make_request(
-        pool, client_id=client["id"], workflow_type="repair", state="quality_check",
-        role="controller", hours_in_state=30,
-    )  # fmt: skip
+        pool,
+        client_id=client["id"],
+        workflow_type="repair",
+        state="quality_check",
+        role="controller",
+        hours_in_state=30,
+    )
 
     updated = await manager.force_transition(
         request["id"],
@@ -330,9 +334,13 @@ async def test_reassign_gives_the_request_to_an_active_user_of_the_owning_role(
     await make_user(pool, role="technician", name="Bob")
     await pool.execute("UPDATE users SET is_active = FALSE WHERE id = $1", gone["id"])
     request = await make_request(
-        pool, client_id=client["id"], state="in_work", role="technician", hours_in_state=3,
+        pool,
+        client_id=client["id"],
+        state="in_work",
+        role="technician",
+        hours_in_state=3,
         assignee_id=gone["id"],
-    )  # fmt: skip
+    )
     candidates, total = await manager.reassign_candidates(
         "technician", exclude_user_id=gone["id"], limit=1, offset=0
     )
@@ -394,9 +402,13 @@ async def test_reassign_refuses_users_who_cannot_take_it(
     await pool.execute("UPDATE users SET is_active = FALSE WHERE id = $1", inactive["id"])
     await pool.execute("UPDATE users SET blocked_bot_at = now() WHERE id = $1", blocked["id"])
     request = await make_request(
-        pool, client_id=client["id"], state="in_work", role="technician", hours_in_state=30,
+        pool,
+        client_id=client["id"],
+        state="in_work",
+        role="technician",
+        hours_in_state=30,
         assignee_id=holder["id"],
-    )  # fmt: skip
+    )
     before = await snapshot(pool)
 
     cases = [

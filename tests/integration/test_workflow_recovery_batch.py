@@ -24,18 +24,25 @@ async def _stuck_reviews(pool: asyncpg.Pool, count: int) -> tuple[AdminRef, list
     ids = []
     for index in range(count):
         row = await make_request(
-            pool, client_id=client["id"], state="review", role="controller",
+            pool,
+            client_id=client["id"],
+            state="review",
+            role="controller",
             hours_in_state=30 + index,
-        )  # fmt: skip
+        )
         await add_transition(pool, row["id"], None, "new", kind="create", hours_ago=50)
         await add_transition(pool, row["id"], "new", "review", hours_ago=30 + index)
         ids.append(row["id"])
     # noise the filter leaves out: another state, another workflow, a fresh one
     await make_request(pool, client_id=client["id"], hours_in_state=40)
     await make_request(
-        pool, client_id=client["id"], workflow_type="repair", state="new", role="controller",
+        pool,
+        client_id=client["id"],
+        workflow_type="repair",
+        state="new",
+        role="controller",
         hours_in_state=40,
-    )  # fmt: skip
+    )
     await make_request(pool, client_id=client["id"], state="review", role="controller")
     return AdminRef(admin["id"], admin["telegram_id"]), ids
 

@@ -41,9 +41,13 @@ async def test_each_state_has_its_own_deadline(pool: asyncpg.Pool) -> None:
     await req("quality_check", "controller", 2, workflow_type="repair")
     repair_late = await req("new", "controller", 25, workflow_type="repair")
     done = await make_request(
-        pool, client_id=client["id"], state="completed", role=None, status="completed",
+        pool,
+        client_id=client["id"],
+        state="completed",
+        role=None,
+        status="completed",
         hours_in_state=500,
-    )  # fmt: skip
+    )
 
     page = await manager.find_stuck(limit=20)
 
@@ -73,9 +77,14 @@ async def test_unreachable_assignee_is_stuck_whatever_the_time(pool: asyncpg.Poo
 
     async def held_by(user: asyncpg.Record, hours: float, status: str = "active") -> int:
         row = await make_request(
-            pool, client_id=client["id"], state="in_work", role="technician",
-            hours_in_state=hours, assignee_id=user["id"], status=status,
-        )  # fmt: skip
+            pool,
+            client_id=client["id"],
+            state="in_work",
+            role="technician",
+            hours_in_state=hours,
+            assignee_id=user["id"],
+            status=status,
+        )
         return row["id"]
 
     with_gone = await held_by(gone, 1)
@@ -109,9 +118,13 @@ async def test_filters_and_pages_cover_every_match_once(pool: asyncpg.Pool) -> N
             ("connection", "review", "controller") if index % 3 else ("repair", "new", "controller")
         )
         row = await make_request(
-            pool, client_id=client["id"], workflow_type=workflow_type, state=state, role=role,
+            pool,
+            client_id=client["id"],
+            workflow_type=workflow_type,
+            state=state,
+            role=role,
             hours_in_state=30 + index,
-        )  # fmt: skip
+        )
         expected.setdefault((workflow_type, state), []).append(row["id"])
     fresh_unreachable = await make_request(
         pool, client_id=client["id"], state="review", role="controller", assignee_id=gone["id"]

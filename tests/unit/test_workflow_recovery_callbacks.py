@@ -66,6 +66,11 @@ def test_every_action_has_a_code() -> None:
         (StuckDetailCb, "wrd:12:0"),
         (StuckActionCb, "wra:force:12:3:1"),  # action names and a confirm flag
         (StuckActionCb, "wra:xx:12:3:0:0"),  # an action code that does not exist
+        (StuckActionCb, f"wra:fw:{2**63}:3:0:0"),  # beyond BIGINT: never sent to PostgreSQL
+        (StuckActionCb, "wra:fw:12:0:0:0"),  # version 0 does not exist
+        (StuckActionCb, "wra:fw:12:3:0:3"),  # no such step
+        (StuckListCb, "wrs:-1::"),
+        (StuckBatchRunCb, "wrx:../etc:2"),
     ],
 )
 def test_an_older_layout_does_not_unpack(cls: type[CallbackData], old: str) -> None:
