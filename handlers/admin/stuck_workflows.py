@@ -114,7 +114,7 @@ async def stuck_list(
 ) -> None:
     """A page of stuck requests, longest in state first."""
     workflow_type, state_code = callback_data.wf, callback_data.st
-    if callback_data.page < 0 or not _valid_filter(workflow_type, state_code):
+    if not _valid_filter(workflow_type, state_code):
         await answer_outdated(query, is_admin=True)
         return
     await _drop_pending(state)
@@ -147,7 +147,7 @@ async def stuck_detail(
     state: FSMContext,
 ) -> None:
     """A request's detail with its history and the recovery actions."""
-    if callback_data.page < 0 or not _valid_filter(callback_data.wf, callback_data.st):
+    if not _valid_filter(callback_data.wf, callback_data.st):
         await answer_outdated(query, is_admin=True)
         return
     await _drop_pending(state)
@@ -166,9 +166,6 @@ async def recovery_history(
     query: CallbackQuery, callback_data: StuckHistoryCb, workflow_recovery: WorkflowRecoveryManager
 ) -> None:
     """A page of the recovery history (one request's, or all)."""
-    if callback_data.page < 0 or callback_data.request_id < 0:
-        await answer_outdated(query, is_admin=True)
-        return
     rows, total = await workflow_recovery.recovery_history(
         request_id=callback_data.request_id or None,
         limit=PAGE_SIZE,
@@ -206,9 +203,6 @@ async def _show_candidates(
     version: int,
     page: int,
 ) -> None:
-    if page < 0:
-        await answer_outdated(query, is_admin=True)
-        return
     try:
         request = await manager.get_request(request_id)
     except DomainError as exc:
@@ -388,7 +382,7 @@ async def batch(
     """Choose the action, (reassign) the assignee, then the review screen, which keeps the
     exact (request, version) list the batch will touch."""
     workflow_type, state_code = callback_data.wf, callback_data.st
-    if callback_data.page < 0 or not _valid_filter(workflow_type, state_code):
+    if not _valid_filter(workflow_type, state_code):
         await answer_outdated(query, is_admin=True)
         return
     await _drop_pending(state)
