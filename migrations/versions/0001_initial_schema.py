@@ -333,11 +333,10 @@ CREATE TABLE stuck_alerts (
 -- request's state and state_entered_at at the moment of the issue (the use holds the request
 -- row FOR SHARE, so they cannot move meanwhile). A reset reverses exactly the issues of the
 -- visit it undoes. NULL for rows without a request (or for a request that does not exist).
+-- (ix_inventory_tx_reverses, above, serves "what already reverses this issue?")
 ALTER TABLE inventory_transactions
     ADD COLUMN request_state TEXT,
     ADD COLUMN request_state_entered_at TIMESTAMPTZ;
-CREATE INDEX ix_inventory_tx_reverses ON inventory_transactions (reverses_id)
-    WHERE reverses_id IS NOT NULL;
 
 CREATE FUNCTION stamp_inventory_request_state() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -16,6 +16,7 @@ from recovery.exceptions import (
     InvalidTransitionError,
     NotFoundError,
 )
+from recovery.state_manager import Actor, EnhancedStateManager
 from recovery.workflows import (
     NO_HISTORY,
     AdminRef,
@@ -557,3 +558,66 @@ async def test_missing_and_inactive_requests_are_refused(
                 action, cancelled["id"], expected_version=version, admin=admin, assignee_id=1
             )
         assert refusal_code(inactive.value) == "not_active"
+
+
+# --- with the real workflow operations ---------------------------------------------------
+
+
+async def test_resets_reverse_exactly_what_the_real_material_uses_of_each_step_took(
+    pool: asyncpg.Pool, manager: WorkflowRecoveryManager
+) -> None:
+    ops = EnhancedStateManager(pool)
+    people = {
+        role: await make_user(pool, role=role)
+        for role in ("client", "manager", "junior_manager", "controller", "technician")
+    }
+    keeper = await make_user(pool, role="warehouse")
+    admin_row = await make_user(pool, role="admin")
+    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    cable = await pool.fetchval(
+        "INSERT INTO materials (sku, name, balance) VALUES ('CBL', 'Cable', 0) RETURNING id"
+    )
+    await pool.execute(
+        "INSERT INTO inventory_transactions (material_id, kind, quantity, idempotency_key) "
+        "VALUES ($1, 'receipt', 100, 'receipt:1')",
+        cable,
+    )
+    await pool.execute("UPDATE materials SET balance = 100 WHERE id = $1", cable)
+
+    def actor(user: asyncpg.Record) -> Actor:
+        return Actor(user["id"], user["role"])
+
+    request = await ops.create_request(
+        actor(people["client"]), workflow_type="connection", description="real flow"
+    )
+    for role in ("manager", "junior_manager", "controller"):
+        request = await ops.advance(actor(people[role]), request["id"], request["version"])
+    assert request["current_state"] == "in_work"
+    tech = actor(people["technician"])
+    await ops.use_materials(tech, request["id"], cable, 20, idempotency_key="use:tech:1")
+    request = await ops.advance(tech, request["id"], request["version"])
+    assert request["current_state"] == "materials"
+    store = actor(keeper)
+    use = await ops.use_materials(store, request["id"], cable, 15, idempotency_key="use:store:1")
+    stamps = await pool.fetch(
+        "SELECT idempotency_key, request_state FROM inventory_transactions "
+        "WHERE kind = 'issue' ORDER BY id"
+    )
+    assert [(s["idempotency_key"], s["request_state"]) for s in stamps] == [
+        ("use:tech:1", "in_work"),
+        ("use:store:1", "materials"),
+    ]
+
+    first = await manager.reset_state(
+        request["id"], expected_version=request["version"], admin=admin
+    )
+    assert [(r.issue_id, r.quantity) for r in first.reversals] == [(use.ledger_id, 15)]
+    assert await pool.fetchval("SELECT balance FROM materials WHERE id = $1", cable) == 80
+
+    second = await manager.reset_state(
+        request["id"], expected_version=first.request["version"], admin=admin
+    )
+    assert second.request["current_state"] == "review"
+    assert [r.quantity for r in second.reversals] == [20]
+    assert await pool.fetchval("SELECT balance FROM materials WHERE id = $1", cable) == 100
+    assert await _ledger_matches_balances(pool)
