@@ -251,7 +251,13 @@ async def remember_new(conn: asyncpg.Connection, limits: Sequence[Limit]) -> lis
     return sorted(rows, key=lambda row: (row["state_entered_at"], row["request_id"]))
 
 
-async def forget_left(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    """Delete alert rows of requests that left the alerted visit; returns how many."""
+async def forget_left(conn: asyncpg.Connection) -> int:
+    """Delete alert rows of requests that left the alerted visit; returns how many.
+
+    Call inside a transaction: JIT compilation is switched off for it (``SET LOCAL``), as
+    the planner's cost for thousands of primary-key probes crosses ``jit_above_cost`` and
+    compiling took longer than the probes (bench/results/stuck_detection.md).
+    """
+    await conn.execute("SET LOCAL jit = off")
     result = await conn.execute(FORGET_LEFT_SQL)
     return int(result.split()[-1])
