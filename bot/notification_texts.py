@@ -37,6 +37,9 @@ TEMPLATES: dict[str, str] = {
         "Critical errors: {error}, health changes: {health}, stuck workflows: {stuck}, "
         "other: {system}.\n{details}"
     ),
+    "admin.stuck_digest": _(
+        "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
+    ),
 }
 
 STATE_MSGIDS = {

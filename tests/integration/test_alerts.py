@@ -14,7 +14,8 @@ from handlers.admin.alerts import mute_callback
 from handlers.callbacks import AlertMuteCb
 from recovery.alerts import AdminAlerts, AlertKind, AlertOutcome, AlertPolicy
 from recovery.notifications import NotificationRetryManager
-from tests.factories import make_user
+from recovery.workflows import WorkflowRecoveryManager
+from tests.factories import make_request, make_user
 
 
 async def _outbox(pool: asyncpg.Pool, template_key: str | None = None) -> list[asyncpg.Record]:
@@ -189,3 +190,22 @@ async def test_the_sender_gets_the_buttons_translated_for_the_recipient(
     ]
     assert texts[0] != "Mute for 1 hour"
     assert inline_keyboard(i18n, None, "en") is None
+
+
+async def test_the_stuck_digest_takes_the_alert_path(pool: asyncpg.Pool) -> None:
+    muting = await make_user(pool, role="admin")
+    other = await make_user(pool, role="admin")
+    client = await make_user(pool)
+    request = await make_request(pool, client_id=client["id"], hours_in_state=30)
+    alerts = _alerts(pool)
+    await alerts.mute(chat_id=muting["telegram_id"], kind="stuck", duration_s=3600, muted_by=None)
+    result = await WorkflowRecoveryManager(pool).alert_new_stuck(alerts=alerts)
+    assert result.new_request_ids == [request["id"]]
+    assert result.digests == 1
+    rows = await _outbox(pool, "admin.stuck_digest")
+    assert [r["chat_id"] for r in rows] == [other["telegram_id"]]
+    assert rows[0]["params"]["ids"] == f"#{request['id']}"
+    assert AlertMuteCb.unpack(rows[0]["params"]["buttons"][0][0]["callback_data"]).kind == "stuck"
+    assert await pool.fetchval("SELECT kind FROM admin_alerts") == "stuck"
+    again = await WorkflowRecoveryManager(pool).alert_new_stuck(alerts=alerts)
+    assert again.new_request_ids == [] and len(await _outbox(pool)) == 1
