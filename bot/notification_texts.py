@@ -25,6 +25,8 @@ TEMPLATES: dict[str, str] = {
         "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
     ),
     "admin.text": "{text}",
+    # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
+    "telegram.resend": "{text}",
 }
 
 STATE_MSGIDS = {

@@ -2,6 +2,14 @@
 
 Public names of the design: ``ErrorCategory``, ``ErrorSeverity``, ``ErrorRecord``,
 ``ErrorHandler`` and ``classify`` (defined in ``recovery.classification``, re-exported here).
+
+Grouping works as in error trackers (Sentry's issues): every occurrence gets a fingerprint
+from the error type, the code location (the innermost frame of the project's own code, by
+module and function, without the line number so that an unrelated edit does not split a
+group) and the message normalized (quoted values, UUIDs, hex ids and numbers replaced by
+placeholders). All occurrences with one fingerprint are one ``error_records`` row whose
+``occurrence_count`` and ``last_seen_at`` grow; its short reference (``E-7K3M9Q``) is what a
+user quotes and an admin looks up.
 """
 
 from __future__ import annotations
@@ -11,13 +19,16 @@ import logging
 import re
 import secrets
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from database import error_records, outbox
+from database import error_records, outbox, users
+from database.error_records import CategoryCount, HourlyCount
 from recovery.classification import (
     Classification,
     ErrorCategory,
@@ -25,32 +36,51 @@ from recovery.classification import (
     RetryStrategy,
     classify,
 )
-from recovery.masking import mask_sensitive
+from recovery.masking import mask_sensitive, mask_value
 
 __all__ = [
+    "RESEND_TEMPLATE",
+    "CategoryCount",
     "Classification",
     "ErrorCategory",
+    "ErrorGroup",
     "ErrorHandler",
     "ErrorRecord",
     "ErrorSeverity",
+    "FailedSend",
+    "HourlyCount",
     "RetryStrategy",
     "classify",
+    "code_location",
     "fingerprint",
     "normalize_message",
 ]
 
 log = logging.getLogger(__name__)
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RESEND_TEMPLATE = "telegram.resend"
+"""Outbox template of a failed Telegram send queued for retry (its text, as it was)."""
+
+DAY_S = 24 * 3600.0
+WEEK_S = 7 * DAY_S
+
 _REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud safely
+_REFERENCE_ATTEMPTS = 5
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*'|«[^»]*»)")
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
-_HEX = re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{12,}\b", re.I)
+_HEX = re.compile(r"\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I)
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
+_RESENDABLE = (RetryStrategy.BACKOFF, RetryStrategy.WAIT, RetryStrategy.IMMEDIATE)
 
 
 def normalize_message(message: str) -> str:
     """The message with quoted values, UUIDs, hex ids and numbers replaced by placeholders,
-    so that the same error about different ids groups together."""
+    so that the same error about different ids groups together. At most 500 characters.
+
+    >>> normalize_message('request 17 in state "new": version 3 != 4')
+    'request <n> in state <str>: version <n> != <n>'
+    """
     text = _QUOTED.sub("<str>", message)
     text = _UUID.sub("<uuid>", text)
     text = _HEX.sub("<hex>", text)
@@ -58,29 +88,72 @@ def normalize_message(message: str) -> str:
     return " ".join(text.split())[:500]
 
 
-def code_location(exc: BaseException) -> str:
-    """``module:function:line`` of the innermost frame of the project's own code (or of the
-    innermost frame when none is ours)."""
+def _own_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost traceback frame in the project's own code (else the innermost one)."""
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    root = str(PROJECT_ROOT)
     own = [
-        f for f in frames if "site-packages" not in f.filename and "/lib/python" not in f.filename
+        f
+        for f in frames
+        if f.filename.startswith(root)
+        and "site-packages" not in f.filename
+        and "/.venv/" not in f.filename
     ]
-    frame = (own or frames)[-1] if (own or frames) else None
+    chosen = own or frames
+    return chosen[-1] if chosen else None
+
+
+def _module_path(filename: str) -> str:
+    path = Path(filename)
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
+def code_location(exc: BaseException, *, with_line: bool = True) -> str:
+    """``path/module.py:function:line`` of the innermost frame of the project's own code
+    (the innermost frame when none is ours; ``unknown`` without a traceback).
+
+    ``with_line=False`` gives ``path/module.py:function``, the part used for grouping.
+    """
+    frame = _own_frame(exc)
     if frame is None:
         return "unknown"
-    module = frame.filename.rsplit("/", 1)[-1]
-    return f"{module}:{frame.name}:{frame.lineno}"
+    where = f"{_module_path(frame.filename)}:{frame.name}"
+    return f"{where}:{frame.lineno}" if with_line else where
 
 
 def fingerprint(error_type: str, location: str, message: str) -> str:
-    """SHA-256 (hex, 32 chars) of type, location and normalized message: the group key."""
+    """SHA-256 (hex, first 32 characters) of type, location and normalized message: the
+    group key."""
     raw = f"{error_type}|{location}|{normalize_message(message)}"
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def new_reference() -> str:
-    """A short error reference a user can quote, e.g. ``E-7K3M9Q`` (32**6 ~ 1e9 values)."""
+    """A short error reference a user can quote, e.g. ``E-7K3M9Q`` (32**6, about 1e9
+    values; a collision with an existing group is retried with a fresh one)."""
     return "E-" + "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(6))
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSend:
+    """A Telegram message the bot failed to send, as the caller saw it (no aiogram types).
+
+    Attributes:
+        chat_id: the chat the message was for (a user's Telegram id in a private chat).
+        text: the message as plain text when it can be sent again as it was (no markup,
+            no keyboard); None when it cannot.
+        recipient_id: the recipient's ``users.id``, when known.
+        idempotency_key: names this send (e.g. ``resend:<update id>``) so that the same
+            failure recorded twice queues one retry.
+    """
+
+    chat_id: int
+    text: str | None = None
+    recipient_id: int | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,7 +161,9 @@ class ErrorRecord:
     """One occurrence of an error, masked and ready to store.
 
     ``reference`` is the group's reference once stored (the same for every occurrence of a
-    group); ``occurrence_count`` is the group's count after this occurrence.
+    group; None when recording failed); ``occurrence_count`` is the group's count after this
+    occurrence; ``actions`` says what the handler did (``recorded``, ``alerted``,
+    ``marked_unreachable``, ``queued_resend``, ``ignored``).
     """
 
     error_type: str
@@ -103,54 +178,136 @@ class ErrorRecord:
     reference: str | None = None
     record_id: int | None = None
     occurrence_count: int = 0
-    alerted: bool = False
+    status: str | None = None
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def alerted(self) -> bool:
+        """True when this occurrence sent an admin alert."""
+        return "alerted" in self.actions
 
     @classmethod
     def from_exception(
         cls,
         exc: BaseException,
         *,
-        context: dict[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
         classification: Classification | None = None,
         extra_secrets: Sequence[str] = (),
     ) -> ErrorRecord:
-        """Build a masked record of ``exc`` (message, stack trace and context masked)."""
+        """Build a masked record of ``exc``: message, stack trace and every string in
+        ``context`` pass through ``mask_sensitive``; the classification's reason, code and
+        strategy are added to the context."""
         verdict = classification or classify(exc)
         secrets_ = tuple(s for s in extra_secrets if s)
         error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
         message = mask_sensitive(str(exc) or type(exc).__name__, extra_secrets=secrets_)
-        location = code_location(exc)
         stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        masked_context = {
-            key: mask_sensitive(value, extra_secrets=secrets_) if isinstance(value, str) else value
-            for key, value in (context or {}).items()
-        }
+        masked_context = mask_value(dict(context or {}), extra_secrets=secrets_)
+        masked_context.update(
+            reason=verdict.reason,
+            code=verdict.code,
+            strategy=verdict.strategy.value,
+            retryable=verdict.retryable,
+        )
+        if verdict.retry_after is not None:
+            masked_context["retry_after_s"] = verdict.retry_after
         return cls(
             error_type=error_type,
             message=message[:2000],
             category=verdict.category,
             severity=verdict.severity,
-            location=location,
-            fingerprint=fingerprint(error_type, location, message),
+            location=code_location(exc),
+            fingerprint=fingerprint(error_type, code_location(exc, with_line=False), message),
             stack_trace=mask_sensitive(stack, extra_secrets=secrets_)[-20_000:],
             context=masked_context,
             classification=verdict,
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """One ``error_records`` row: an error group as the admin screens show it.
+
+    ``window_occurrences`` is set by ``ErrorHandler.top_groups`` (occurrences inside the
+    asked window), else None. Times are timezone-aware (UTC).
+    """
+
+    id: int
+    reference: str
+    fingerprint: str
+    category: ErrorCategory
+    severity: ErrorSeverity
+    error_type: str
+    message: str
+    location: str | None
+    stack_trace: str | None
+    context: dict[str, Any]
+    occurrence_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    status: str
+    resolved_at: datetime | None
+    resolved_by: int | None
+    last_alerted_at: datetime | None
+    window_occurrences: int | None = None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ErrorGroup:
+        """Build from an ``error_records`` row (optionally with ``window_occurrences``)."""
+        keys = row.keys()
+        return cls(
+            id=row["id"],
+            reference=row["reference"],
+            fingerprint=row["fingerprint"],
+            category=ErrorCategory(row["category"]),
+            severity=ErrorSeverity(row["severity"]),
+            error_type=row["error_type"],
+            message=row["message"],
+            location=row["location"],
+            stack_trace=row["stack_trace"],
+            context=row["context"] or {},
+            occurrence_count=row["occurrence_count"],
+            first_seen_at=row["first_seen_at"],
+            last_seen_at=row["last_seen_at"],
+            status=row["status"],
+            resolved_at=row["resolved_at"],
+            resolved_by=row["resolved_by"],
+            last_alerted_at=row["last_alerted_at"],
+            window_occurrences=(
+                int(row["window_occurrences"]) if "window_occurrences" in keys else None
+            ),
+        )
+
+
 class ErrorHandler:
     """Records errors grouped by fingerprint and applies the category's strategy.
 
-    - every error: one ``error_records`` upsert (a storm becomes one row whose
-      ``occurrence_count`` grows);
-    - critical errors (``alert_admins``): an alert to every admin through the notification
-      outbox, at most once per group per ``alert_window_s`` seconds.
+    For every error, in one database transaction:
+
+    - one ``error_records`` upsert (a storm becomes one row whose ``occurrence_count``
+      grows) and one count in ``error_occurrences_hourly``;
+    - critical errors: an alert to every admin through the notification outbox
+      (``admin.error_alert``), at most once per group per ``alert_window_s`` seconds (and at
+      once when a resolved group regresses);
+    - notification errors that say the recipient is gone (403, chat not found): the user is
+      marked unreachable (``users.blocked_bot_at``), so the outbox stops sending to them;
+    - transient Telegram errors on a send the caller describes with ``FailedSend`` (5xx,
+      network, 429, a migrated group): the message is queued in the outbox, which retries it
+      with backoff (or after ``retry_after``) instead of losing it.
+
+    Transient database errors are retried where they happen, by the transaction runner
+    (``classify(exc).strategy is RetryStrategy.TRANSACTION``); data and business errors are
+    only recorded (the caller answers the user).
 
     Args:
         pool: asyncpg pool.
         admin_ids: Telegram ids from ``ADMIN_IDS`` (admin-role users are added from the DB).
-        alert_window_s: minimum seconds between two alerts of the same group.
+        alert_window_s: minimum seconds between two alerts of the same group
+            (``ERROR_ALERT_WINDOW_S``, default one hour).
         extra_secrets: literal secrets (the bot token) masked wherever they appear.
+        store_timeout_s: seconds to wait for a pooled connection before giving up on
+            recording (the pool may be what failed).
     """
 
     def __init__(
@@ -160,58 +317,101 @@ class ErrorHandler:
         admin_ids: Sequence[int] = (),
         alert_window_s: float = 3600.0,
         extra_secrets: Sequence[str] = (),
+        store_timeout_s: float = 5.0,
     ) -> None:
         self.pool = pool
         self.admin_ids = tuple(admin_ids)
         self.alert_window_s = alert_window_s
         self.extra_secrets = tuple(s for s in extra_secrets if s)
+        self.store_timeout_s = store_timeout_s
 
+    # --- recording ------------------------------------------------------------------------
     async def handle(
-        self, exc: BaseException, *, context: dict[str, Any] | None = None
+        self,
+        exc: BaseException,
+        *,
+        context: Mapping[str, Any] | None = None,
+        failed_send: FailedSend | None = None,
     ) -> ErrorRecord:
-        """Classify, mask, record and escalate ``exc``; returns the stored record.
+        """Classify, mask, record and escalate ``exc``; returns the record.
 
-        Never raises because of the database: if recording fails, the record comes back
-        without a ``reference`` and the failure is logged (masked).
+        Args:
+            exc: the exception, with its traceback.
+            context: what was going on (update id, handler...); strings are masked.
+            failed_send: the Telegram message whose sending raised ``exc``, if any.
+
+        Never raises: if recording fails (the database itself may be what failed), the
+        record comes back without a ``reference`` and the failure is logged (masked).
         """
         record = ErrorRecord.from_exception(exc, context=context, extra_secrets=self.extra_secrets)
         try:
-            await self._store(record)
-        except Exception as store_exc:  # the database itself may be what failed
+            await self._store(record, failed_send)
+        except Exception as store_exc:
             log.error(
-                "could not record error %s at %s: %s",
+                "could not record error %s at %s: %s: %s",
                 record.error_type,
                 record.location,
+                type(store_exc).__name__,
                 mask_sensitive(str(store_exc), extra_secrets=self.extra_secrets),
             )
+        self._log(exc, record)
         return record
 
-    async def _store(self, record: ErrorRecord) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            result = await error_records.upsert(
-                conn,
-                reference=new_reference(),
-                fingerprint=record.fingerprint,
-                category=record.category.value,
-                severity=record.severity.value,
-                error_type=record.error_type,
-                message=record.message,
-                location=record.location,
-                stack_trace=record.stack_trace,
-                context=record.context,
-            )
+    async def _store(self, record: ErrorRecord, failed_send: FailedSend | None) -> None:
+        verdict = record.classification
+        assert verdict is not None
+        async with self.pool.acquire(timeout=self.store_timeout_s) as conn, conn.transaction():
+            result = await self._upsert(conn, record)
             record.reference = result.reference
             record.record_id = result.id
             record.occurrence_count = result.occurrence_count
-            verdict = record.classification
-            if verdict is not None and verdict.alert_admins:
-                record.alerted = await self._alert_admins(conn, record)
+            record.status = result.status
+            record.actions.append("recorded")
+            if verdict.ignore:
+                record.actions.append("ignored")
+            if verdict.alert_admins and await self._alert_admins(conn, record):
+                record.actions.append("alerted")
+            if failed_send is None:
+                return
+            if verdict.mark_user_blocked:
+                await users.mark_unreachable(conn, failed_send.chat_id)
+                record.actions.append("marked_unreachable")
+            elif (
+                verdict.retryable
+                and verdict.strategy in _RESENDABLE
+                and await self._queue_resend(conn, verdict, failed_send)
+            ):
+                record.actions.append("queued_resend")
+
+    async def _upsert(
+        self, conn: asyncpg.Connection, record: ErrorRecord
+    ) -> error_records.UpsertResult:
+        for attempt in range(_REFERENCE_ATTEMPTS):
+            try:
+                async with conn.transaction():  # a savepoint: a reference clash is retried
+                    return await error_records.upsert(
+                        conn,
+                        reference=new_reference(),
+                        fingerprint=record.fingerprint,
+                        category=record.category.value,
+                        severity=record.severity.value,
+                        error_type=record.error_type,
+                        message=record.message,
+                        location=record.location,
+                        stack_trace=record.stack_trace,
+                        context=record.context,
+                    )
+            except asyncpg.UniqueViolationError:
+                if attempt == _REFERENCE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _alert_admins(self, conn: asyncpg.Connection, record: ErrorRecord) -> bool:
         assert record.record_id is not None
-        if not await error_records.claim_alert(conn, record.record_id, self.alert_window_s):
+        claimed_at = await error_records.claim_alert(conn, record.record_id, self.alert_window_s)
+        if claimed_at is None:
             return False
-        stamp = await conn.fetchval("SELECT extract(epoch FROM now())::bigint")
+        stamp = int(claimed_at.timestamp())
         for user_id, chat_id in await outbox.admin_recipients(conn, self.admin_ids):
             await outbox.enqueue(
                 conn,
@@ -229,3 +429,102 @@ class ErrorHandler:
                 },
             )
         return True
+
+    async def _queue_resend(
+        self, conn: asyncpg.Connection, verdict: Classification, failed: FailedSend
+    ) -> bool:
+        if not failed.text or not failed.idempotency_key:
+            return False
+        chat_id = failed.chat_id
+        if verdict.strategy is RetryStrategy.IMMEDIATE and verdict.migrate_to_chat_id:
+            chat_id = verdict.migrate_to_chat_id
+        await outbox.enqueue(
+            conn,
+            idempotency_key=failed.idempotency_key,
+            chat_id=chat_id,
+            recipient_id=failed.recipient_id,
+            template_key=RESEND_TEMPLATE,
+            params={"text": failed.text},
+        )
+        return True
+
+    def _log(self, exc: BaseException, record: ErrorRecord) -> None:
+        verdict = record.classification
+        if verdict is not None and verdict.ignore:
+            level = logging.DEBUG
+        else:
+            level = {
+                ErrorSeverity.LOW: logging.INFO,
+                ErrorSeverity.MEDIUM: logging.WARNING,
+                ErrorSeverity.HIGH: logging.ERROR,
+                ErrorSeverity.CRITICAL: logging.ERROR,
+            }[record.severity]
+        with_trace = record.category is ErrorCategory.SYSTEM and level >= logging.ERROR
+        log.log(
+            level,
+            "error %s %s/%s %s at %s (x%d, %s): %s",
+            record.reference or "(not recorded)",
+            record.category.value,
+            record.severity.value,
+            record.error_type.rsplit(".", 1)[-1],
+            record.location,
+            record.occurrence_count,
+            ",".join(record.actions) or "-",
+            record.message[:300],
+            exc_info=exc if with_trace else None,
+        )
+
+    # --- admin operations (the error statistics screen) -----------------------------------
+    async def lookup(self, reference: str) -> ErrorGroup | None:
+        """The group behind an error reference a user quoted (``E-7K3M9Q``; case and blanks
+        ignored), or None when there is none."""
+        row = await error_records.get_by_reference(self.pool, reference)
+        return ErrorGroup.from_row(row) if row is not None else None
+
+    async def resolve_group(self, reference: str, *, resolved_by: int | None) -> ErrorGroup | None:
+        """Mark a group resolved (``resolved_by``: the admin's ``users.id`` or Telegram id,
+        as the caller audits it). Returns the group, or None when there is no such
+        reference. Resolving a resolved group changes nothing and returns it as it is.
+
+        When the error happens again the group becomes ``regressed`` and counts on; a
+        critical one alerts the admins at once.
+        """
+        row = await error_records.resolve(self.pool, reference, resolved_by)
+        if row is None:
+            row = await error_records.get_by_reference(self.pool, reference)
+        return ErrorGroup.from_row(row) if row is not None else None
+
+    async def top_groups(
+        self,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        window_s: float | None = DAY_S,
+        include_resolved: bool = False,
+    ) -> list[ErrorGroup]:
+        """Groups with the most occurrences in the last ``window_s`` seconds (None: all
+        time), most frequent first; each carries ``window_occurrences``. Resolved groups are
+        left out unless ``include_resolved``. Page with ``limit``/``offset``."""
+        rows = await error_records.top_groups(
+            self.pool,
+            limit=limit,
+            offset=offset,
+            window_s=window_s,
+            include_resolved=include_resolved,
+        )
+        return [ErrorGroup.from_row(row) for row in rows]
+
+    async def counts(self, window_s: float = DAY_S) -> list[CategoryCount]:
+        """Occurrences and distinct groups by category and severity in the last
+        ``window_s`` seconds (hour buckets: the window starts at the top of its first
+        hour), most occurrences first."""
+        return await error_records.counts(self.pool, window_s)
+
+    async def statistics(self) -> dict[str, list[CategoryCount]]:
+        """``counts`` for the admin screen's two windows: ``{"24h": [...], "7d": [...]}``."""
+        return {"24h": await self.counts(DAY_S), "7d": await self.counts(WEEK_S)}
+
+    async def hourly(self, window_s: float = DAY_S) -> list[HourlyCount]:
+        """Occurrences per hour and category in the last ``window_s`` seconds, oldest
+        first (the chart of errors per hour)."""
+        return await error_records.hourly(self.pool, window_s)
