@@ -35,7 +35,6 @@ them.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import errno
 import socket
@@ -401,6 +400,6 @@ def _classify(exc: BaseException) -> Classification:
         return telegram
     if _is_connection_error(exc):
         return _retry("connection_lost")
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is the same class
         return _retry("timeout")
     return UNEXPECTED
