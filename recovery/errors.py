@@ -411,11 +411,12 @@ class ErrorHandler:
         claimed_at = await error_records.claim_alert(conn, record.record_id, self.alert_window_s)
         if claimed_at is None:
             return False
-        stamp = int(claimed_at.timestamp())
+        # the occurrence number is unique within the group (the upsert holds the row lock)
+        occurrence = record.occurrence_count
         for user_id, chat_id in await outbox.admin_recipients(conn, self.admin_ids):
             await outbox.enqueue(
                 conn,
-                idempotency_key=f"error-alert:{record.record_id}:{stamp}:{chat_id}",
+                idempotency_key=f"error-alert:{record.record_id}:{occurrence}:{chat_id}",
                 chat_id=chat_id,
                 recipient_id=user_id,
                 template_key="admin.error_alert",
