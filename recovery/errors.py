@@ -19,7 +19,7 @@ import logging
 import re
 import secrets
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +62,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESEND_TEMPLATE = "telegram.resend"
 """Outbox template of a failed Telegram send queued for retry (its text, as it was)."""
 
+IN_APP_EXCLUDE: tuple[str, ...] = (".venv/", "tests/fakes/")
+"""Paths under the project root that are not the project's own code for grouping: the
+virtualenv and the test doubles of Telegram (they stand in for library code)."""
+
 DAY_S = 24 * 3600.0
 WEEK_S = 7 * DAY_S
 
@@ -88,17 +92,19 @@ def normalize_message(message: str) -> str:
     return " ".join(text.split())[:500]
 
 
+def _in_app(filename: str) -> bool:
+    """True for a file of the project's own code (not a library, not a test double of an
+    external service), as error trackers' "in app" frames."""
+    if not filename.startswith(str(PROJECT_ROOT)) or "site-packages" in filename:
+        return False
+    relative = filename[len(str(PROJECT_ROOT)) :].lstrip("/")
+    return not relative.startswith(IN_APP_EXCLUDE)
+
+
 def _own_frame(exc: BaseException) -> traceback.FrameSummary | None:
     """The innermost traceback frame in the project's own code (else the innermost one)."""
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    root = str(PROJECT_ROOT)
-    own = [
-        f
-        for f in frames
-        if f.filename.startswith(root)
-        and "site-packages" not in f.filename
-        and "/.venv/" not in f.filename
-    ]
+    own = [f for f in frames if _in_app(f.filename)]
     chosen = own or frames
     return chosen[-1] if chosen else None
 
@@ -347,6 +353,9 @@ class ErrorHandler:
         try:
             await self._store(record, failed_send)
         except Exception as store_exc:
+            # nothing was committed: no reference may be shown for it
+            record.reference, record.record_id, record.occurrence_count = None, None, 0
+            record.status, record.actions = None, []
             log.error(
                 "could not record error %s at %s: %s: %s",
                 record.error_type,
@@ -358,30 +367,48 @@ class ErrorHandler:
         return record
 
     async def _store(self, record: ErrorRecord, failed_send: FailedSend | None) -> None:
+        """Upsert the group, then apply the strategy, each step in its own savepoint so that
+        a failing step (the users table is what broke, say) never loses the record. The
+        record gets its reference only once the transaction committed."""
         verdict = record.classification
         assert verdict is not None
-        async with self.pool.acquire(timeout=self.store_timeout_s) as conn, conn.transaction():
-            result = await self._upsert(conn, record)
-            record.reference = result.reference
-            record.record_id = result.id
-            record.occurrence_count = result.occurrence_count
+        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]] = []
+        if verdict.alert_admins:
+            steps.append(("alerted", lambda conn: self._alert_admins(conn, record)))
+        if failed_send is not None and verdict.mark_user_blocked:
+            steps.append(("marked_unreachable", lambda conn: self._mark(conn, failed_send)))
+        elif failed_send is not None and verdict.retryable and verdict.strategy in _RESENDABLE:
+            steps.append(
+                ("queued_resend", lambda conn: self._queue_resend(conn, verdict, failed_send))
+            )
+        actions = ["recorded"] + (["ignored"] if verdict.ignore else [])
+        async with self.pool.acquire(timeout=self.store_timeout_s) as conn:
+            async with conn.transaction():
+                result = await self._upsert(conn, record)
+                # the alert quotes these; handle() clears them if the commit fails
+                record.record_id = result.id
+                record.occurrence_count = result.occurrence_count
+                record.reference = result.reference
+                for action, step in steps:
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            if await step(conn):
+                                actions.append(action)
+                    except asyncpg.PostgresError as step_exc:
+                        actions.append(f"{action.split('_')[0]}_failed")
+                        log.error(
+                            "error %s: %s failed: %s: %s",
+                            result.reference,
+                            action,
+                            type(step_exc).__name__,
+                            mask_sensitive(str(step_exc), extra_secrets=self.extra_secrets),
+                        )
             record.status = result.status
-            record.actions.append("recorded")
-            if verdict.ignore:
-                record.actions.append("ignored")
-            if verdict.alert_admins and await self._alert_admins(conn, record):
-                record.actions.append("alerted")
-            if failed_send is None:
-                return
-            if verdict.mark_user_blocked:
-                await users.mark_unreachable(conn, failed_send.chat_id)
-                record.actions.append("marked_unreachable")
-            elif (
-                verdict.retryable
-                and verdict.strategy in _RESENDABLE
-                and await self._queue_resend(conn, verdict, failed_send)
-            ):
-                record.actions.append("queued_resend")
+            record.actions = actions
+
+    async def _mark(self, conn: asyncpg.Connection, failed: FailedSend) -> bool:
+        await users.mark_unreachable(conn, failed.chat_id)
+        return True
 
     async def _upsert(
         self, conn: asyncpg.Connection, record: ErrorRecord
