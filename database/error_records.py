@@ -1,5 +1,4 @@
-"""SQL of ``error_records`` (one row per error group, keyed by its fingerprint) and
-``error_occurrences_hourly`` (occurrences per group and hour).
+"""SQL of ``error_records``: one row per error group, keyed by its fingerprint.
 
 Group life cycle: ``open`` on the first occurrence; ``resolved`` by an admin; a resolved
 group that happens again becomes ``regressed`` (and counts on in the same row).
@@ -33,14 +32,6 @@ ON CONFLICT (fingerprint) DO UPDATE SET
 RETURNING id, reference, occurrence_count, status, (xmax = 0) AS inserted
 """
 
-# One more occurrence in the group's current hour.
-COUNT_HOURLY_SQL = """
-INSERT INTO error_occurrences_hourly (error_id, hour, category, severity)
-VALUES ($1, date_trunc('hour', now()), $2, $3)
-ON CONFLICT (error_id, hour) DO UPDATE SET
-    occurrences = error_occurrences_hourly.occurrences + 1
-"""
-
 # Claim the right to alert for a group: at most once per window (seconds), atomically.
 CLAIM_ALERT_SQL = """
 UPDATE error_records SET last_alerted_at = now()
@@ -60,40 +51,25 @@ RETURNING *
 
 GET_BY_REFERENCE_SQL = "SELECT * FROM error_records WHERE reference = upper(btrim($1))"
 
-# Groups by occurrences in the window ($3 seconds, NULL = all time), most frequent first.
-# $4: include resolved groups.
+# Groups by occurrence count, most frequent first; $3: only groups seen in the last $3
+# seconds (NULL = any time); $4: include resolved groups. Unresolved and all-time: the
+# partial index ix_error_records_open_count.
 TOP_GROUPS_SQL = """
-WITH counted AS (
-    SELECT error_id, sum(occurrences) AS window_occurrences
-      FROM error_occurrences_hourly
-     WHERE $3::double precision IS NULL
-        OR hour >= date_trunc('hour', now() - make_interval(secs => $3))
-     GROUP BY error_id
-)
-SELECT e.*, c.window_occurrences
-  FROM counted c JOIN error_records e ON e.id = c.error_id
- WHERE $4 OR e.status <> 'resolved'
- ORDER BY c.window_occurrences DESC, e.last_seen_at DESC, e.id
+SELECT * FROM error_records
+ WHERE ($4 OR status <> 'resolved')
+   AND ($3::double precision IS NULL OR last_seen_at > now() - make_interval(secs => $3))
+ ORDER BY occurrence_count DESC, last_seen_at DESC, id
  LIMIT $1 OFFSET $2
 """
 
-# Occurrences and distinct groups by category and severity over the window ($1 seconds).
-# Hour buckets: the window is rounded down to the start of its first hour.
-COUNTS_SQL = """
-SELECT category, severity, count(DISTINCT error_id) AS groups, sum(occurrences) AS occurrences
-  FROM error_occurrences_hourly
- WHERE hour >= date_trunc('hour', now() - make_interval(secs => $1))
+# Groups seen in the last $1 seconds by category and severity, with their running totals
+# (ix_error_records_category_last_seen).
+GROUP_COUNTS_SQL = """
+SELECT category, severity, count(*) AS groups, sum(occurrence_count) AS total_occurrences
+  FROM error_records
+ WHERE last_seen_at > now() - make_interval(secs => $1)
  GROUP BY category, severity
- ORDER BY occurrences DESC, category, severity
-"""
-
-# Occurrences per hour and category over the window ($1 seconds), oldest first (charts).
-HOURLY_SQL = """
-SELECT hour, category, sum(occurrences) AS occurrences
-  FROM error_occurrences_hourly
- WHERE hour >= date_trunc('hour', now() - make_interval(secs => $1))
- GROUP BY hour, category
- ORDER BY hour, category
+ ORDER BY total_occurrences DESC, category, severity
 """
 
 
@@ -109,22 +85,17 @@ class UpsertResult:
 
 
 @dataclass(frozen=True, slots=True)
-class CategoryCount:
-    """Occurrences of one (category, severity) pair in a window, and how many groups."""
+class GroupCount:
+    """Error groups of one (category, severity) seen in a window.
+
+    ``total_occurrences`` is those groups' running total (since each group's first
+    occurrence), not the occurrences inside the window: those need an hourly rollup.
+    """
 
     category: str
     severity: str
     groups: int
-    occurrences: int
-
-
-@dataclass(frozen=True, slots=True)
-class HourlyCount:
-    """Occurrences of one category in one hour (``hour`` is the hour's start, UTC)."""
-
-    hour: datetime
-    category: str
-    occurrences: int
+    total_occurrences: int
 
 
 async def upsert(
@@ -140,8 +111,8 @@ async def upsert(
     stack_trace: str | None,
     context: dict[str, Any],
 ) -> UpsertResult:
-    """Record one occurrence of an error group (see ``UPSERT_SQL``) and count it in its
-    hour. Call inside a transaction.
+    """Record one occurrence of an error group (see ``UPSERT_SQL``). Call inside a
+    transaction.
 
     Raises:
         asyncpg.UniqueViolationError: ``reference`` is taken by another group (a new group
@@ -160,7 +131,6 @@ async def upsert(
         context,
     )
     assert row is not None
-    await conn.execute(COUNT_HOURLY_SQL, row["id"], category, severity)
     return UpsertResult(
         row["id"], row["reference"], row["occurrence_count"], row["status"], row["inserted"]
     )
@@ -195,7 +165,7 @@ async def top_groups(
     window_s: float | None = None,
     include_resolved: bool = False,
 ) -> list[asyncpg.Record]:
-    """Groups ordered by occurrences in the window (``window_occurrences`` column)."""
+    """Groups by occurrence count (see ``TOP_GROUPS_SQL``)."""
     return await conn.fetch(
         TOP_GROUPS_SQL,
         limit,
@@ -205,16 +175,12 @@ async def top_groups(
     )
 
 
-async def counts(conn: asyncpg.Connection | asyncpg.Pool, window_s: float) -> list[CategoryCount]:
-    """Occurrences and groups by category and severity in the last ``window_s`` seconds."""
-    rows = await conn.fetch(COUNTS_SQL, float(window_s))
+async def group_counts(
+    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
+) -> list[GroupCount]:
+    """Groups seen in the last ``window_s`` seconds by category and severity."""
+    rows = await conn.fetch(GROUP_COUNTS_SQL, float(window_s))
     return [
-        CategoryCount(r["category"], r["severity"], r["groups"], int(r["occurrences"]))
+        GroupCount(r["category"], r["severity"], r["groups"], int(r["total_occurrences"]))
         for r in rows
     ]
-
-
-async def hourly(conn: asyncpg.Connection | asyncpg.Pool, window_s: float) -> list[HourlyCount]:
-    """Occurrences per hour and category in the last ``window_s`` seconds, oldest first."""
-    rows = await conn.fetch(HOURLY_SQL, float(window_s))
-    return [HourlyCount(r["hour"], r["category"], int(r["occurrences"])) for r in rows]

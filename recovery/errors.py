@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from database import error_records, outbox, users
-from database.error_records import CategoryCount, HourlyCount
+from database.error_records import GroupCount
 from recovery.classification import (
     Classification,
     ErrorCategory,
@@ -40,7 +40,6 @@ from recovery.masking import mask_sensitive, mask_value
 
 __all__ = [
     "RESEND_TEMPLATE",
-    "CategoryCount",
     "Classification",
     "ErrorCategory",
     "ErrorGroup",
@@ -48,7 +47,7 @@ __all__ = [
     "ErrorRecord",
     "ErrorSeverity",
     "FailedSend",
-    "HourlyCount",
+    "GroupCount",
     "RetryStrategy",
     "classify",
     "code_location",
@@ -235,8 +234,7 @@ class ErrorRecord:
 class ErrorGroup:
     """One ``error_records`` row: an error group as the admin screens show it.
 
-    ``window_occurrences`` is set by ``ErrorHandler.top_groups`` (occurrences inside the
-    asked window), else None. Times are timezone-aware (UTC).
+    Times are timezone-aware (UTC).
     """
 
     id: int
@@ -256,12 +254,10 @@ class ErrorGroup:
     resolved_at: datetime | None
     resolved_by: int | None
     last_alerted_at: datetime | None
-    window_occurrences: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ErrorGroup:
-        """Build from an ``error_records`` row (optionally with ``window_occurrences``)."""
-        keys = row.keys()
+        """Build from an ``error_records`` row."""
         return cls(
             id=row["id"],
             reference=row["reference"],
@@ -280,9 +276,6 @@ class ErrorGroup:
             resolved_at=row["resolved_at"],
             resolved_by=row["resolved_by"],
             last_alerted_at=row["last_alerted_at"],
-            window_occurrences=(
-                int(row["window_occurrences"]) if "window_occurrences" in keys else None
-            ),
         )
 
 
@@ -292,7 +285,7 @@ class ErrorHandler:
     For every error, in one database transaction:
 
     - one ``error_records`` upsert (a storm becomes one row whose ``occurrence_count``
-      grows) and one count in ``error_occurrences_hourly``;
+      grows);
     - critical errors: an alert to every admin through the notification outbox
       (``admin.error_alert``), at most once per group per ``alert_window_s`` seconds (and at
       once when a resolved group regresses);
@@ -527,12 +520,12 @@ class ErrorHandler:
         *,
         limit: int = 10,
         offset: int = 0,
-        window_s: float | None = DAY_S,
+        window_s: float | None = None,
         include_resolved: bool = False,
     ) -> list[ErrorGroup]:
-        """Groups with the most occurrences in the last ``window_s`` seconds (None: all
-        time), most frequent first; each carries ``window_occurrences``. Resolved groups are
-        left out unless ``include_resolved``. Page with ``limit``/``offset``."""
+        """Groups with the most occurrences (running totals), most frequent first; only
+        groups seen in the last ``window_s`` seconds when given. Resolved groups are left
+        out unless ``include_resolved``. Page with ``limit``/``offset``."""
         rows = await error_records.top_groups(
             self.pool,
             limit=limit,
@@ -542,17 +535,12 @@ class ErrorHandler:
         )
         return [ErrorGroup.from_row(row) for row in rows]
 
-    async def counts(self, window_s: float = DAY_S) -> list[CategoryCount]:
-        """Occurrences and distinct groups by category and severity in the last
-        ``window_s`` seconds (hour buckets: the window starts at the top of its first
-        hour), most occurrences first."""
-        return await error_records.counts(self.pool, window_s)
+    async def group_counts(self, window_s: float = DAY_S) -> list[GroupCount]:
+        """Groups seen in the last ``window_s`` seconds by category and severity, with their
+        running totals; most occurrences first. (Occurrences inside a window need an hourly
+        rollup of occurrences, which the dashboard's statistics keep.)"""
+        return await error_records.group_counts(self.pool, window_s)
 
-    async def statistics(self) -> dict[str, list[CategoryCount]]:
-        """``counts`` for the admin screen's two windows: ``{"24h": [...], "7d": [...]}``."""
-        return {"24h": await self.counts(DAY_S), "7d": await self.counts(WEEK_S)}
-
-    async def hourly(self, window_s: float = DAY_S) -> list[HourlyCount]:
-        """Occurrences per hour and category in the last ``window_s`` seconds, oldest
-        first (the chart of errors per hour)."""
-        return await error_records.hourly(self.pool, window_s)
+    async def statistics(self) -> dict[str, list[GroupCount]]:
+        """``group_counts`` for the admin screen's two windows: ``{"24h": [...], "7d": [...]}``."""
+        return {"24h": await self.group_counts(DAY_S), "7d": await self.group_counts(WEEK_S)}

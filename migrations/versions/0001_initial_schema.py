@@ -144,19 +144,6 @@ CREATE INDEX ix_error_records_category_last_seen
     ON error_records (category, severity, last_seen_at);
 CREATE INDEX ix_error_records_open_count
     ON error_records (occurrence_count DESC) WHERE status <> 'resolved';
--- Occurrences per error group and hour: exact counts over any window (24 h, 7 d) and the
--- per-hour chart, which the group's running total cannot give. Category and severity are
--- copied so that the counts need no join.
-CREATE TABLE error_occurrences_hourly (
-    error_id     BIGINT NOT NULL REFERENCES error_records (id) ON DELETE CASCADE,
-    hour         TIMESTAMPTZ NOT NULL,
-    category     TEXT NOT NULL,
-    severity     TEXT NOT NULL,
-    occurrences  BIGINT NOT NULL DEFAULT 1,
-    PRIMARY KEY (error_id, hour)
-);
-CREATE INDEX ix_error_occurrences_hour
-    ON error_occurrences_hourly (hour) INCLUDE (error_id, category, severity, occurrences);
 
 -- Audit trail of transactional operations; rows of a rolled-back transaction are written
 -- outside it, so they survive the rollback.
@@ -283,8 +270,6 @@ BEGIN
     DELETE FROM error_records
      WHERE last_seen_at < now() - make_interval(days => retention_days);
     GET DIAGNOSTICS removed = ROW_COUNT;
-    DELETE FROM error_occurrences_hourly
-     WHERE hour < now() - make_interval(days => retention_days);
     RETURN removed;
 END $$;
 
@@ -351,7 +336,6 @@ DROP TABLE IF EXISTS inventory_reconciliation_log;
 DROP TABLE IF EXISTS notification_retry_queue;
 DROP TABLE IF EXISTS pending_notifications;
 DROP TABLE IF EXISTS transaction_log;
-DROP TABLE IF EXISTS error_occurrences_hourly;
 DROP TABLE IF EXISTS error_records;
 DROP TABLE IF EXISTS inventory_transactions;
 DROP TABLE IF EXISTS materials;

@@ -106,8 +106,6 @@ async def test_a_storm_of_1000_identical_errors_is_one_group_and_one_alert(
     assert len(alerts) == 1
     assert alerts[0]["chat_id"] == ADMIN_ID
     assert alerts[0]["params"]["reference"] == row["reference"]
-    hourly = await pool.fetchval("SELECT sum(occurrences) FROM error_occurrences_hourly")
-    assert hourly == 1000
 
 
 async def test_the_next_alert_comes_after_the_window(
@@ -259,39 +257,35 @@ async def test_data_and_business_errors_are_only_recorded(
     assert await pool.fetchval("SELECT count(*) FROM users WHERE blocked_bot_at IS NOT NULL") == 0
 
 
-async def test_statistics_by_window(pool: asyncpg.Pool, handler: ErrorHandler) -> None:
+async def test_top_groups_and_counts_by_window(pool: asyncpg.Pool, handler: ErrorHandler) -> None:
     for n in range(3):
         await handler.handle(concurrent(n, 1))
-    await handler.handle(InputValidationError("description", "empty"))
+    data = await handler.handle(InputValidationError("description", "empty"))
     critical = await handler.handle(await missing_column(pool, 1))
-    # the same critical group was also seen three days ago (5 times) and ten days ago (7)
+    # the critical group was last seen three days ago, the data group ten days ago
     await pool.execute(
-        "INSERT INTO error_occurrences_hourly (error_id, hour, category, severity, occurrences) "
-        "VALUES ($1, date_trunc('hour', now() - interval '3 days'), 'system', 'critical', 5), "
-        "       ($1, date_trunc('hour', now() - interval '10 days'), 'system', 'critical', 7)",
+        "UPDATE error_records SET last_seen_at = now() - interval '3 days', "
+        "occurrence_count = 12 WHERE id = $1",
         critical.record_id,
     )
+    await pool.execute(
+        "UPDATE error_records SET last_seen_at = now() - interval '10 days' WHERE id = $1",
+        data.record_id,
+    )
     stats = await handler.statistics()
-    day = {(c.category, c.severity): (c.groups, c.occurrences) for c in stats["24h"]}
-    week = {(c.category, c.severity): (c.groups, c.occurrences) for c in stats["7d"]}
-    assert day == {
-        ("business_logic", "low"): (1, 3),
-        ("data", "low"): (1, 1),
-        ("system", "critical"): (1, 1),
-    }
-    assert week[("system", "critical")] == (1, 6)
-    assert week[("business_logic", "low")] == (1, 3)
+    day = {(c.category, c.severity): (c.groups, c.total_occurrences) for c in stats["24h"]}
+    week = {(c.category, c.severity): (c.groups, c.total_occurrences) for c in stats["7d"]}
+    assert day == {("business_logic", "low"): (1, 3)}
+    assert week == {("business_logic", "low"): (1, 3), ("system", "critical"): (1, 12)}
 
-    top_day = await handler.top_groups(limit=2)
-    assert [g.window_occurrences for g in top_day] == [3, 1]
-    top_ever = await handler.top_groups(window_s=None)
-    assert top_ever[0].reference == critical.reference
-    assert top_ever[0].window_occurrences == 13
-    assert len(await handler.top_groups(limit=10, offset=2)) == 1
-
-    hourly = await handler.hourly(8 * 24 * 3600)
-    assert sum(h.occurrences for h in hourly if h.category == "system") == 6
-    assert hourly == sorted(hourly, key=lambda h: h.hour)
+    top = await handler.top_groups()
+    assert [(g.reference, g.occurrence_count) for g in top] == [
+        (critical.reference, 12),
+        (top[1].reference, 3),
+        (data.reference, 1),
+    ]
+    assert [g.occurrence_count for g in await handler.top_groups(window_s=24 * 3600)] == [3]
+    assert [g.reference for g in await handler.top_groups(limit=1, offset=2)] == [data.reference]
 
 
 async def test_recording_never_raises_when_the_database_is_gone(database_url: str) -> None:
