@@ -15,11 +15,19 @@ import asyncpg
 # Record one occurrence: a new group, or one more occurrence of an existing group. A resolved
 # group that happens again becomes 'regressed'. xmax = 0 tells a fresh insert from an update.
 # The reference ($1) is only used for a new group; an existing group keeps its own.
+# $10 false: asynchronous commit for this transaction (set_config(..., true) is local to it;
+# PostgreSQL reads the setting when it commits): the caller does not wait for the WAL flush.
+# A server crash can lose the last moments of error records (never corrupt them); an error
+# storm is not slowed down by the disk. See "Asynchronous Commit" in the PostgreSQL manual.
 UPSERT_SQL = """
 INSERT INTO error_records
     (reference, fingerprint, category, severity, error_type, message, location,
      stack_trace, context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb
+ WHERE set_config('synchronous_commit',
+                  CASE WHEN $10::boolean THEN current_setting('synchronous_commit')
+                       ELSE 'off' END,
+                  true) IS NOT NULL
 ON CONFLICT (fingerprint) DO UPDATE SET
     occurrence_count = error_records.occurrence_count + 1,
     last_seen_at = now(),
@@ -110,9 +118,12 @@ async def upsert(
     location: str | None,
     stack_trace: str | None,
     context: dict[str, Any],
+    durable: bool = True,
 ) -> UpsertResult:
-    """Record one occurrence of an error group (see ``UPSERT_SQL``). Call inside a
-    transaction.
+    """Record one occurrence of an error group (see ``UPSERT_SQL``).
+
+    ``durable=False`` commits asynchronously (use it when the statement is its own
+    transaction and nothing else is written with it).
 
     Raises:
         asyncpg.UniqueViolationError: ``reference`` is taken by another group (a new group
@@ -129,6 +140,7 @@ async def upsert(
         location,
         stack_trace,
         context,
+        durable,
     )
     assert row is not None
     return UpsertResult(

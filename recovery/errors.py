@@ -70,6 +70,7 @@ WEEK_S = 7 * DAY_S
 
 _REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud safely
 _REFERENCE_ATTEMPTS = 5
+REFERENCE_CONSTRAINT = "error_records_reference_key"  # UNIQUE (reference), PostgreSQL's name
 _QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*'|«[^»]*»)")
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _HEX = re.compile(r"\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I)
@@ -100,20 +101,30 @@ def _in_app(filename: str) -> bool:
     return not relative.startswith(IN_APP_EXCLUDE)
 
 
-def _own_frame(exc: BaseException) -> traceback.FrameSummary | None:
-    """The innermost traceback frame in the project's own code (else the innermost one)."""
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+def _frames(exc: BaseException) -> traceback.StackSummary:
+    return (
+        traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else traceback.StackSummary()
+    )
+
+
+def _own_frame(frames: Sequence[traceback.FrameSummary]) -> traceback.FrameSummary | None:
+    """The innermost frame in the project's own code (else the innermost one)."""
     own = [f for f in frames if _in_app(f.filename)]
     chosen = own or frames
     return chosen[-1] if chosen else None
 
 
 def _module_path(filename: str) -> str:
-    path = Path(filename)
-    try:
-        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
-    except ValueError:
-        return path.name
+    if filename.startswith(str(PROJECT_ROOT) + "/"):
+        return filename[len(str(PROJECT_ROOT)) + 1 :]
+    return Path(filename).name
+
+
+def _location(frame: traceback.FrameSummary | None, *, with_line: bool) -> str:
+    if frame is None:
+        return "unknown"
+    where = f"{_module_path(frame.filename)}:{frame.name}"
+    return f"{where}:{frame.lineno}" if with_line else where
 
 
 def code_location(exc: BaseException, *, with_line: bool = True) -> str:
@@ -122,11 +133,48 @@ def code_location(exc: BaseException, *, with_line: bool = True) -> str:
 
     ``with_line=False`` gives ``path/module.py:function``, the part used for grouping.
     """
-    frame = _own_frame(exc)
-    if frame is None:
-        return "unknown"
-    where = f"{_module_path(frame.filename)}:{frame.name}"
-    return f"{where}:{frame.lineno}" if with_line else where
+    return _location(_own_frame(_frames(exc)), with_line=with_line)
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or the type's name when that is empty or raises."""
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def format_stack(exc: BaseException, frames: traceback.StackSummary | None = None) -> str:
+    """The exception's traceback as text, chained causes first, like the interpreter prints
+    it but without the column carets (Python 3.11 parses every source line to draw them, an
+    order of magnitude slower; the line numbers say the same)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        cause = current.__cause__
+        current = (
+            cause if cause is not None or current.__suppress_context__ else current.__context__
+        )
+    parts: list[str] = []
+    for index, item in enumerate(reversed(chain)):
+        if index:
+            follows = chain[len(chain) - index]
+            parts.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+                if follows.__cause__ is item
+                else "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+        stack = frames if item is exc and frames is not None else _frames(item)
+        if stack:
+            parts.append("Traceback (most recent call last):\n")
+        for frame in stack:
+            parts.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
+            if frame.line:
+                parts.append(f"    {frame.line.strip()}\n")
+        kind = type(item)
+        parts.append(f"{kind.__module__}.{kind.__qualname__}: {safe_str(item)}\n")
+    return "".join(parts)
 
 
 def fingerprint(error_type: str, location: str, message: str) -> str:
@@ -167,8 +215,10 @@ class ErrorRecord:
 
     ``reference`` is the group's reference once stored (the same for every occurrence of a
     group; None when recording failed); ``occurrence_count`` is the group's count after this
-    occurrence; ``actions`` says what the handler did (``recorded``, ``alerted``,
-    ``marked_unreachable``, ``queued_resend``, ``ignored``).
+    occurrence; ``actions`` says what the handler did (``recorded``, ``ignored``,
+    ``alerted``, ``marked_unreachable``, ``queued_resend``; ``alerted_failed``,
+    ``marked_failed``, ``queued_failed`` when that step hit a database error and was rolled
+    back to its savepoint, the record itself kept).
     """
 
     error_type: str
@@ -206,8 +256,10 @@ class ErrorRecord:
         verdict = classification or classify(exc)
         secrets_ = tuple(s for s in extra_secrets if s)
         error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        message = mask_sensitive(str(exc) or type(exc).__name__, extra_secrets=secrets_)
-        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        message = mask_sensitive(safe_str(exc), extra_secrets=secrets_)
+        frames = _frames(exc)
+        frame = _own_frame(frames)
+        stack = format_stack(exc, frames)
         masked_context = mask_value(dict(context or {}), extra_secrets=secrets_)
         masked_context.update(
             reason=verdict.reason,
@@ -217,14 +269,15 @@ class ErrorRecord:
         )
         if verdict.retry_after is not None:
             masked_context["retry_after_s"] = verdict.retry_after
+        group_location = _location(frame, with_line=False)
         return cls(
             error_type=error_type,
             message=message[:2000],
             category=verdict.category,
             severity=verdict.severity,
-            location=code_location(exc),
-            fingerprint=fingerprint(error_type, code_location(exc, with_line=False), message),
-            stack_trace=mask_sensitive(stack, extra_secrets=secrets_)[-20_000:],
+            location=_location(frame, with_line=True),
+            fingerprint=fingerprint(error_type, group_location, message),
+            stack_trace=mask_sensitive(stack[-20_000:], extra_secrets=secrets_),
             context=masked_context,
             classification=verdict,
         )
@@ -294,6 +347,12 @@ class ErrorHandler:
     - transient Telegram errors on a send the caller describes with ``FailedSend`` (5xx,
       network, 429, a migrated group): the message is queued in the outbox, which retries it
       with backoff (or after ``retry_after``) instead of losing it.
+
+    An error with nothing but the record to write is one statement committed
+    asynchronously (no wait for the WAL flush: a storm is not slowed down by the disk; a
+    server crash may lose the last moments of error records). One with a strategy step is
+    one ordinary transaction, each step in a savepoint so that a failing step never loses
+    the record.
 
     Transient database errors are retried where they happen, by the transaction runner
     (``classify(exc).strategy is RetryStrategy.TRANSACTION``); data and business errors are
@@ -374,57 +433,78 @@ class ErrorHandler:
             steps.append(
                 ("queued_resend", lambda conn: self._queue_resend(conn, verdict, failed_send))
             )
-        actions = ["recorded"] + (["ignored"] if verdict.ignore else [])
         async with self.pool.acquire(timeout=self.store_timeout_s) as conn:
-            async with conn.transaction():
-                result = await self._upsert(conn, record)
-                # the alert quotes these; handle() clears them if the commit fails
-                record.record_id = result.id
-                record.occurrence_count = result.occurrence_count
-                record.reference = result.reference
-                for action, step in steps:
-                    try:
-                        async with conn.transaction():  # a savepoint
-                            if await step(conn):
+            for attempt in range(_REFERENCE_ATTEMPTS):
+                actions = ["recorded"] + (["ignored"] if verdict.ignore else [])
+                try:
+                    if not steps:  # one statement, its own transaction, asynchronous commit
+                        result = await self._upsert(conn, record, durable=False)
+                        break
+                    async with conn.transaction():  # alerts, marks and resends are durable
+                        result = await self._upsert(conn, record, durable=True)
+                        for action, step in steps:
+                            done = await self._run_step(conn, action, step, result.reference)
+                            if done is None:
+                                actions.append(f"{action.split('_')[0]}_failed")
+                            elif done:
                                 actions.append(action)
-                    except asyncpg.PostgresError as step_exc:
-                        actions.append(f"{action.split('_')[0]}_failed")
-                        log.error(
-                            "error %s: %s failed: %s: %s",
-                            result.reference,
-                            action,
-                            type(step_exc).__name__,
-                            mask_sensitive(str(step_exc), extra_secrets=self.extra_secrets),
-                        )
+                    break
+                except asyncpg.UniqueViolationError as exc:
+                    # a new group drew a reference another group has (32**6 references):
+                    # nothing was written, draw again
+                    if exc.constraint_name != REFERENCE_CONSTRAINT:
+                        raise
+                    if attempt == _REFERENCE_ATTEMPTS - 1:
+                        raise
             record.status = result.status
             record.actions = actions
+
+    async def _upsert(
+        self, conn: asyncpg.Connection, record: ErrorRecord, *, durable: bool
+    ) -> error_records.UpsertResult:
+        result = await error_records.upsert(
+            conn,
+            durable=durable,
+            reference=new_reference(),
+            fingerprint=record.fingerprint,
+            category=record.category.value,
+            severity=record.severity.value,
+            error_type=record.error_type,
+            message=record.message,
+            location=record.location,
+            stack_trace=record.stack_trace,
+            context=record.context,
+        )
+        # the alert quotes these; handle() clears them if the commit fails
+        record.record_id = result.id
+        record.occurrence_count = result.occurrence_count
+        record.reference = result.reference
+        return result
+
+    async def _run_step(
+        self,
+        conn: asyncpg.Connection,
+        action: str,
+        step: Callable[[asyncpg.Connection], Awaitable[bool]],
+        reference: str,
+    ) -> bool | None:
+        """Run one strategy step in a savepoint; None (and a log line) when it failed."""
+        try:
+            async with conn.transaction():
+                return await step(conn)
+        except asyncpg.PostgresError as step_exc:
+            log.error(
+                "error %s: %s failed: %s: %s",
+                reference,
+                action,
+                type(step_exc).__name__,
+                mask_sensitive(str(step_exc), extra_secrets=self.extra_secrets),
+            )
+            return None
 
     async def _mark(self, conn: asyncpg.Connection, failed: FailedSend) -> bool:
         await users.mark_unreachable(conn, failed.chat_id)
         return True
-
-    async def _upsert(
-        self, conn: asyncpg.Connection, record: ErrorRecord
-    ) -> error_records.UpsertResult:
-        for attempt in range(_REFERENCE_ATTEMPTS):
-            try:
-                async with conn.transaction():  # a savepoint: a reference clash is retried
-                    return await error_records.upsert(
-                        conn,
-                        reference=new_reference(),
-                        fingerprint=record.fingerprint,
-                        category=record.category.value,
-                        severity=record.severity.value,
-                        error_type=record.error_type,
-                        message=record.message,
-                        location=record.location,
-                        stack_trace=record.stack_trace,
-                        context=record.context,
-                    )
-            except asyncpg.UniqueViolationError:
-                if attempt == _REFERENCE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _alert_admins(self, conn: asyncpg.Connection, record: ErrorRecord) -> bool:
         assert record.record_id is not None

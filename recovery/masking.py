@@ -49,7 +49,7 @@ MASK = "***"
 # user-info of a URL: scheme://user:password@ or scheme://key@ (Sentry DSN)
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+)(?::([^/\s@]*))?@")
 # <bot id>:<secret>; also matches inside ".../bot123456789:AA.../sendMessage"
-_BOT_TOKEN = re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}")
+_BOT_TOKEN = re.compile(r"(?=\d)(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}")
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{12,}")
 _SECRET_PAIR = re.compile(
     r"(?i)(\b|_)(password|passwd|pwd|secret|client_secret|token|access_token|refresh_token|"
@@ -65,17 +65,15 @@ _KNOWN_KEY = re.compile(
 )
 # 32+ letters and digits mixing both (API keys, hex secrets); UUIDs and snake_case names
 # with many separators are not secrets
-_LONG_SECRET = re.compile(
-    r"(?<![\w-])(?=[A-Za-z0-9_-]*[A-Za-z])(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{32,}"
-)
+_LONG_SECRET = re.compile(r"(?=[\w-])(?<![\w-])[A-Za-z0-9_-]{32,}")
 
 # --- card numbers -------------------------------------------------------------------------
 # 13-19 digits, contiguous or 4-4-4-4(-1..3) / Amex 4-6-5 with one kind of separator; the
 # first digit must be a card network's (2 Mir/Mastercard, 3 Amex/JCB, 4 Visa, 5 Mastercard/
 # Maestro, 6 Discover/UnionPay/Maestro, 8 Uzcard 8600, 9 Humo 9860) and Luhn must pass.
 _CARD = re.compile(
-    r"(?<![\d.,:/-])"
     r"(?=[2345689])"
+    r"(?<![\d.,:/-])"
     r"(?:\d{13,19}"
     r"|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"
     r"|\d{4}([ -])\d{6}\2\d{5})"
@@ -103,13 +101,21 @@ _NATIONAL = (
 _NOT_BEFORE = r"(?<![\w+:/.,-])"
 # not followed by more digits, a time, a path or decimals
 _NOT_AFTER = r"(?![\w:/]|[.,-]\d)"
-_PHONE = re.compile(f"(?:{_INTERNATIONAL}|{_NOT_BEFORE}(?:{'|'.join(_NATIONAL)})){_NOT_AFTER}")
+_PHONE = re.compile(
+    f"(?=[+(\\d])(?:{_INTERNATIONAL}|{_NOT_BEFORE}(?:{'|'.join(_NATIONAL)})){_NOT_AFTER}"
+)
 _PHONE_WORD = re.compile(
     r"(?i)\b(phone|tel|mobile|mob|whatsapp|телефон|тел|telefon|raqam)"
     r"(\.?\s*(?:number|номер|raqami)?\s*[:=#]?\s*)"
     r"(\+?\d[\d()-]{5,18}\d)(?!\d)"
 )
 _DIGIT_GROUP = re.compile(r"\D*\d+")
+_HAS_LETTER = re.compile(r"[A-Za-z]")
+_HAS_DIGIT = re.compile(r"\d")
+# words that must be in the (lower-cased) text for the keyword rules to have anything to do
+_SECRET_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "dsn", "session", "cookie")
+_BEARER_WORDS = ("bearer", "basic", "token")
+_PHONE_WORDS = ("phone", "tel", "mob", "whatsapp", "телефон", "тел", "raqam")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
@@ -166,6 +172,8 @@ def _mask_phone_word(match: re.Match[str]) -> str:
 
 def _mask_long_secret(match: re.Match[str]) -> str:
     text = match.group(0)
+    if not _HAS_LETTER.search(text) or not _HAS_DIGIT.search(text):
+        return text
     if _UUID.fullmatch(text) or text.count("_") + text.count("-") > 4:
         return text
     return MASK
@@ -186,15 +194,24 @@ def mask_sensitive(text: str | None, *, extra_secrets: Iterable[str] = ()) -> st
     for secret in extra_secrets:
         if secret:
             text = text.replace(secret, MASK)
-    text = _URL_CREDENTIALS.sub(_mask_url_credentials, text)
-    text = _BOT_TOKEN.sub(MASK, text)
-    text = _JWT.sub(MASK, text)
+    lowered = text.lower()
+    # each rule runs only when the text can contain what it looks for (substring tests are
+    # much cheaper than a regex scan over a long stack trace)
+    if "://" in text and "@" in text:
+        text = _URL_CREDENTIALS.sub(_mask_url_credentials, text)
+    if ":" in text:
+        text = _BOT_TOKEN.sub(MASK, text)
+    if "eyJ" in text:
+        text = _JWT.sub(MASK, text)
     text = _KNOWN_KEY.sub(MASK, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}{MASK}", text)
+    if any(word in lowered for word in _BEARER_WORDS):
+        text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    if any(word in lowered for word in _SECRET_WORDS):
+        text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}{MASK}", text)
     text = _CARD.sub(_mask_card, text)
     text = _PHONE.sub(_mask_phone, text)
-    text = _PHONE_WORD.sub(_mask_phone_word, text)
+    if any(word in lowered for word in _PHONE_WORDS):
+        text = _PHONE_WORD.sub(_mask_phone_word, text)
     text = _LONG_SECRET.sub(_mask_long_secret, text)
     return text
 

@@ -321,3 +321,19 @@ def test_normalized_messages_drop_ids_numbers_and_quoted_values() -> None:
     assert normalize_message("tx 3f2c7a9e-1b2c-4d5e-8f90-123456789abc at 0xdeadbeef") == (
         "tx <uuid> at <hex>"
     )
+
+
+async def test_a_failing_strategy_step_keeps_the_record(
+    pool: asyncpg.Pool, handler: ErrorHandler
+) -> None:
+    # the outbox is what is broken: the alert cannot be written, the error is still recorded
+    await pool.execute("ALTER TABLE pending_notifications RENAME TO pending_notifications_gone")
+    record = await handler.handle(await missing_column(pool, 1))
+    assert record.actions == ["recorded", "alerted_failed"]
+    row = await pool.fetchrow("SELECT * FROM error_records WHERE reference = $1", record.reference)
+    assert row is not None
+    assert row["last_alerted_at"] is None  # the claim was rolled back with the step
+    # once the outbox is back, the next occurrence alerts
+    await pool.execute("ALTER TABLE pending_notifications_gone RENAME TO pending_notifications")
+    again = await handler.handle(await missing_column(pool, 2))
+    assert again.actions == ["recorded", "alerted"]
