@@ -325,13 +325,21 @@ _NETWORK_ERRNOS = frozenset(
 )  # fmt: skip
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    """A dropped or refused connection (to PostgreSQL or any server), told by type and errno.
+# asyncpg's own texts for a connection that is gone (an ``InterfaceError`` has no SQLSTATE).
+# A pooled connection whose server process died is released by the pool at once, so the
+# caller's next statement says "released back to the pool"; the same text after a misuse of
+# a released proxy is a bug, but a whole-transaction retry costs a bounded few attempts
+# there, while not retrying a dropped connection loses the operation.
+_ASYNCPG_CONNECTION_GONE = (
+    "connection is closed",
+    "the underlying connection is closed",
+    "connection has been released back to the pool",
+)
 
-    asyncpg raises ``InterfaceError("connection is closed")`` when a closed connection is
-    used again; that class has no SQLSTATE, so here (only here) the message is compared
-    against asyncpg's own two literal texts.
-    """
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A dropped or refused connection (to PostgreSQL or any server), told by type and errno,
+    and for asyncpg's ``InterfaceError`` (no SQLSTATE) by its own literal texts."""
     if isinstance(exc, ConnectionError | socket.gaierror):  # refused, reset, aborted, pipe
         return True
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
@@ -344,10 +352,10 @@ def _is_connection_error(exc: BaseException) -> bool:
         import asyncpg
     except ImportError:  # pragma: no cover
         return False
-    return isinstance(exc, asyncpg.InterfaceError) and str(exc) in (
-        "connection is closed",
-        "cannot perform operation: connection is closed",
-    )
+    if not isinstance(exc, asyncpg.InterfaceError):
+        return False
+    text = str(exc)
+    return any(phrase in text for phrase in _ASYNCPG_CONNECTION_GONE)
 
 
 # --- domain -------------------------------------------------------------------------------

@@ -117,6 +117,12 @@ TABLE: dict[str, Row] = {
         lambda: asyncpg.InterfaceError("connection is closed"),
         C.TRANSIENT, S.MEDIUM, True, R.TRANSACTION, "connection_lost",
     ),
+    "asyncpg: a dead pooled connection was released": Row(
+        lambda: asyncpg.InterfaceError(
+            "cannot call Connection.fetchrow(): connection has been released back to the pool"
+        ),
+        C.TRANSIENT, S.MEDIUM, True, R.TRANSACTION, "connection_lost",
+    ),
     "socket: connection reset": Row(
         lambda: ConnectionResetError(104, "Connection reset by peer"),
         C.TRANSIENT, S.MEDIUM, True, R.TRANSACTION, "connection_lost",
