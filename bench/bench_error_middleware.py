@@ -13,7 +13,9 @@ alternating rounds (medians quoted):
 
 - *router only*: the handler alone: the middleware's own cost;
 - *bot stack*: as ``bot.app.build_dispatcher`` wires it: user loading from PostgreSQL
-  (``UserMiddleware``) and the i18n middleware, then the router.
+  (``UserMiddleware``) and the i18n middleware, then the router;
+- an A/A control: an identical copy of the bot stack without the middleware, whose ratio to
+  the bot stack is the noise of this (shared) machine.
 
 Paths:
 
@@ -106,22 +108,30 @@ class Stack:
     with_middleware: bool
 
 
+CONTROL = "bot stack (identical copy)"
+
+
 def build_stacks(pool: asyncpg.Pool, handler: ErrorHandler, settings: Settings) -> list[Stack]:
+    """The four stacks, plus an identical copy of the bot stack without the middleware: the
+    A/A control whose ratio to the bot stack shows the machine's noise."""
     i18n = create_i18n("en")
     stacks = []
-    for bot_stack in (False, True):
-        for with_mw in (False, True):
-            dp = Dispatcher(pool=pool, settings=settings)
-            if with_mw:
-                dp.update.outer_middleware(EnhancedErrorHandlerMiddleware(handler, i18n, "en"))
-            if bot_stack:
-                dp.update.outer_middleware(UserMiddleware(pool, settings))
-                UserLocaleMiddleware(i18n).setup(dp)
-            dp.include_router(_router())
+    variants = [(False, False), (False, True), (True, False), (True, True), (True, None)]
+    for bot_stack, with_mw in variants:
+        dp = Dispatcher(pool=pool, settings=settings)
+        if with_mw:
+            dp.update.outer_middleware(EnhancedErrorHandlerMiddleware(handler, i18n, "en"))
+        if bot_stack:
+            dp.update.outer_middleware(UserMiddleware(pool, settings))
+            UserLocaleMiddleware(i18n).setup(dp)
+        dp.include_router(_router())
+        if with_mw is None:
+            name = CONTROL
+        else:
             name = ("bot stack" if bot_stack else "router only") + (
                 " + error middleware" if with_mw else ""
             )
-            stacks.append(Stack(name, dp, with_mw))
+        stacks.append(Stack(name, dp, bool(with_mw)))
     return stacks
 
 
@@ -270,7 +280,7 @@ def report(result: dict[str, Any], args: argparse.Namespace, elapsed: float) -> 
         "(`tests/fakes/bot_session.py`), no network.",
         "",
         f"Per round: {args.success} successful and {args.failing} failing updates per stack, "
-        f"fed one at a time; {args.rounds} rounds, the four stacks taking turns (order rotated "
+        f"fed one at a time; {args.rounds} rounds, the stacks taking turns (order rotated "
         "every round); "
         "medians over the rounds. Failing updates raise `ConcurrentModificationError` with "
         "different ids (one error group).",
@@ -296,6 +306,14 @@ def report(result: dict[str, Any], args: argparse.Namespace, elapsed: float) -> 
                 f"| {stack} | {path} | {_fmt(base)} | {_fmt(with_mw)} | {with_mw / base:.2f}x "
                 f"| {_fmt(cpu_base)} | {_fmt(cpu_mw)} | {cpu_mw / cpu_base:.2f}x |"
             )
+    for path in ("success", "failing"):
+        base, copy = series[("bot stack", path)].median, series[(CONTROL, path)].median
+        cpu_base, cpu_copy = cpu[("bot stack", path)].median, cpu[(CONTROL, path)].median
+        lines.append(
+            f"| A/A control: bot stack vs an identical copy | {path} | {_fmt(base)} "
+            f"| {_fmt(copy)} | {copy / base:.2f}x | {_fmt(cpu_base)} | {_fmt(cpu_copy)} "
+            f"| {cpu_copy / cpu_base:.2f}x |"
+        )
     lines += [
         "",
         "Rounds (µs per update):",
@@ -324,8 +342,9 @@ def report(result: dict[str, Any], args: argparse.Namespace, elapsed: float) -> 
         f"Check: {result['total']:,} occurrences recorded in {result['groups']} group, equal to "
         "the failing updates fed through the middleware.",
         "",
-        "Reading: on the success path the middleware is one `try` around the handler chain, so "
-        "its ratio is noise around 1.0x. On the failing path without it the exception simply "
+        "Reading: on the success path the middleware does no work but enter a `try` around "
+        "the handler chain, so its ratio should be within the A/A control's distance from "
+        "1.0x (the machine's noise). On the failing path without it the exception simply "
         "unwinds to the caller (nothing recorded, nobody answered); with it each failure costs "
         "one database transaction (upsert of the group row) plus the localized reply, which is "
         "what the ratio measures. Concurrent failures of one group serialize on that group's "
