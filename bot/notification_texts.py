@@ -27,6 +27,9 @@ TEMPLATES: dict[str, str] = {
     "admin.text": "{text}",
     # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
     "telegram.resend": "{text}",
+    "admin.stuck_digest": _(
+        "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
+    ),
 }
 
 STATE_MSGIDS = {
