@@ -25,6 +25,8 @@ TEMPLATES: dict[str, str] = {
         "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
     ),
     "admin.text": "{text}",
+    # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
+    "telegram.resend": "{text}",
     "admin.stuck_digest": _(
         "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
     ),
