@@ -37,6 +37,8 @@ TEMPLATES: dict[str, str] = {
         "Critical errors: {error}, health changes: {health}, stuck workflows: {stuck}, "
         "other: {system}.\n{details}"
     ),
+    # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
+    "telegram.resend": "{text}",
     "admin.stuck_digest": _(
         "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
     ),
