@@ -91,11 +91,22 @@ def create_bot(settings: Settings) -> Bot:
 def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot) -> Services:
     """Create the recovery core objects for one process."""
     secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
+    alerts = AdminAlerts(
+        pool,
+        admin_ids=settings.admin_ids,
+        policy=AlertPolicy(
+            dedupe_window_s=settings.alert_dedupe_window_s,
+            rate_limit=settings.alert_rate_limit,
+            rate_window_s=settings.alert_rate_window_s,
+        ),
+        mute_callback=mute_callback,
+    )
     error_handler = ErrorHandler(
         pool,
         admin_ids=settings.admin_ids,
         alert_window_s=settings.error_alert_window_s,
         extra_secrets=secrets,
+        alerts=alerts,
     )
 
     async def send(
@@ -118,16 +129,6 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         batch_size=settings.notification_batch_size,
         instance_id=settings.instance_id,
         default_locale=settings.default_locale,
-    )
-    alerts = AdminAlerts(
-        pool,
-        admin_ids=settings.admin_ids,
-        policy=AlertPolicy(
-            dedupe_window_s=settings.alert_dedupe_window_s,
-            rate_limit=settings.alert_rate_limit,
-            rate_window_s=settings.alert_rate_window_s,
-        ),
-        mute_callback=mute_callback,
     )
     return Services(
         settings=settings,

@@ -20,9 +20,12 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.admin.charts import render_errors_per_hour
-from handlers.callbacks import ErrorGroupCb, ErrorsCb, MenuCb
+from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
 from handlers.screens import edit_or_send
+from recovery.audit import AdminAuditLog
 from recovery.error_stats import CategoryCount, ErrorStatistics, HourlySeries
+from recovery.errors import ErrorHandler
+from recovery.workflows import AdminRef
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -115,8 +118,12 @@ def render_group(row: asyncpg.Record) -> str:
 
 
 def group_markup(row: asyncpg.Record, page: int) -> InlineKeyboardMarkup:
-    """Back to the top-groups page (and, once available, resolve)."""
+    """Resolve (unless resolved) and back to the top-groups page."""
     keyboard = InlineKeyboardBuilder()
+    if row["status"] != "resolved":
+        keyboard.button(
+            text=_("Mark resolved"), callback_data=ErrorResolveCb(record_id=row["id"], page=page)
+        )
     keyboard.button(text=_("« Back"), callback_data=ErrorsCb(view="top", page=page))
     keyboard.adjust(1)
     return keyboard.as_markup()
@@ -220,6 +227,41 @@ async def group_detail(
         await query.answer(_("This error group does not exist (any more)."), show_alert=True)
         return
     await edit_or_send(query, render_group(row), group_markup(row, callback_data.page))
+
+
+@router.callback_query(ErrorResolveCb.filter())
+async def resolve(
+    query: CallbackQuery,
+    callback_data: ErrorResolveCb,
+    user: asyncpg.Record,
+    error_stats: ErrorStatistics,
+    error_handler: ErrorHandler,
+    audit: AdminAuditLog,
+) -> None:
+    """Marks the group resolved (audited); if it happens again it reopens as regressed."""
+    row = await error_stats.group(callback_data.record_id)
+    if row is None:
+        await query.answer(_("This error group does not exist (any more)."), show_alert=True)
+        return
+    await audit.audited(
+        AdminRef(user["id"], user["telegram_id"]),
+        "error.resolve",
+        lambda: error_handler.resolve_group(row["reference"], resolved_by=user["id"]),
+        target_type="error",
+        target_id=row["reference"],
+        before={"status": row["status"], "occurrences": row["occurrence_count"]},
+        after=lambda group: {"status": group.status if group else None},
+    )
+    updated = await error_stats.group(callback_data.record_id)
+    if updated is None:  # removed by the cleanup meanwhile
+        await edit_or_send(query, _("This error group does not exist (any more)."))
+        return
+    text = (
+        render_group(updated)
+        + "\n\n"
+        + _("Resolved. If this error happens again, the group reopens as regressed.")
+    )
+    await edit_or_send(query, text, group_markup(updated, callback_data.page))
 
 
 @router.callback_query(ErrorsCb.filter(F.view == "lookup"))

@@ -188,8 +188,17 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         await admin.press(top)
         text = await admin.see(f"Error {REFERENCE}")
         assert "Occurrences: 7" in text and "asyncpg.UndefinedTableError" in text
+        # resolve it: audited; the list then leaves it out
+        await admin.press("Mark resolved")
+        text = await admin.see("Resolved. If this error happens again")
+        assert "Mark resolved" not in _buttons(fake_api, ADMIN_ID)
+        group = await db.fetchrow("SELECT * FROM error_records WHERE reference = $1", REFERENCE)
+        assert group["status"] == "resolved" and group["resolved_at"] is not None
+        resolve = await db.fetchrow("SELECT * FROM admin_audit_log WHERE action = 'error.resolve'")
+        assert (resolve["target_id"], resolve["before_value"]["status"]) == (REFERENCE, "open")
+        assert resolve["after_value"] == {"status": "resolved"}
         await admin.press("« Back")
-        await admin.see("Unresolved error groups")
+        await admin.see("Unresolved error groups: 1.")
         await admin.press("« Back")
         await admin.see("Error statistics")
 
@@ -227,8 +236,9 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         fake_api.push_message(ADMIN_ID, "/workflow_recovery")
         await admin.see("Choose a section")
         await admin.press("Recovery history")
-        text = await admin.see("Recovery history. Actions: 1.")
+        text = await admin.see("Recovery history. Actions: 2.")
         assert "alerts muted: health changes — Admin" in text
+        assert f"error group resolved: error {REFERENCE} — Admin" in text
 
         # --- forged and out-of-range callbacks: clear answers, never an exception
         for data, expected in [

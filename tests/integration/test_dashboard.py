@@ -16,9 +16,12 @@ from bot.i18n import create_i18n
 from bot.scheduler import run_job
 from bot.settings import Settings
 from database import error_records, recovery_log
+from handlers.admin.alerts import mute_callback
 from handlers.admin.charts import render_errors_per_hour
+from recovery.alerts import AdminAlerts
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
+from recovery.errors import ErrorHandler
 from recovery.exceptions import NotFoundError
 from recovery.workflows import AdminRef
 from tests.factories import make_user
@@ -259,3 +262,46 @@ async def test_cleanup_removes_old_dashboard_rows_only(pool: asyncpg.Pool) -> No
     assert await pool.fetchval("SELECT count(*) FROM error_hourly_counts") == 1
     assert await pool.fetchval("SELECT count(*) FROM scheduler_job_failures") == 1
     assert await pool.fetchval("SELECT kind FROM admin_alert_mutes") == "health"
+
+
+def _undefined_table() -> asyncpg.PostgresError:
+    """A critical error (SQLSTATE 42P01) raised from one place, with its traceback."""
+    try:
+        raise asyncpg.UndefinedTableError('relation "materials_v2" does not exist')
+    except asyncpg.PostgresError as exc:
+        return exc
+
+
+async def test_resolve_and_regress_with_alerts_through_the_alert_path(pool: asyncpg.Pool) -> None:
+    admin = await make_user(pool, role="admin")
+    alerts = AdminAlerts(pool, mute_callback=mute_callback)
+    handler = ErrorHandler(pool, alerts=alerts)
+    stats = ErrorStatistics(pool)
+
+    first = await handler.handle(_undefined_table())
+    assert first.reference is not None and first.alerted
+    alert_rows = await pool.fetch("SELECT * FROM admin_alerts ORDER BY id")
+    assert [(r["kind"], r["status"]) for r in alert_rows] == [("error", "sent")]
+    outbox = await pool.fetch("SELECT * FROM pending_notifications")
+    assert [(r["chat_id"], r["template_key"]) for r in outbox] == [
+        (admin["telegram_id"], "admin.error_alert")
+    ]
+    assert outbox[0]["params"]["reference"] == first.reference
+    assert outbox[0]["params"]["buttons"][0][0]["text"] == "Mute for 1 hour"
+
+    resolved = await handler.resolve_group(first.reference, resolved_by=admin["id"])
+    assert resolved is not None and resolved.status == "resolved"
+    assert (await stats.top_groups(page=0, page_size=5)).total == 0
+    looked_up = await stats.lookup(first.reference.lower())
+    assert looked_up is not None and looked_up["status"] == "resolved"
+
+    again = await handler.handle(_undefined_table())
+    assert again.reference == first.reference
+    row = await stats.lookup(first.reference)
+    assert row is not None
+    assert (row["status"], row["occurrence_count"]) == ("regressed", 2)
+    top = await stats.top_groups(page=0, page_size=5)
+    assert [r["reference"] for r in top.items] == [first.reference]
+    assert await pool.fetchval("SELECT count(*) FROM admin_alerts WHERE kind = 'error'") == 2
+    day = {(c.category, c.severity): c.occurrences for c in await stats.counts(24)}
+    assert day == {("system", "critical"): 2}
