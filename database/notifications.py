@@ -71,19 +71,24 @@ SELECT c.*, u.language AS recipient_language,
  ORDER BY c.next_attempt_at, c.id
 """
 
-# Delivered: keep Telegram's message id; a waiting retry-queue entry is done.
-MARK_SENT_SQL = """
-WITH n AS (
-    UPDATE pending_notifications
-       SET status = 'sent', telegram_message_id = $3, sent_at = now(), attempts = attempts + 1,
-           claimed_by = NULL, lease_until = NULL, last_error = NULL, updated_at = now()
-     WHERE id = $1 AND claimed_by = $2
-    RETURNING id
+# Delivered, many at once (group commit of concurrent sends): ids $1, claims $2, Telegram
+# message ids $3; returns the ids marked (a row whose claim was lost is left alone).
+MARK_SENT_MANY_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(id, claim, message_id)
+), n AS (
+    UPDATE pending_notifications p
+       SET status = 'sent', telegram_message_id = i.message_id, sent_at = now(),
+           attempts = p.attempts + 1, claimed_by = NULL, lease_until = NULL,
+           last_error = NULL, updated_at = now()
+      FROM input i
+     WHERE p.id = i.id AND p.claimed_by = i.claim
+    RETURNING p.id
 ), q AS (
     UPDATE notification_retry_queue SET status = 'done'
      WHERE notification_id IN (SELECT id FROM n) AND status = 'waiting'
 )
-SELECT count(*) FROM n
+SELECT id FROM n
 """
 
 # Put a claimed row back without spending an attempt, due in $3 seconds (a 429's retry_after,
@@ -212,9 +217,15 @@ async def claim(db: Db, claim_id: str, limit: int, lease_s: float) -> list[async
     return await db.fetch(CLAIM_SQL, claim_id, limit, float(lease_s))
 
 
-async def mark_sent(db: Db, row_id: int, claim_id: str, message_id: int | None) -> bool:
-    """Delivered; False when the claim was lost (another sender took the row)."""
-    return bool(await db.fetchval(MARK_SENT_SQL, row_id, claim_id, message_id))
+async def mark_sent_many(db: Db, items: list[tuple[int, str, int | None]]) -> set[int]:
+    """Delivered: (row id, claim id, Telegram message id) for each; returns the ids marked."""
+    rows = await db.fetch(
+        MARK_SENT_MANY_SQL,
+        [item[0] for item in items],
+        [item[1] for item in items],
+        [item[2] for item in items],
+    )
+    return {row["id"] for row in rows}
 
 
 async def release(

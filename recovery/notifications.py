@@ -243,6 +243,7 @@ class NotificationRetryManager:
         self.clock = clock
         self.rng = rng
         self._claims = itertools.count(1)
+        self._marker = _SentMarker(pool)
 
     # ------------------------------------------------------------------ delivery
     async def drain_once(self) -> DrainResult:
@@ -332,7 +333,7 @@ class NotificationRetryManager:
                     continue
                 await self._failed(row, claim_id, exc, verdict, result)
                 return
-            await self._expect(sql.mark_sent(self.pool, row_id, claim_id, message_id))
+            await self._expect(self._marker.mark(row_id, claim_id, message_id))
             result.sent += 1
             return
 
@@ -563,6 +564,41 @@ class NotificationRetryManager:
         """Delete sent, discarded and skipped notifications older than ``retention_days``
         days; returns how many."""
         return await sql.cleanup_old(self.pool, retention_days)
+
+
+class _SentMarker:
+    """Group commit of 'sent' marks: each delivery awaits its own mark, but marks that arrive
+    while one is being written go together in the next statement. An idle sender writes a
+    mark at once (no added delay, so the window in which a crash duplicates a message stays
+    one statement long); a busy one writes up to ``concurrency`` marks per statement.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]] = []
+
+    async def mark(self, row_id: int, claim_id: str, message_id: int | None) -> bool:
+        """Mark one row sent; False when its claim was lost. Raises the database's error."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(((row_id, claim_id, message_id), future))
+        async with self._lock:
+            if not future.done():
+                batch, self._pending = self._pending, []
+                try:
+                    marked = await sql.mark_sent_many(self.pool, [item for item, _ in batch])
+                except BaseException as exc:
+                    others = [(i, w) for i, w in batch if w is not future and not w.done()]
+                    if isinstance(exc, Exception):
+                        for _, waiting in others:
+                            waiting.set_exception(exc)
+                    else:  # cancelled while writing: the other waiters write their own
+                        self._pending[:0] = others
+                    raise
+                for (item_id, _, _), waiting in batch:
+                    if not waiting.done():
+                        waiting.set_result(item_id in marked)
+        return await future
 
 
 class _Listener:
