@@ -55,6 +55,7 @@ Renderer = Callable[[str, dict[str, Any], str], str]
 
 Clock = Callable[[], float]
 
+_UNBOUNDED = 2**62  # batches of one run-loop turn: until a short batch or the stop
 QUEUE_FULL_TEMPLATE = "admin.retry_queue_full"
 QUEUE_FULL_REASON = "queue full"
 MAX_ATTEMPTS_REASON = "max attempts"
@@ -254,18 +255,75 @@ class NotificationRetryManager:
         lease); it does not stop the others.
         """
         result = DrainResult()
-        claim_id = f"{self.instance_id}#{next(self._claims)}"
-        rows = await sql.claim(self.pool, claim_id, self.batch_size, self.lease_s)
-        result.claimed = len(rows)
-        if not rows:
-            return result
-        # the lease runs on the database clock; the hold deadline keeps a safety margin of
-        # one send timeout on this process's clock
-        deadline = self.clock() + self.lease_s - self.send_timeout_s
-        slots = asyncio.Semaphore(self.concurrency)
+        await self._stream(result, max_batches=1)
+        return result
 
-        async def deliver(row: asyncpg.Record) -> None:
-            async with slots:
+    async def drain(self, max_batches: int = 20) -> DrainResult:
+        """Drain up to ``max_batches`` batches (stops after the first short batch), then end a
+        queue-full episode if the queue has drained; the scheduler job's work."""
+        result = DrainResult()
+        await self._stream(result, max_batches=max_batches)
+        await self.end_queue_full_episode()
+        return result
+
+    async def _stream(
+        self, result: DrainResult, *, max_batches: int, stop: asyncio.Event | None = None
+    ) -> None:
+        """Claim and deliver batch after batch, up to ``max_batches``, until a batch comes
+        back short or ``stop`` is set. The next batch is claimed as soon as every row of the
+        current one has started (at most ``concurrency`` rows still in flight), so that sends
+        flow on across batches instead of pausing for each claim. Every batch in hand is
+        finished before it returns; if it is cancelled (the process dies), so are the sends.
+        """
+        slots = asyncio.Semaphore(self.concurrency)
+        batches: list[asyncio.Task[None]] = []
+        try:
+            for _ in range(max_batches):
+                if stop is not None and stop.is_set():
+                    break
+                claim_id = f"{self.instance_id}#{next(self._claims)}"
+                rows = await sql.claim(self.pool, claim_id, self.batch_size, self.lease_s)
+                result.claimed += len(rows)
+                if not rows:
+                    break
+                # the lease runs on the database clock; the hold deadline keeps a margin of
+                # one send timeout on this process's clock
+                deadline = self.clock() + self.lease_s - self.send_timeout_s
+                all_started = asyncio.Event()
+                batch = asyncio.create_task(
+                    self._deliver_batch(rows, claim_id, deadline, slots, all_started, result)
+                )
+                batches.append(batch)
+                if len(rows) < self.batch_size:
+                    break
+                started = asyncio.ensure_future(all_started.wait())
+                try:
+                    await asyncio.wait({started, batch}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    started.cancel()
+        except asyncio.CancelledError:
+            for batch in batches:
+                batch.cancel()
+            raise
+        finally:
+            if batches:
+                await asyncio.gather(*batches, return_exceptions=True)
+
+    async def _deliver_batch(
+        self,
+        rows: list[asyncpg.Record],
+        claim_id: str,
+        deadline: float,
+        slots: asyncio.Semaphore,
+        all_started: asyncio.Event,
+        result: DrainResult,
+    ) -> None:
+        last = len(rows) - 1
+
+        async def deliver(index: int, row: asyncpg.Record) -> None:
+            async with slots:  # FIFO: when the last row gets a slot, every row has one
+                if index == last:
+                    all_started.set()
                 try:
                     await self._deliver(row, claim_id, deadline, result)
                 except _ClaimLostError:
@@ -274,20 +332,7 @@ class NotificationRetryManager:
                     result.failed += 1
                     await self._record(exc, {"notification_id": row["id"], "stage": "outcome"})
 
-        await asyncio.gather(*(deliver(row) for row in rows))
-        return result
-
-    async def drain(self, max_batches: int = 20) -> DrainResult:
-        """Drain up to ``max_batches`` batches (stops at the first short batch), then end a
-        queue-full episode if the queue has drained; the scheduler job's work."""
-        total = DrainResult()
-        for _ in range(max_batches):
-            result = await self.drain_once()
-            total.add(result)
-            if result.claimed < self.batch_size:
-                break
-        await self.end_queue_full_episode()
-        return total
+        await asyncio.gather(*(deliver(index, row) for index, row in enumerate(rows)))
 
     async def _deliver(
         self, row: asyncpg.Record, claim_id: str, deadline: float, result: DrainResult
@@ -474,11 +519,11 @@ class NotificationRetryManager:
 
     # ------------------------------------------------------------------ the loop
     async def run(self, stop: asyncio.Event) -> None:
-        """Send notifications until ``stop`` is set: a batch whenever PostgreSQL notifies a
-        commit of new rows (LISTEN ``pending_notifications``), at least every
-        ``poll_interval_s`` seconds, and at once again after a full batch.
+        """Send notifications until ``stop`` is set: whenever PostgreSQL notifies a commit of
+        new rows (LISTEN ``pending_notifications``) and at least every ``poll_interval_s``
+        seconds, batches are claimed and delivered until one comes back short.
 
-        The current batch finishes before it returns (no row stays claimed). Errors are
+        The batches in hand finish before it returns (no row stays claimed). Errors are
         recorded and the loop goes on, waiting longer after repeated failures (up to 60 s).
         """
         wake = asyncio.Event()
@@ -489,14 +534,11 @@ class NotificationRetryManager:
                 await listener.ensure()
                 wake.clear()
                 try:
-                    result = await self.drain_once()
+                    await self._stream(DrainResult(), max_batches=_UNBOUNDED, stop=stop)
                     failures = 0
                 except Exception as exc:
                     failures += 1
                     await self._record(exc, {"loop": "notifications"})
-                    result = None
-                if result is not None and result.claimed >= self.batch_size:
-                    continue
                 timeout = min(self.poll_interval_s * 2 ** min(failures, 6), 60.0)
                 await _wait_any(stop, wake, wait_s=max(timeout, self.poll_interval_s))
         finally:

@@ -45,11 +45,17 @@ async def _until_leases_expired(pool: asyncpg.Pool) -> None:
     raise AssertionError("leases did not expire")
 
 
-async def _drain_until_all_sent(pool: asyncpg.Pool, manager: NotificationRetryManager) -> int:
-    """Drain until every row is sent (another sender may still hold some); returns claims."""
+async def _drain_until_all_sent(
+    pool: asyncpg.Pool, manager: NotificationRetryManager, *, streaming: bool = False
+) -> int:
+    """Drain until every row is sent (another sender may still hold some); returns claims.
+    ``streaming``: the run loop's path (next batch claimed while one is in flight)."""
     claimed = 0
     while True:
-        result = await manager.drain_once()
+        if streaming:
+            result = await manager.drain(max_batches=1000)
+        else:
+            result = await manager.drain_once()
         claimed += result.claimed
         if result.claimed == 0:
             if await _not_sent(pool) == 0:
@@ -117,7 +123,8 @@ async def test_two_senders_at_once_deliver_1000_rows_each_exactly_once(harness: 
     second = harness.manager(instance_id="sender-b", batch_size=50, concurrency=8)
 
     claims = await asyncio.gather(
-        _drain_until_all_sent(harness.pool, first), _drain_until_all_sent(harness.pool, second)
+        _drain_until_all_sent(harness.pool, first, streaming=True),
+        _drain_until_all_sent(harness.pool, second),
     )
 
     print(f"\ntwo senders: {claims[0]} and {claims[1]} of 1000 rows")
