@@ -1,14 +1,19 @@
-"""An asyncio rate limiter for Telegram's sending limits (token buckets, no aiogram).
+"""An asyncio rate limiter for Telegram's sending limits (sliding windows, no aiogram).
 
 Limits (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this):
 "avoid sending more than one message per second" in one chat, "not more than 20 messages
 per minute to the same group", and "not more than about 30 messages per second" in bulk.
 A 429 answer carries ``retry_after``: every send waits that long (``pause``).
 
-Every bucket has a capacity (burst) of one token by default, so grants of one bucket are at
-least ``1 / rate`` seconds apart and no half-open window of ``1 / rate * n`` seconds holds more
-than ``n`` grants: with 30/s, no second sees more than 30 sends. Group chats (negative chat
-ids: groups, supergroups, channels) have both the per-chat and the per-group bucket.
+Each limit is a sliding window: at most ``limit`` grants in any half-open window of
+``period`` seconds, which is the published form of the limits ("N per second / minute") and
+what the benchmark checks. Unlike a token bucket of one token (grants spaced exactly
+``1 / rate`` apart), a window does not lose throughput when the event loop wakes a waiter a
+few milliseconds late: the lateness of one send does not push back every later one. Unlike a
+token bucket of N tokens, it never lets 2N through in one window. The global window also
+keeps grants at least ``0.5 / rate`` apart, so it runs smoothly instead of sending a whole
+second's allowance at once. Group chats (negative chat ids: groups, supergroups, channels)
+have both the per-chat and the per-group window.
 
 The clock and the sleep function are injectable so that tests control time.
 """
@@ -18,68 +23,79 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+SMOOTHING = 0.5
+"""The global window's minimum gap between grants, as a fraction of ``1 / rate``: up to twice
+the average rate to catch up after late wake-ups, never above the window's limit."""
 
-@dataclass(slots=True)
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``capacity`` tokens stored.
 
-    Starts full. ``wait_time(now)`` is 0 when a token is available, else the seconds until one
-    is; ``take(now)`` consumes one token (callers check ``wait_time`` first).
+class SlidingWindow:
+    """At most ``limit`` grants in any half-open window of ``period`` seconds, and grants at
+    least ``min_gap`` seconds apart.
+
+    ``wait_time(now)`` is 0 when a grant is allowed, else the seconds until one is;
+    ``take(now)`` records a grant (callers check ``wait_time`` first).
 
     Raises:
-        ValueError: on construction, when ``rate <= 0`` or ``capacity < 1``.
+        ValueError: on construction, when ``limit < 1``, ``period <= 0`` or ``min_gap < 0``.
     """
 
-    rate: float
-    capacity: float = 1.0
-    tokens: float = math.nan
-    updated: float = math.nan
+    __slots__ = ("_grants", "limit", "min_gap", "period")
 
-    def __post_init__(self) -> None:
-        if not self.rate > 0:
-            raise ValueError("rate must be positive")
-        if self.capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        if math.isnan(self.tokens):
-            self.tokens = self.capacity
+    def __init__(self, limit: int, period: float, min_gap: float = 0.0) -> None:
+        if limit < 1 or not period > 0 or min_gap < 0:
+            raise ValueError("limit must be at least 1, period positive, min_gap not negative")
+        self.limit = limit
+        self.period = period
+        self.min_gap = min_gap
+        self._grants: deque[float] = deque(maxlen=limit)
 
-    def _refill(self, now: float) -> None:
-        if math.isnan(self.updated):
-            self.updated = now
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
-        self.updated = max(self.updated, now)
+    @classmethod
+    def for_rate(cls, count: float, period: float, *, smooth: bool = False) -> SlidingWindow:
+        """A window for ``count`` grants per ``period`` seconds: ``floor(count)`` (at least 1)
+        grants per ``period * floor(count) / count`` seconds, e.g. 30 per 1 s as is,
+        20 per 60 s as is, 0.5 per 1 s -> 1 per 2 s. ``smooth``: grants at least
+        ``SMOOTHING * period / count`` apart.
+
+        Raises:
+            ValueError: ``count`` or ``period`` is not positive.
+        """
+        if not count > 0 or not period > 0:
+            raise ValueError("count and period must be positive")
+        limit = max(1, math.floor(count))
+        gap = SMOOTHING * period / count if smooth else 0.0
+        return cls(limit, period * limit / count, gap)
 
     def wait_time(self, now: float) -> float:
-        """Seconds until one token is available (0 when one is)."""
-        self._refill(now)
-        # 1e-9: a token refilled to 0.9999999999 by float arithmetic counts as whole
-        missing = 1.0 - self.tokens
-        return 0.0 if missing <= 1e-9 else missing / self.rate
+        """Seconds until a grant is allowed (0 when it is)."""
+        wait = 0.0
+        if len(self._grants) == self.limit:
+            # the oldest of the last `limit` grants must leave the window [now - period, now)
+            wait = self._grants[0] + self.period - now
+        if self._grants and self.min_gap:
+            wait = max(wait, self._grants[-1] + self.min_gap - now)
+        return wait if wait > 1e-9 else 0.0
 
     def take(self, now: float) -> None:
-        """Consume one token (may go slightly negative by float error; refills later)."""
-        self._refill(now)
-        self.tokens -= 1.0
+        """Record a grant at ``now`` (the deque keeps the last ``limit``)."""
+        self._grants.append(now)
 
-    def is_full(self, now: float) -> bool:
-        """True when the bucket holds its whole capacity (it can be forgotten)."""
-        self._refill(now)
-        return self.tokens >= self.capacity
+    def is_idle(self, now: float) -> bool:
+        """True when no grant is in the window (the window can be forgotten)."""
+        return not self._grants or self._grants[-1] + max(self.period, self.min_gap) <= now
 
 
 class TelegramRateLimiter:
-    """Global, per-chat and per-group token buckets plus a 429 pause, shared by every send of
-    one process.
+    """Global, per-chat and per-group sliding windows plus a 429 pause, shared by every send
+    of one process.
 
     Args:
-        enabled: False turns the buckets off (the 429 pause still applies: it is Telegram's
+        enabled: False turns the windows off (the 429 pause still applies: it is Telegram's
             instruction, not our policy).
         global_per_s: sends per second over all chats (Telegram: about 30).
         per_chat_per_s: sends per second to one chat (Telegram: 1).
@@ -91,7 +107,7 @@ class TelegramRateLimiter:
         ValueError: a rate is not positive.
     """
 
-    PRUNE_EVERY = 1000  # forget idle per-chat buckets every this many grants
+    PRUNE_EVERY = 1000  # forget idle per-chat windows every this many grants
 
     def __init__(
         self,
@@ -117,9 +133,9 @@ class TelegramRateLimiter:
         self.clock = clock
         self.sleep = sleep
         self.paused_until = -math.inf
-        self._global = TokenBucket(global_per_s)
-        self._chats: dict[int, TokenBucket] = {}
-        self._groups: dict[int, TokenBucket] = {}
+        self._global = SlidingWindow.for_rate(global_per_s, 1.0, smooth=True)
+        self._chats: dict[int, SlidingWindow] = {}
+        self._groups: dict[int, SlidingWindow] = {}
         self._grants = 0
 
     @staticmethod
@@ -136,34 +152,35 @@ class TelegramRateLimiter:
         """Seconds left of the current 429 pause (0 when none)."""
         return max(0.0, self.paused_until - self.clock())
 
-    def _buckets(self, chat_id: int) -> list[TokenBucket]:
+    def _windows(self, chat_id: int) -> list[SlidingWindow]:
         chat = self._chats.get(chat_id)
         if chat is None:
-            chat = self._chats[chat_id] = TokenBucket(self.per_chat_per_s)
-        buckets = [self._global, chat]
+            chat = self._chats[chat_id] = SlidingWindow.for_rate(self.per_chat_per_s, 1.0)
+        windows = [self._global, chat]
         if self.is_group(chat_id):
             group = self._groups.get(chat_id)
             if group is None:
-                group = self._groups[chat_id] = TokenBucket(self.per_group_per_min / 60.0)
-            buckets.append(group)
-        return buckets
+                group = SlidingWindow.for_rate(self.per_group_per_min, 60.0)
+                self._groups[chat_id] = group
+            windows.append(group)
+        return windows
 
     def wait_time(self, chat_id: int) -> float:
         """Seconds until a send to ``chat_id`` is allowed by every limit (0: now)."""
         now = self.clock()
         wait = max(0.0, self.paused_until - now)
         if self.enabled:
-            wait = max([wait, *(bucket.wait_time(now) for bucket in self._buckets(chat_id))])
+            wait = max([wait, *(window.wait_time(now) for window in self._windows(chat_id))])
         return wait
 
     async def acquire(self, chat_id: int, *, max_wait: float = math.inf) -> bool:
-        """Wait until a send to ``chat_id`` is allowed, then count it against every bucket;
+        """Wait until a send to ``chat_id`` is allowed, then count it in every window;
         returns True. Returns False without counting anything when that would take more than
         ``max_wait`` seconds from now (a negative ``max_wait``: at once).
 
         The check and the take happen without an ``await`` in between, so concurrent callers
-        never overdraw a bucket; a caller that waited checks again (another may have taken
-        the token first).
+        never exceed a window; a caller that waited checks again (another may have taken the
+        grant first).
         """
         if max_wait < 0:
             return False
@@ -177,8 +194,8 @@ class TelegramRateLimiter:
             await self.sleep(wait)
         if self.enabled:
             now = self.clock()
-            for bucket in self._buckets(chat_id):
-                bucket.take(now)
+            for window in self._windows(chat_id):
+                window.take(now)
             self._grants += 1
             if self._grants % self.PRUNE_EVERY == 0:
                 self._prune(now)
@@ -186,5 +203,5 @@ class TelegramRateLimiter:
 
     def _prune(self, now: float) -> None:
         for table in (self._chats, self._groups):
-            for chat_id in [key for key, bucket in table.items() if bucket.is_full(now)]:
+            for chat_id in [key for key, window in table.items() if window.is_idle(now)]:
                 del table[chat_id]
