@@ -293,7 +293,7 @@ class NotificationRetryManager:
                 batch = asyncio.create_task(
                     self._deliver_batch(rows, claim_id, deadline, slots, all_started, result)
                 )
-                batches.append(batch)
+                batches = [b for b in batches if not b.done()] + [batch]
                 if len(rows) < self.batch_size:
                     break
                 started = asyncio.ensure_future(all_started.wait())

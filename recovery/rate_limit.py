@@ -11,7 +11,7 @@ what the benchmark checks. Unlike a token bucket of one token (grants spaced exa
 ``1 / rate`` apart), a window does not lose throughput when the event loop wakes a waiter a
 few milliseconds late: the lateness of one send does not push back every later one. Unlike a
 token bucket of N tokens, it never lets 2N through in one window. The global window also
-keeps grants at least ``0.5 / rate`` apart, so it runs smoothly instead of sending a whole
+keeps grants at least ``0.8 / rate`` apart, so it runs smoothly instead of sending a whole
 second's allowance at once. Group chats (negative chat ids: groups, supergroups, channels)
 have both the per-chat and the per-group window.
 
@@ -29,9 +29,11 @@ from collections.abc import Awaitable, Callable
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-SMOOTHING = 0.5
-"""The global window's minimum gap between grants, as a fraction of ``1 / rate``: up to twice
-the average rate to catch up after late wake-ups, never above the window's limit."""
+SMOOTHING = 0.8
+"""The global window's minimum gap between grants, as a fraction of ``1 / rate``: up to 25 %
+above the average rate to catch up after late wake-ups, never above the window's limit.
+(Measured: 0.5 lets catch-up bursts through that network jitter then packs into 36 arrivals
+in one second at 30/s; 0.8 keeps arrivals at 31 while reaching 29.9/s.)"""
 
 
 class SlidingWindow:
@@ -79,7 +81,7 @@ class SlidingWindow:
             wait = self._grants[0] + self.period - now
         if self._grants and self.min_gap:
             wait = max(wait, self._grants[-1] + self.min_gap - now)
-        return wait if wait > 1e-9 else 0.0
+        return wait if wait > 0 else 0.0
 
     def take(self, now: float) -> None:
         """Record a grant at ``now`` (the deque keeps the last ``limit``)."""
@@ -191,7 +193,7 @@ class TelegramRateLimiter:
                 break
             if self.clock() + wait > deadline:
                 return False
-            await self.sleep(wait)
+            await self.sleep(max(wait, 1e-6))  # at least 1 us: a float remainder ends
         if self.enabled:
             now = self.clock()
             for window in self._windows(chat_id):

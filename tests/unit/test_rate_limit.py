@@ -86,7 +86,7 @@ async def test_the_global_limit_spaces_sends_over_all_chats() -> None:
     assert len(times) == 90
     assert _max_in_window(times, 1.0) == 30
     assert max(times) < 3.0  # 30 per second on average, no slower
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) == pytest.approx(SMOOTHING / 30)  # smooth: never a burst
 
 
