@@ -29,9 +29,11 @@ from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
+from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
 from recovery.notifications import build_notification_manager
 from recovery.state_manager import EnhancedStateManager
+from recovery.transactions import TransactionRetryPolicy
 from recovery.workflows import WorkflowRecoveryManager
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,14 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         pool=pool,
         i18n=i18n,
         error_handler=error_handler,
-        state_manager=EnhancedStateManager(pool),
+        state_manager=EnhancedStateManager(
+            pool,
+            retry_policy=TransactionRetryPolicy(
+                attempts=settings.db_retry_attempts,
+                base_delay_s=settings.db_retry_base_delay_s,
+                max_delay_s=settings.db_retry_max_delay_s,
+            ),
+        ),
         workflow_recovery=WorkflowRecoveryManager(
             pool,
             default_threshold_s=settings.stuck_default_threshold_s,
@@ -110,6 +119,13 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         ),
         health_monitor=HealthMonitor(pool, stuck_threshold_s=settings.stuck_default_threshold_s),
         notifications=notifications,
+        inventory=InventoryReconciliationManager(
+            pool,
+            ReconciliationPolicy.of(
+                settings.inventory_auto_fix_kinds, settings.inventory_orphan_grace_s
+            ),
+            error_handler=error_handler,
+        ),
     )
 
 

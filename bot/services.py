@@ -10,6 +10,7 @@ from aiogram.utils.i18n import I18n
 from bot.settings import Settings
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
+from recovery.inventory import InventoryReconciliationManager
 from recovery.notifications import NotificationRetryManager
 from recovery.state_manager import EnhancedStateManager
 from recovery.workflows import WorkflowRecoveryManager
@@ -27,6 +28,7 @@ class Services:
     workflow_recovery: WorkflowRecoveryManager
     health_monitor: HealthMonitor
     notifications: NotificationRetryManager
+    inventory: InventoryReconciliationManager
 
     def as_dispatcher_kwargs(self) -> dict[str, object]:
         """What handlers may declare as typed parameters."""
@@ -38,4 +40,5 @@ class Services:
             "workflow_recovery": self.workflow_recovery,
             "health_monitor": self.health_monitor,
             "notifications": self.notifications,
+            "inventory": self.inventory,
         }
