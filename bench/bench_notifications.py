@@ -231,8 +231,8 @@ class FakeServer:
 
 
 class RecordingLimiter(TelegramRateLimiter):
-    """The limiter, recording the time of every grant on its own clock (``time.monotonic``),
-    taken in the same event-loop step as the grant."""
+    """The limiter, recording the time of every grant on its own clock (``time.monotonic``):
+    the very instant its windows counted (``last_grant_at``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -241,7 +241,7 @@ class RecordingLimiter(TelegramRateLimiter):
     async def acquire(self, chat_id: int, *, max_wait: float = float("inf")) -> bool:
         granted = await super().acquire(chat_id, max_wait=max_wait)
         if granted:
-            self.grants.append(self.clock())
+            self.grants.append(self.last_grant_at)
         return granted
 
 

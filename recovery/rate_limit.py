@@ -135,6 +135,7 @@ class TelegramRateLimiter:
         self.clock = clock
         self.sleep = sleep
         self.paused_until = -math.inf
+        self.last_grant_at = -math.inf  # clock time of the last grant (for measurements)
         self._global = SlidingWindow.for_rate(global_per_s, 1.0, smooth=True)
         self._chats: dict[int, SlidingWindow] = {}
         self._groups: dict[int, SlidingWindow] = {}
@@ -198,6 +199,7 @@ class TelegramRateLimiter:
             now = self.clock()
             for window in self._windows(chat_id):
                 window.take(now)
+            self.last_grant_at = now
             self._grants += 1
             if self._grants % self.PRUNE_EVERY == 0:
                 self._prune(now)
