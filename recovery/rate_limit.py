@@ -140,6 +140,7 @@ class TelegramRateLimiter:
         self._chats: dict[int, SlidingWindow] = {}
         self._groups: dict[int, SlidingWindow] = {}
         self._grants = 0
+        self._turn = asyncio.Lock()  # FIFO: the global window is granted in arrival order
 
     @staticmethod
     def is_group(chat_id: int) -> bool:
@@ -176,34 +177,57 @@ class TelegramRateLimiter:
             wait = max([wait, *(window.wait_time(now) for window in self._windows(chat_id))])
         return wait
 
+    def _chat_wait_time(self, chat_id: int, now: float) -> float:
+        """Seconds the pause and ``chat_id``'s own windows ask for (not the global one)."""
+        wait = max(0.0, self.paused_until - now)
+        if self.enabled:
+            wait = max([wait, *(window.wait_time(now) for window in self._windows(chat_id)[1:])])
+        return wait
+
     async def acquire(self, chat_id: int, *, max_wait: float = math.inf) -> bool:
         """Wait until a send to ``chat_id`` is allowed, then count it in every window;
         returns True. Returns False without counting anything when that would take more than
         ``max_wait`` seconds from now (a negative ``max_wait``: at once).
 
-        The check and the take happen without an ``await`` in between, so concurrent callers
-        never exceed a window; a caller that waited checks again (another may have taken the
-        grant first).
+        First the chat's own limits are waited for, alone; then the global window is
+        granted in arrival order (a FIFO lock), so a waiter is never overtaken again and
+        again by later callers. The check and the take happen without an ``await`` in
+        between, so concurrent callers never exceed a window. A caller that lost its chat's
+        turn while queueing (another send to the same chat) leaves the queue and waits for
+        the chat again.
         """
         if max_wait < 0:
             return False
         deadline = self.clock() + max_wait
         while True:
-            wait = self.wait_time(chat_id)
-            if wait <= 0:
-                break
-            if self.clock() + wait > deadline:
-                return False
-            await self.sleep(max(wait, 1e-6))  # at least 1 us: a float remainder ends
-        if self.enabled:
-            now = self.clock()
-            for window in self._windows(chat_id):
-                window.take(now)
-            self.last_grant_at = now
-            self._grants += 1
-            if self._grants % self.PRUNE_EVERY == 0:
-                self._prune(now)
-        return True
+            wait = self._chat_wait_time(chat_id, self.clock())
+            if wait > 0:
+                if self.clock() + wait > deadline:
+                    return False
+                await self.sleep(max(wait, 1e-6))  # at least 1 us: a float remainder ends
+                continue
+            async with self._turn:
+                while True:
+                    now = self.clock()
+                    if self._chat_wait_time(chat_id, now) > 0:
+                        break  # the chat was taken meanwhile: wait for it outside the queue
+                    wait = self.wait_time(chat_id)
+                    if wait <= 0:
+                        self._take(chat_id, now)
+                        return True
+                    if now + wait > deadline:
+                        return False
+                    await self.sleep(max(wait, 1e-6))
+
+    def _take(self, chat_id: int, now: float) -> None:
+        if not self.enabled:
+            return
+        for window in self._windows(chat_id):
+            window.take(now)
+        self.last_grant_at = now
+        self._grants += 1
+        if self._grants % self.PRUNE_EVERY == 0:
+            self._prune(now)
 
     def _prune(self, now: float) -> None:
         for table in (self._chats, self._groups):

@@ -105,6 +105,28 @@ async def test_late_wake_ups_do_not_cost_throughput_nor_break_the_window() -> No
     assert max(times) < 3.0
 
 
+async def test_a_waiter_is_not_overtaken_by_later_callers() -> None:
+    vt = VirtualTime()
+    limiter = _limiter(vt, global_per_s=10.0)
+    await vt.run(*(limiter.acquire(chat) for chat in range(1, 11)))  # the window is full
+    order: list[str] = []
+
+    async def sniper(name: str, chat: int, at: float) -> None:
+        await vt.sleep(at - vt.now)  # wakes exactly when a grant frees, before the waiter
+        assert await limiter.acquire(chat)
+        order.append(name)
+
+    async def waiter() -> None:
+        assert await limiter.acquire(99, max_wait=0.5)
+        order.append("waiter")
+
+    opening = 1.0  # when the first grant of the full window leaves it
+    snipers = [sniper(f"s{i}", 100 + i, opening + i * 0.08) for i in range(8)]
+    await vt.run(*snipers, waiter())
+
+    assert order[0] == "waiter"  # it asked first; later callers queue behind it
+
+
 async def test_one_chat_gets_one_message_per_second() -> None:
     vt = VirtualTime()
     limiter = _limiter(vt)
