@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -37,7 +36,7 @@ from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
-from recovery.notifications import NotificationRetryManager, RetryPolicy
+from recovery.notifications import build_notification_manager
 from recovery.state_manager import EnhancedStateManager
 from recovery.transactions import TransactionRetryPolicy
 from recovery.workflows import WorkflowRecoveryManager
@@ -116,19 +115,13 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         message = await bot.send_message(chat_id, text, reply_markup=markup)
         return message.message_id
 
-    notifications = NotificationRetryManager(
+    notifications = build_notification_manager(
+        settings,
         pool,
         sender=send,
         renderer=make_renderer(i18n),
-        policy=RetryPolicy(
-            max_attempts=settings.retry_max_attempts,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=settings.retry_max_delay_s,
-        ),
-        lease_s=settings.notification_lease_s,
-        batch_size=settings.notification_batch_size,
-        instance_id=settings.instance_id,
-        default_locale=settings.default_locale,
+        error_handler=error_handler,
+        alerts=alerts,
     )
     return Services(
         settings=settings,
@@ -206,18 +199,9 @@ async def set_commands(bot: Bot) -> None:
 
 
 async def notification_loop(services: Services, stop: asyncio.Event) -> None:
-    """Send new notifications within seconds of their commit (the scheduler's job handles
-    due retries too); polls every ``NOTIFICATION_POLL_INTERVAL_S`` seconds."""
-    interval = services.settings.notification_poll_interval_s
-    while not stop.is_set():
-        try:
-            result = await services.notifications.drain_once()
-            if result.claimed:
-                continue
-        except Exception as exc:
-            await services.error_handler.handle(exc, context={"loop": "notifications"})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+    """Send new notifications within moments of their commit (LISTEN/NOTIFY, polling as a
+    fallback; the scheduler's job handles due retries too) until ``stop`` is set."""
+    await services.notifications.run(stop)
 
 
 async def run_bot(settings: Settings) -> None:

@@ -22,13 +22,7 @@ JobFunc = Callable[[Services], Awaitable[object]]
 
 async def retry_notifications(services: Services) -> object:
     """Deliver due notifications and retries (bounded number of batches per run)."""
-    total = 0
-    for _ in range(20):
-        result = await services.notifications.drain_once()
-        total += result.claimed
-        if result.claimed == 0:
-            break
-    return {"claimed": total}
+    return (await services.notifications.drain(max_batches=20)).as_dict()
 
 
 async def reconcile_inventory(services: Services) -> object:
@@ -84,6 +78,7 @@ async def cleanup(services: Services) -> object:
         "dashboard": await pool.fetchval(
             "SELECT cleanup_old_dashboard_data($1)", settings.health_snapshot_retention_days
         ),
+        "notifications": await services.notifications.cleanup(settings.notification_retention_days),
     }
 
 
