@@ -202,3 +202,25 @@ class DiscrepancyCb(CallbackData, prefix="ivd"):
     action: str
     discrepancy_id: int
     page: int = 0
+
+
+class RetriesCb(CallbackData, prefix="nr"):
+    """Notification retries: ``action`` is ``menu``, ``retry_all`` (confirmation screen) or
+    ``retry_all_ok`` (apply)."""
+
+    action: str
+
+
+class RetryListCb(CallbackData, prefix="nrl"):
+    """A page of dead and failing notifications."""
+
+    page: int = 0
+
+
+class NotificationCb(CallbackData, prefix="nrn"):
+    """One notification: ``action`` is ``show``, ``retry``, ``discard`` (confirmation screen)
+    or ``discard_ok`` (apply); ``page`` is the list page to go back to."""
+
+    action: str
+    notification_id: int
+    page: int = 0

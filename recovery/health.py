@@ -348,7 +348,3 @@ class HealthMonitor:
         await dashboard.record_job_failure(
             self.pool, job_name, error_type, reference=reference, instance_id=instance_id
         )
-
-    async def notification_counts(self) -> dict[str, int]:
-        """Outbox rows by status."""
-        return await dashboard.notification_counts(self.pool)

@@ -612,6 +612,10 @@ class NotificationRetryManager:
         ]
         return items, total
 
+    async def get(self, notification_id: int) -> asyncpg.Record | None:
+        """One outbox row (its ``last_error`` is masked), or None: the admin detail screen."""
+        return await sql.get(self.pool, notification_id)
+
     async def retry_now(self, notification_id: int, *, actor: int | None = None) -> bool:
         """Make one dead, skipped or retrying notification due now (a dead letter gets a
         fresh attempt budget); False when it is in none of those states."""

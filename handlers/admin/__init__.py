@@ -11,7 +11,15 @@ from aiogram import BaseMiddleware, Router
 from aiogram.types import CallbackQuery, Message, TelegramObject
 from aiogram.utils.i18n import gettext as _
 
-from handlers.admin import alerts, errors, health, history, inventory, workflow_recovery
+from handlers.admin import (
+    alerts,
+    errors,
+    health,
+    history,
+    inventory,
+    retries,
+    workflow_recovery,
+)
 
 
 class AdminOnlyMiddleware(BaseMiddleware):
@@ -41,6 +49,7 @@ router.include_routers(
     health.router,
     errors.router,
     inventory.router,
+    retries.router,
     history.router,
     alerts.router,
 )

@@ -1,6 +1,6 @@
 """``/workflow_recovery``: the admin menu (stuck workflows, health, inventory, errors,
-notification retries, recovery history). Health, errors and history live in their own
-modules of this package."""
+notification retries, recovery history); each section lives in its own module of this
+package (stuck workflows: ``stuck_workflows``; health, errors, inventory, retries, history)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.admin import stuck_workflows
 from handlers.callbacks import MenuCb, StuckListCb
 from handlers.screens import edit_or_send
-from recovery.health import HealthMonitor
 
 router = Router(name=__name__)
 
@@ -31,13 +30,6 @@ def main_menu_markup() -> InlineKeyboardMarkup:
     return keyboard.as_markup()
 
 
-def back_markup(target: MenuCb) -> InlineKeyboardMarkup:
-    """A single "back" button."""
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(text=_("« Back"), callback_data=target)
-    return keyboard.as_markup()
-
-
 @router.message(Command("workflow_recovery"))
 async def open_menu(message: Message) -> None:
     """The main menu."""
@@ -48,15 +40,6 @@ async def open_menu(message: Message) -> None:
 async def main_menu(query: CallbackQuery) -> None:
     """Back to the main menu."""
     await edit_or_send(query, _("Workflow recovery. Choose a section:"), main_menu_markup())
-
-
-@router.callback_query(MenuCb.filter(F.section == "retries"))
-async def retries(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """Notification outbox rows by status."""
-    counts = await health_monitor.notification_counts()
-    lines = [_("Notifications by status:")]
-    lines += [f"{status}: {count}" for status, count in sorted(counts.items())] or [_("none")]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
 
 
 # the sections' own routers (stuck workflows: handlers/admin/stuck_workflows.py)

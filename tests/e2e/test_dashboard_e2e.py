@@ -19,6 +19,8 @@ from handlers.callbacks import (
     ErrorsCb,
     HistoryCb,
     MenuCb,
+    NotificationCb,
+    RetryListCb,
 )
 from tests.e2e.conftest import ADMIN_ID, STRANGER_ID, StartBot
 from tests.fakes.telegram_api import FakeTelegramAPI
@@ -459,5 +461,126 @@ async def test_admin_reconciles_the_inventory_from_the_menu(
         assert "✓ inventory check — Admin" in text
         assert "✓ all discrepancies fixed — Admin" in text
         await admin.all_answered()
+    finally:
+        await db.close()
+
+
+CLIENT_CHAT = 777_000_123
+
+
+async def test_admin_retries_and_discards_failed_notifications(
+    fake_api: FakeTelegramAPI, start_bot: StartBot, database_url: str
+) -> None:
+    db = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        # three dead letters and one failing notification to a client's chat
+        ids = [
+            await db.fetchval(
+                "INSERT INTO pending_notifications (idempotency_key, chat_id, template_key, "
+                "params, status, attempts, last_error, dead_reason, next_attempt_at, updated_at) "
+                "VALUES ($1, $2, 'admin.text', $3::jsonb, $4, 5, "
+                "'TelegramServerError: Telegram server says - Bad Gateway', $5, "
+                "now() + interval '1 day', now() - make_interval(mins => $6)) RETURNING id",
+                f"e2e-{n}",
+                CLIENT_CHAT,
+                {"text": f"hello {n}"},
+                "retrying" if n == 4 else "dead",
+                None if n == 4 else "max attempts",
+                n,
+            )
+            for n in (1, 2, 3, 4)
+        ]
+        fake_api.add_user(ADMIN_ID, "Admin")
+        fake_api.add_user(CLIENT_CHAT, "Client")
+        await start_bot(SCHEDULER_ENABLED="false")
+        admin = Admin(fake_api, ADMIN_ID)
+
+        def client_texts() -> list[str]:
+            return [m.get("text", "") for m in fake_api.messages_to(CLIENT_CHAT)]
+
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("Notification retries")
+        text = await admin.see("Notification retries")
+        assert "• dead: 3" in text and "• retrying: 1" in text
+
+        # --- the list with the last error, one detail, retry it now
+        await admin.press("Dead and failing (4)")
+        text = await admin.see("Dead and failing notifications: 4. Page 1 of 1.")
+        assert f"#{ids[0]} dead: TelegramServerError" in text
+        await admin.press(
+            next(b for b in _buttons(fake_api, ADMIN_ID) if b.startswith(f"#{ids[0]}"))
+        )
+        text = await admin.see(f"Notification #{ids[0]}: dead")
+        assert "Last error: TelegramServerError: Telegram server says - Bad Gateway" in text
+        assert "Why it stopped: max attempts" in text
+        await admin.press("Retry now")
+        await admin.see(f"Notification #{ids[0]} is due again")
+        await fake_api.wait_for(lambda: "hello 1" in client_texts(), 20)
+        assert await db.fetchval(
+            "SELECT status FROM pending_notifications WHERE id = $1", ids[0]
+        ) in (
+            "sending",
+            "sent",
+        )
+        retried = await db.fetchrow(
+            "SELECT * FROM admin_audit_log WHERE action = 'notification.retry'"
+        )
+        assert (retried["target_id"], retried["after_value"]) == (str(ids[0]), {"done": True})
+
+        # --- discard one, with confirmation
+        await admin.press("« Back")
+        await admin.see("Dead and failing notifications: 3.")
+        await admin.press(
+            next(b for b in _buttons(fake_api, ADMIN_ID) if b.startswith(f"#{ids[1]}"))
+        )
+        await admin.see(f"Notification #{ids[1]}: dead")
+        await admin.press("Discard")
+        await admin.see(f"Discard notification #{ids[1]}?")
+        await admin.press("Confirm")
+        await admin.see(f"Notification #{ids[1]} discarded.")
+        assert await db.fetchval(
+            "SELECT status FROM pending_notifications WHERE id = $1", ids[1]
+        ) == ("discarded")
+
+        # --- retry all: the dead one and the failing one go out
+        fake_api.push_message(ADMIN_ID, "/workflow_recovery")
+        await admin.see("Choose a section")
+        await admin.press("Notification retries")
+        await admin.see("Notification retries")
+        await admin.press("Retry all now")
+        await admin.see("Retry all 2 dead and failing notifications now?")
+        await admin.press("Confirm")
+        await admin.see("2 notifications are due again")
+        await fake_api.wait_for(lambda: {"hello 3", "hello 4"} <= set(client_texts()), 20)
+        assert "hello 2" not in client_texts()
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM admin_audit_log WHERE action = 'notification.retry_all' "
+                "AND (after_value ->> 'count')::int = 2"
+            )
+            == 1
+        )
+
+        # --- ids that do not exist and actions no longer possible: clear answers
+        answer = await admin.answer_of(
+            admin.forge(NotificationCb(action="show", notification_id=987_654).pack())
+        )
+        assert "does not exist" in (answer.text or "")
+        answer = await admin.answer_of(
+            admin.forge(NotificationCb(action="retry", notification_id=-5).pack())
+        )
+        assert "does not exist" in (answer.text or "")
+        admin.forge(NotificationCb(action="discard_ok", notification_id=ids[1]).pack())
+        await admin.see(f"Notification #{ids[1]} cannot be discarded now")
+        admin.forge(RetryListCb(page=999).pack())
+        await admin.see("No dead or failing notifications.")
+        await admin.all_answered()
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM admin_audit_log WHERE action LIKE 'notification.%'"
+            )
+            == 4
+        )
     finally:
         await db.close()
