@@ -13,9 +13,11 @@ from bot.notification_texts import inline_keyboard, make_renderer
 from handlers.admin.alerts import mute_callback
 from handlers.callbacks import AlertMuteCb
 from recovery.alerts import AdminAlerts, AlertKind, AlertOutcome, AlertPolicy
-from recovery.notifications import NotificationRetryManager
+from recovery.notifications import QUEUE_FULL_TEMPLATE, NotificationRetryManager
 from recovery.workflows import WorkflowRecoveryManager
 from tests.factories import make_request, make_user
+from tests.fakes.telegram_api import BAD_GATEWAY
+from tests.integration.notification_support import enqueue_text, open_harness
 
 
 async def _outbox(pool: asyncpg.Pool, template_key: str | None = None) -> list[asyncpg.Record]:
@@ -209,3 +211,23 @@ async def test_the_stuck_digest_takes_the_alert_path(pool: asyncpg.Pool) -> None
     assert await pool.fetchval("SELECT kind FROM admin_alerts") == "stuck"
     again = await WorkflowRecoveryManager(pool).alert_new_stuck(alerts=alerts)
     assert again.new_request_ids == [] and len(await _outbox(pool)) == 1
+
+
+async def test_the_retry_queue_full_alert_takes_the_alert_path(pool: asyncpg.Pool) -> None:
+    muting = await make_user(pool, role="admin")
+    other = await make_user(pool, role="admin")
+    alerts = _alerts(pool)
+    await alerts.mute(chat_id=muting["telegram_id"], kind="system", duration_s=3600, muted_by=None)
+    async with open_harness(pool) as harness:
+        clients = [await make_user(pool) for _ in range(2)]
+        for client in clients:
+            harness.api.add_user(client["telegram_id"], "Client")
+        for i, client in enumerate(clients):
+            await enqueue_text(pool, client["telegram_id"], f"n{i}")
+        harness.api.fail_next("sendMessage", **BAD_GATEWAY, times=2)
+        await harness.manager(queue_max_size=1, concurrency=1, alerts=alerts).drain_once()
+    alert = await pool.fetchrow("SELECT * FROM admin_alerts")
+    assert (alert["kind"], alert["status"], alert["recipients"]) == ("system", "sent", 1)
+    rows = await _outbox(pool, QUEUE_FULL_TEMPLATE)
+    assert [r["chat_id"] for r in rows] == [other["telegram_id"]]
+    assert rows[0]["params"]["buttons"][0][0]["text"] == "Mute for 1 hour"
