@@ -88,3 +88,20 @@ async def mark_final(
 ) -> None:
     """A final outcome: 'dead' (dead letter) or 'skipped' (recipient unreachable)."""
     await conn.execute(MARK_FINAL_SQL, row_id, sender_id, status, error, reason)
+
+
+# Graceful shutdown: hand the rows sender $1 still holds back to the queue, due now, so that
+# another instance sends them without waiting for the lease. A row that was never attempted
+# goes back to 'pending', one that was goes back to 'retrying'; attempts are unchanged.
+RELEASE_CLAIMS_SQL = """
+UPDATE pending_notifications
+   SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,
+       next_attempt_at = now(), claimed_by = NULL, lease_until = NULL, updated_at = now()
+ WHERE status = 'sending' AND claimed_by = $1
+"""
+
+
+async def release_claims(conn: asyncpg.Connection | asyncpg.Pool, sender_id: str) -> int:
+    """Release every row ``sender_id`` holds in 'sending'; returns how many were released."""
+    status = await conn.execute(RELEASE_CLAIMS_SQL, sender_id)
+    return int(status.split()[-1])
