@@ -54,6 +54,8 @@ def configure_logging(settings: Settings) -> None:
     handler.addFilter(MaskingFilter(extra_secrets=secrets))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    # one line per job firing is APScheduler's INFO; bot.scheduler logs each run's outcome
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 async def resolve_database_url(settings: Settings) -> str:
