@@ -44,14 +44,14 @@ from bot.app import (
     set_commands,
 )
 from bot.i18n import create_i18n
-from bot.metrics import Metrics, Readiness, ops_routes
+from bot.metrics import Metrics, Readiness, ops_routes, refresh_shared_gauges
 from bot.scheduler import JobRunner, build_scheduler, job_table
 from bot.sentry import close_sentry, init_sentry
 from bot.services import Services
 from bot.settings import Settings
 from bot.webhook import WebhookHandler, add_webhook_route, set_webhook
-from database import dashboard, processed_updates
 from database import notifications as notification_sql
+from database import processed_updates
 from database.migrate import head_revision
 from database.pool import create_pool
 from middlewares.updates import UpdateTrackingMiddleware
@@ -182,11 +182,13 @@ class BotInstance:
         return await processed_updates.claim(self.pool, update_id, self.instance_id)
 
     async def _refresh_gauges(self) -> None:
-        """Shared figures for the metrics: outbox rows by status, stuck workflows."""
         assert self.pool is not None and self.metrics is not None and self.services is not None
-        self.metrics.set_notification_rows(await dashboard.notification_counts(self.pool))
-        page = await self.services.workflow_recovery.find_stuck(limit=1)
-        self.metrics.stuck_workflows.set(page.total)
+        recovery = self.services.workflow_recovery
+
+        async def count_stuck() -> int:
+            return (await recovery.find_stuck(limit=1)).total
+
+        await refresh_shared_gauges(self.metrics, self.pool, count_stuck)
 
     async def _sender_loop(self) -> None:
         """Send new notifications within seconds of their commit: a batch after another

@@ -29,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from database import dashboard
 from database.readiness import schema_revision
 from recovery.errors import ErrorCategory, ErrorSeverity
 
@@ -167,6 +168,18 @@ class Metrics:
 
 GaugeRefresher = Callable[[], Awaitable[None]]
 """Reads shared figures from the database into the gauges (called on each scrape)."""
+
+
+async def refresh_shared_gauges(
+    metrics: Metrics, pool: asyncpg.Pool, count_stuck: Callable[[], Awaitable[int]]
+) -> None:
+    """Outbox rows by status, retry queue depth and stuck workflows from the database.
+
+    ``count_stuck`` counts stuck workflows with the configured thresholds (the workflow
+    recovery manager's ``find_stuck(limit=1).total``).
+    """
+    metrics.set_notification_rows(await dashboard.notification_counts(pool))
+    metrics.stuck_workflows.set(await count_stuck())
 
 
 @dataclass
