@@ -24,12 +24,25 @@ from recovery.masking import mask_sensitive
 log = logging.getLogger(__name__)
 
 
+# Keys whose values are identifiers or code locations, not text: masking them would break
+# the event (a 32-hex event_id looks like a secret) and they carry no user data.
+STRUCTURAL_KEYS = frozenset({
+    "event_id", "fingerprint", "timestamp", "start_timestamp", "trace_id", "span_id",
+    "parent_span_id", "level", "platform", "sdk", "release", "environment", "server_name",
+    "modules", "type", "module", "filename", "abs_path", "function", "lineno", "in_app",
+})  # fmt: skip
+
+
 def mask_event(value: Any, secrets: Sequence[str] = ()) -> Any:
-    """``value`` with every string inside it (dict values, list items) masked."""
+    """``value`` with every string inside it (dict values, list items) masked, except the
+    values of ``STRUCTURAL_KEYS``."""
     if isinstance(value, str):
         return mask_sensitive(value, extra_secrets=tuple(secrets))
     if isinstance(value, dict):
-        return {key: mask_event(item, secrets) for key, item in value.items()}
+        return {
+            key: item if key in STRUCTURAL_KEYS else mask_event(item, secrets)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return type(value)(mask_event(item, secrets) for item in value)
     return value
@@ -64,7 +77,6 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
         server_name=settings.instance_id or None,
         before_send=before_send,
         before_breadcrumb=before_breadcrumb,
-        send_default_pii=False,
         include_local_variables=False,
         auto_enabling_integrations=False,
         integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],

@@ -17,6 +17,7 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
+from aiogram.types.update import UpdateTypeLookupError
 
 from bot.metrics import Metrics
 from recovery.masking import mask_sensitive
@@ -75,13 +76,13 @@ class UpdateTrackingMiddleware(BaseMiddleware):
     ) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
+        update_type = _update_type(event)
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         if self.metrics is not None:
             self.metrics.updates_in_flight.inc()
         started = time.monotonic()
-        update_type = event.event_type
         outcome = "failed"
         try:
             if not await self._take(event.update_id):
@@ -114,3 +115,11 @@ class UpdateTrackingMiddleware(BaseMiddleware):
                 mask_sensitive(str(exc)) or type(exc).__name__,
             )
             return True
+
+
+def _update_type(update: Update) -> str:
+    """``message``, ``callback_query``...; ``unknown`` for a kind aiogram does not know."""
+    try:
+        return update.event_type
+    except UpdateTypeLookupError:
+        return "unknown"
