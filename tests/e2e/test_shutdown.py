@@ -4,6 +4,7 @@ its stalled job run; another instance then delivers everything. Nothing is lost.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import re
 from collections.abc import AsyncIterator
@@ -16,7 +17,17 @@ import pytest_asyncio
 
 from database import outbox
 from database.pool import create_pool
-from tests.e2e.instances import FAST_JOBS, Cluster, HoldingTelegramAPI, eventually, texts_to
+from tests.e2e.conftest import StartBot
+from tests.e2e.instances import (
+    FAST_JOBS,
+    Cluster,
+    HoldingTelegramAPI,
+    eventually,
+    free_port,
+    metric,
+    parse_metrics,
+    texts_to,
+)
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegramAPI
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +182,22 @@ async def _status(instance: object, path: str, expected: int) -> bool:
 async def _sent_is(db: asyncpg.Pool, expected: int) -> bool:
     sent = await db.fetchval("SELECT count(*) FROM pending_notifications WHERE status = 'sent'")
     return sent == expected
+
+
+async def test_polling_mode_serves_metrics_and_stops_cleanly_on_sigterm(
+    fake_api: FakeTelegramAPI, start_bot: StartBot
+) -> None:
+    port = free_port()
+    bot = await start_bot(HTTP_IN_POLLING="true", WEB_PORT=str(port), INSTANCE_ID="poller")
+    fake_api.push_message(886_000_001, "/start")
+    await fake_api.wait_for(lambda: fake_api.messages_to(886_000_001), 30)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+            assert response.status == 200
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            samples = parse_metrics(await response.text())
+    assert metric(samples, "bot_updates_total", outcome="handled") == 1
+    assert metric(samples, "bot_instance_info", instance="poller", mode="polling") == 1
+
+    assert await asyncio.to_thread(bot.stop) == 0
+    assert "instance poller stopped: 0 update(s) cut short" in bot.log()
