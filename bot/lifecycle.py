@@ -147,7 +147,8 @@ class BotInstance:
             )  # fmt: skip
             await self._start_web_server()
             await self.dp.emit_startup(bot=self.bot, dispatcher=self.dp, **self.dp.workflow_data)
-            await set_webhook(self.bot, s, self.dp.resolve_used_update_types())
+            if s.webhook_set_on_start:
+                await set_webhook(self.bot, s, self.dp.resolve_used_update_types())
         else:
             if s.http_in_polling:
                 await self._start_web_server()
