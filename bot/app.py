@@ -35,9 +35,11 @@ from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
 from recovery.health import HealthMonitor
+from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
 from recovery.notifications import NotificationRetryManager, RetryPolicy
 from recovery.state_manager import EnhancedStateManager
+from recovery.transactions import TransactionRetryPolicy
 from recovery.workflows import WorkflowRecoveryManager
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,14 @@ def build_services(
         pool=pool,
         i18n=i18n,
         error_handler=error_handler,
-        state_manager=EnhancedStateManager(pool),
+        state_manager=EnhancedStateManager(
+            pool,
+            retry_policy=TransactionRetryPolicy(
+                attempts=settings.db_retry_attempts,
+                base_delay_s=settings.db_retry_base_delay_s,
+                max_delay_s=settings.db_retry_max_delay_s,
+            ),
+        ),
         workflow_recovery=WorkflowRecoveryManager(
             pool,
             default_threshold_s=settings.stuck_default_threshold_s,
@@ -152,6 +161,13 @@ def build_services(
         ),
         health_monitor=HealthMonitor(pool, stuck_threshold_s=settings.stuck_default_threshold_s),
         notifications=notifications,
+        inventory=InventoryReconciliationManager(
+            pool,
+            ReconciliationPolicy.of(
+                settings.inventory_auto_fix_kinds, settings.inventory_orphan_grace_s
+            ),
+            error_handler=error_handler,
+        ),
         metrics=metrics,
     )
 

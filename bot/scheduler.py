@@ -54,10 +54,10 @@ async def retry_notifications(services: Services) -> object:
 
 
 async def reconcile_inventory(services: Services) -> object:
-    """Report materials whose balance is negative (the full reconciliation is the
-    inventory manager's)."""
-    rows = await services.health_monitor.negative_balances(limit=1000)
-    return {"negative_balances": len(rows)}
+    """Inventory reconciliation: fix the kinds of ``INVENTORY_AUTO_FIX_KINDS``, leave the
+    others open for an admin; returns the run's summary."""
+    report = await services.inventory.auto_fix()
+    return report.summary()
 
 
 async def detect_stuck(services: Services) -> object:

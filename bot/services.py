@@ -11,6 +11,7 @@ from bot.metrics import Metrics
 from bot.settings import Settings
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
+from recovery.inventory import InventoryReconciliationManager
 from recovery.notifications import NotificationRetryManager
 from recovery.state_manager import EnhancedStateManager
 from recovery.workflows import WorkflowRecoveryManager
@@ -28,6 +29,7 @@ class Services:
     workflow_recovery: WorkflowRecoveryManager
     health_monitor: HealthMonitor
     notifications: NotificationRetryManager
+    inventory: InventoryReconciliationManager
     metrics: Metrics | None = None
 
     def as_dispatcher_kwargs(self) -> dict[str, object]:
@@ -40,4 +42,5 @@ class Services:
             "workflow_recovery": self.workflow_recovery,
             "health_monitor": self.health_monitor,
             "notifications": self.notifications,
+            "inventory": self.inventory,
         }

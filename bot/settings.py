@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Locale = Literal["en", "ru", "uz"]
 SUPPORTED_LOCALES: tuple[str, ...] = ("en", "ru", "uz")
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+InventoryKind = Literal[
+    "drift", "negative_balance", "negative_ledger", "orphaned_transaction", "duplicate_reference"
+]
 
 
 class MissingSettingError(RuntimeError):
@@ -111,6 +114,12 @@ class Settings(BaseSettings):
 
     # --- Inventory ------------------------------------------------------------------------
     inventory_orphan_grace_s: float = Field(default=24 * 3600.0, ge=0)
+    # kinds the hourly reconciliation fixes by itself; the others wait for an admin
+    inventory_auto_fix_kinds: Annotated[list[InventoryKind], NoDecode] = Field(
+        default_factory=lambda: ["drift", "negative_balance", "orphaned_transaction"],
+        description="Comma-separated: drift, negative_balance, negative_ledger, "
+        "orphaned_transaction, duplicate_reference (empty: report only).",
+    )
 
     # --- Periodic jobs (design: Policies / Periodic jobs) ---------------------------------
     scheduler_enabled: bool = True
@@ -130,6 +139,17 @@ class Settings(BaseSettings):
             text = value.strip()
             if not text:
                 return []
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("inventory_auto_fix_kinds", mode="before")
+    @classmethod
+    def _parse_kinds(cls, value: Any) -> Any:
+        """Accept ``"drift,orphaned_transaction"`` or a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]

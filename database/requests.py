@@ -14,6 +14,12 @@ RETURNING *
 # Lock one request for a state change (the caller then checks the version it saw).
 LOCK_REQUEST_SQL = "SELECT * FROM service_requests WHERE id = $1 FOR UPDATE"
 
+# Keep the request's state stable while it is read (material use): concurrent readers do not
+# block each other, a state change waits until they are done.
+LOCK_REQUEST_SHARED_SQL = "SELECT * FROM service_requests WHERE id = $1 FOR SHARE"
+
+COUNT_ACTIVE_SQL = "SELECT count(*) FROM service_requests WHERE status = 'active'"
+
 # Apply a state change guarded by optimistic locking: no row comes back when the version
 # moved on since the caller read it.
 APPLY_STATE_SQL = """
@@ -66,6 +72,17 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, request_id: int) -> async
 async def lock(conn: asyncpg.Connection, request_id: int) -> asyncpg.Record | None:
     """The request locked ``FOR UPDATE`` until the transaction ends, or None."""
     return await conn.fetchrow(LOCK_REQUEST_SQL, request_id)
+
+
+async def lock_shared(conn: asyncpg.Connection, request_id: int) -> asyncpg.Record | None:
+    """The request locked ``FOR SHARE`` until the transaction ends (its state cannot change
+    meanwhile; other shared lockers are not blocked), or None."""
+    return await conn.fetchrow(LOCK_REQUEST_SHARED_SQL, request_id)
+
+
+async def count_active(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """How many requests are active (partial index ``ix_requests_active_state_entered``)."""
+    return await conn.fetchval(COUNT_ACTIVE_SQL)
 
 
 async def apply_state(

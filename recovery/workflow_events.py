@@ -19,7 +19,8 @@ async def notify_state_change(
     - the assignee, or every reachable user of the owning role when nobody is assigned:
       ``request.waiting_for_you``;
     - the client: ``request.moving_again`` after an admin recovery (kind force, reset,
-      complete, reassign), ``request.status_changed`` otherwise.
+      complete, reassign), ``request.status_changed`` otherwise; nothing for ``assign``
+      (the state the client sees did not change).
 
     The idempotency key is built from the transition id, so a retried transaction that
     committed once can never enqueue twice.
@@ -51,7 +52,7 @@ async def notify_state_change(
             request_id=request["id"],
         )
         count += enqueued is not None
-    client = await users.get(conn, request["client_id"])
+    client = await users.get(conn, request["client_id"]) if kind != "assign" else None
     if client is not None and not client["blocked_bot_at"]:
         recovery = kind in ("force", "reset", "complete", "reassign")
         enqueued = await outbox.enqueue(

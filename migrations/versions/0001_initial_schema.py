@@ -108,6 +108,10 @@ CREATE TABLE inventory_transactions (
     -- idempotency reference: a retried use with the same key is not counted twice
     idempotency_key  TEXT NOT NULL,
     reverses_id      BIGINT REFERENCES inventory_transactions (id),
+    -- reference of the source document of an imported row (delivery note line, legacy
+    -- system id). Not unique on purpose: an import must not fail on a repeated document;
+    -- reconciliation reports a repeated (material_id, external_reference) as a duplicate.
+    external_reference TEXT,
     note             TEXT,
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
 );
@@ -115,6 +119,12 @@ CREATE UNIQUE INDEX ux_inventory_tx_idempotency ON inventory_transactions (idemp
 CREATE INDEX ix_inventory_tx_material ON inventory_transactions (material_id) INCLUDE (quantity);
 CREATE INDEX ix_inventory_tx_request ON inventory_transactions (request_id)
     WHERE request_id IS NOT NULL;
+-- reconciliation: duplicate external references, and "is this row already reversed?"
+CREATE INDEX ix_inventory_tx_external_ref
+    ON inventory_transactions (material_id, external_reference, id)
+    WHERE external_reference IS NOT NULL;
+CREATE INDEX ix_inventory_tx_reverses ON inventory_transactions (reverses_id)
+    WHERE reverses_id IS NOT NULL;
 
 -- One row per error group (fingerprint); a storm of the same error grows occurrence_count.
 CREATE TABLE error_records (
@@ -214,14 +224,49 @@ CREATE INDEX ix_retry_queue_waiting ON notification_retry_queue (retry_at)
     WHERE status = 'waiting';
 CREATE INDEX ix_retry_queue_notification ON notification_retry_queue (notification_id, attempt);
 
+-- Discrepancies found by inventory reconciliation. At most one open row per fingerprint
+-- ('material:<id>', 'orphan:<material>:<request>', 'duplicate:<transaction>'); a row is
+-- closed as fixed, accepted (by an admin, with a reason) or resolved (gone by itself).
+-- amount: the signed correction a fix writes (balance correction for drift and
+-- negative_balance, ledger quantity for the others); an acceptance covers that amount only.
+CREATE TABLE inventory_discrepancies (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN (
+                         'negative_balance', 'negative_ledger', 'drift',
+                         'orphaned_transaction', 'duplicate_reference')),
+    material_id      BIGINT NOT NULL REFERENCES materials (id),
+    request_id       BIGINT,
+    transaction_id   BIGINT REFERENCES inventory_transactions (id),
+    amount           BIGINT NOT NULL,
+    balance          BIGINT NOT NULL,
+    ledger_sum       BIGINT NOT NULL,
+    details          JSONB NOT NULL DEFAULT '{}'::jsonb,
+    status           TEXT NOT NULL DEFAULT 'open'
+                         CHECK (status IN ('open', 'fixed', 'accepted', 'resolved')),
+    first_seen_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_seen_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    closed_at        TIMESTAMPTZ,
+    closed_by        TEXT,
+    reason           TEXT
+);
+CREATE UNIQUE INDEX ux_inventory_discrepancies_open
+    ON inventory_discrepancies (fingerprint) WHERE status = 'open';
+CREATE INDEX ix_inventory_discrepancies_open_list
+    ON inventory_discrepancies (kind, id) WHERE status = 'open';
+CREATE INDEX ix_inventory_discrepancies_accepted
+    ON inventory_discrepancies (fingerprint) WHERE status = 'accepted';
+CREATE INDEX ix_inventory_discrepancies_material ON inventory_discrepancies (material_id, id);
+
 CREATE TABLE inventory_reconciliation_log (
     id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id           UUID NOT NULL,
     material_id      BIGINT REFERENCES materials (id),
     transaction_id   BIGINT REFERENCES inventory_transactions (id),
+    discrepancy_id   BIGINT REFERENCES inventory_discrepancies (id),
     discrepancy      TEXT NOT NULL CHECK (discrepancy IN (
-                         'negative_balance', 'drift', 'orphaned_transaction',
-                         'duplicate_reference')),
+                         'negative_balance', 'negative_ledger', 'drift',
+                         'orphaned_transaction', 'duplicate_reference')),
     action           TEXT NOT NULL CHECK (action IN (
                          'detected', 'adjusted', 'reversed', 'accepted', 'skipped', 'failed')),
     before_value     JSONB,
@@ -233,6 +278,8 @@ CREATE TABLE inventory_reconciliation_log (
 );
 CREATE INDEX ix_reconciliation_log_created ON inventory_reconciliation_log (created_at);
 CREATE INDEX ix_reconciliation_log_material ON inventory_reconciliation_log (material_id, id);
+CREATE INDEX ix_reconciliation_log_discrepancy ON inventory_reconciliation_log (discrepancy_id)
+    WHERE discrepancy_id IS NOT NULL;
 
 CREATE TABLE workflow_recovery_log (
     id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -375,6 +422,7 @@ DROP FUNCTION IF EXISTS cleanup_old_error_records(INTEGER);
 DROP TABLE IF EXISTS system_health_snapshots;
 DROP TABLE IF EXISTS workflow_recovery_log;
 DROP TABLE IF EXISTS inventory_reconciliation_log;
+DROP TABLE IF EXISTS inventory_discrepancies;
 DROP TABLE IF EXISTS notification_retry_queue;
 DROP TABLE IF EXISTS pending_notifications;
 DROP TABLE IF EXISTS transaction_log;

@@ -86,7 +86,8 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120.0) -> str
     return result.stdout
 
 
-def _spawn_bot(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_bot(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m bot`` with ``env``, its output going to ``log_path``."""
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "bot"],
@@ -124,7 +125,7 @@ async def start_bot(
     async def start(**extra: str) -> BotProcess:
         log_path = tmp_path / f"bot-{len(processes)}.log"
         env = bot_env(database_url, fake_api.base_url, tmp_path / "data", **extra)
-        process = _spawn_bot(env, log_path)
+        process = spawn_bot(env, log_path)
         bot = BotProcess(process, log_path)
         processes.append(bot)
         polls_before = fake_api.poll_count

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import _spawn_bot, bot_env
+from tests.e2e.conftest import bot_env, spawn_bot
 from tests.fakes.telegram_api import BAD_GATEWAY, ApiError, FakeTelegramAPI
 
 WEBHOOK_URL = "https://bot.example.invalid/telegram/webhook"
@@ -141,7 +141,7 @@ class Cluster:
                           WEBHOOK_SECRET=self.secret, WEB_HOST="127.0.0.1", WEB_PORT=str(port),
                           INSTANCE_ID=name, **extra)  # fmt: skip
             log_path = self.tmp_path / f"bot-{name}-{len(self.instances)}.log"
-            process = _spawn_bot(env, log_path)
+            process = spawn_bot(env, log_path)
             instance = WebhookInstance(name, process, port, log_path, self.secret, self.session)
             self.instances.append(instance)
             if await self._ready(instance, api):

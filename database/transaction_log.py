@@ -1,0 +1,111 @@
+"""SQL of ``transaction_log``: the audit trail of transactional operations.
+
+One row per attempt outcome of a logical transaction (``transaction_id``, shared by its
+attempts):
+
+- ``committed``: written INSIDE the transaction just before COMMIT, so it exists exactly
+  when the attempt committed (and a retry after a lost COMMIT answer can look it up);
+- ``rolled_back`` (final), ``retried`` (rolled back, the operation is retried) and ``failed``
+  (the COMMIT outcome is unknown): written OUTSIDE the failed transaction, on another pooled
+  connection, so they survive the rollback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+INSERT_SQL = """
+INSERT INTO transaction_log
+    (transaction_id, operation, status, steps, actor_id, error_category, error_message,
+     attempt, duration_ms)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)
+RETURNING id
+"""
+
+# Did an attempt of this logical transaction commit? (its row was written inside it)
+FIND_COMMITTED_SQL = """
+SELECT steps FROM transaction_log
+ WHERE transaction_id = $1 AND status = 'committed'
+ ORDER BY id LIMIT 1
+"""
+
+# Rows by status and error category in the last $1 seconds (index
+# ix_transaction_log_created).
+COUNTS_SINCE_SQL = """
+SELECT status, error_category, count(*) AS n FROM transaction_log
+ WHERE created_at > now() - make_interval(secs => $1)
+ GROUP BY status, error_category
+"""
+
+FOR_TRANSACTION_SQL = "SELECT * FROM transaction_log WHERE transaction_id = $1 ORDER BY id"
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEntry:
+    """The ``committed`` row of a logical transaction: its recorded steps."""
+
+    steps: list[dict[str, Any]]
+
+
+async def insert(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    transaction_id: uuid.UUID,
+    operation: str,
+    status: str,
+    steps: list[dict[str, Any]],
+    actor_id: int | None = None,
+    error_category: str | None = None,
+    error_message: str | None = None,
+    attempt: int = 1,
+    duration_ms: float | None = None,
+) -> int:
+    """Append one audit row; returns its id.
+
+    ``steps`` must be JSON-native (the pool's jsonb codec encodes it). ``status`` is one of
+    started, committed, rolled_back, retried, failed (CHECK constraint of the table).
+    """
+    row_id = await conn.fetchval(
+        INSERT_SQL,
+        transaction_id,
+        operation,
+        status,
+        steps,
+        actor_id,
+        error_category,
+        error_message,
+        attempt,
+        duration_ms,
+    )
+    assert row_id is not None
+    return row_id
+
+
+async def find_committed(
+    conn: asyncpg.Connection | asyncpg.Pool, transaction_id: uuid.UUID
+) -> CommittedEntry | None:
+    """The committed row of ``transaction_id``, or None when no attempt committed."""
+    row = await conn.fetchrow(FIND_COMMITTED_SQL, transaction_id)
+    if row is None:
+        return None
+    return CommittedEntry(steps=list(row["steps"] or []))
+
+
+async def counts_since(
+    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
+) -> dict[tuple[str, str | None], int]:
+    """Rows written in the last ``window_s`` seconds per (status, error category); the
+    category is None for committed rows. Absent combinations have no key."""
+    rows = await conn.fetch(COUNTS_SINCE_SQL, float(window_s))
+    return {(row["status"], row["error_category"]): row["n"] for row in rows}
+
+
+async def for_transaction(
+    conn: asyncpg.Connection | asyncpg.Pool, transaction_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Every row of one logical transaction, oldest first."""
+    return await conn.fetch(FOR_TRANSACTION_SQL, transaction_id)
