@@ -157,7 +157,7 @@ class Metrics:
 
     def set_notification_rows(self, counts: dict[str, int]) -> None:
         """Outbox rows by status, and the retry queue depth (the 'retrying' rows)."""
-        for status in NOTIFICATION_STATUSES:
+        for status in {*NOTIFICATION_STATUSES, *counts}:
             self.notification_rows.labels(status).set(counts.get(status, 0))
         self.retry_queue_depth.set(counts.get("retrying", 0))
 
