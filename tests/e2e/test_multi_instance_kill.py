@@ -31,7 +31,7 @@ NOTIFICATIONS = 100
 BATCH = 20
 # the instance behind a claim (a claim id may carry a suffix after '#')
 INSTANCE = "split_part(claimed_by, '#', 1)"
-LEASE_S = 6
+LEASE_S = 8
 SETTINGS = {
     **FAST_JOBS,
     "NOTIFICATION_LEASE_S": str(LEASE_S),

@@ -22,6 +22,7 @@ from tests.e2e.instances import (
     FAST_JOBS,
     Cluster,
     HoldingTelegramAPI,
+    Samples,
     eventually,
     free_port,
     metric,
@@ -194,8 +195,16 @@ async def test_polling_mode_serves_metrics_and_stops_cleanly_on_sigterm(
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
             assert response.status == 200
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-            samples = parse_metrics(await response.text())
+
+        async def scrape() -> Samples:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                return parse_metrics(await response.text())
+
+        async def handled_counted() -> Samples | None:
+            samples = await scrape()
+            return samples if metric(samples, "bot_updates_total", outcome="handled") else None
+
+        samples = await eventually(handled_counted, what="the update counted")
     assert metric(samples, "bot_updates_total", outcome="handled") == 1
     assert metric(samples, "bot_instance_info", instance="poller", mode="polling") == 1
 
