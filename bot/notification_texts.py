@@ -25,6 +25,9 @@ TEMPLATES: dict[str, str] = {
         "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
     ),
     "admin.text": "{text}",
+    "admin.stuck_digest": _(
+        "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
+    ),
 }
 
 STATE_MSGIDS = {

@@ -61,9 +61,13 @@ async def reconcile_inventory(services: Services) -> object:
 
 
 async def detect_stuck(services: Services) -> object:
-    """Count stuck workflows."""
-    page = await services.workflow_recovery.find_stuck(limit=1)
-    return {"stuck": page.total}
+    """Alert the admins once per newly stuck request, in one digest (outbox) per admin."""
+    alerts = await services.workflow_recovery.alert_new_stuck(services.settings.admin_ids)
+    return {
+        "newly_stuck": len(alerts.new_request_ids),
+        "digests": alerts.digests,
+        "forgotten": alerts.forgotten,
+    }
 
 
 async def health_snapshot(services: Services) -> object:

@@ -15,6 +15,15 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)
 RETURNING id
 """
 
+# Newest first, with the admin's name; $1: one request or NULL for all (served by
+# ix_recovery_log_request / ix_recovery_log_created).
+RECENT_SQL = """
+SELECT l.*, u.full_name AS admin_name, count(*) OVER () AS total
+  FROM workflow_recovery_log l LEFT JOIN users u ON u.id = l.admin_id
+ WHERE ($1::bigint IS NULL OR l.request_id = $1)
+ ORDER BY l.created_at DESC, l.id DESC LIMIT $2 OFFSET $3
+"""
+
 
 async def insert(
     conn: asyncpg.Connection | asyncpg.Pool,
@@ -47,15 +56,12 @@ async def insert(
 
 
 async def recent(
-    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 10, offset: int = 0
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    limit: int = 10,
+    offset: int = 0,
+    request_id: int | None = None,
 ) -> list[asyncpg.Record]:
-    """The latest recovery actions with the admin's name, newest first."""
-    return await conn.fetch(
-        """
-        SELECT l.*, u.full_name AS admin_name
-          FROM workflow_recovery_log l LEFT JOIN users u ON u.id = l.admin_id
-         ORDER BY l.created_at DESC, l.id DESC LIMIT $1 OFFSET $2
-        """,
-        limit,
-        offset,
-    )
+    """The latest recovery actions (of one request, or all) with the admin's name, newest
+    first; each row also has ``total`` (all matching rows)."""
+    return await conn.fetch(RECENT_SQL, request_id, limit, offset)

@@ -81,7 +81,7 @@ async def lock_shared(conn: asyncpg.Connection, request_id: int) -> asyncpg.Reco
 
 
 async def count_active(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    """How many requests are active (partial index ``ix_requests_active_state_entered``)."""
+    """How many requests are active (served by the partial indexes on active requests)."""
     return await conn.fetchval(COUNT_ACTIVE_SQL)
 
 

@@ -6,7 +6,11 @@ code, never a name, so the limit holds in every language.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 from aiogram.filters.callback_data import CallbackData
+from pydantic import Field
 
 
 class LanguageCb(CallbackData, prefix="lang"):
@@ -35,24 +39,100 @@ class MenuCb(CallbackData, prefix="wr"):
     section: str
 
 
-class StuckListCb(CallbackData, prefix="wrs"):
-    """A page of the stuck-workflow list."""
+# --- The stuck-workflow section of the admin menu (issue 7) --------------------------------
+# Every prefix of the admin menu starts with "wr" (handlers/fallback.py answers an outdated
+# one with a fresh menu). Filters are workflow type and state codes, never labels. Worst
+# case, with 19-digit ids and 10-digit versions, each packs into at most 64 bytes
+# (tests/unit/test_workflow_recovery_callbacks.py).
+ADMIN_MENU_PREFIX = "wr"
 
-    page: int = 0
+# Out-of-range numbers fail validation, so the button counts as outdated (a clear answer and
+# a fresh menu) instead of reaching PostgreSQL: ids are BIGINT, versions INTEGER > 0.
+RequestId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+IdOrZero = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Page = Annotated[int, Field(ge=0, le=10**6)]
+
+
+class ActionCode(StrEnum):
+    """A recovery action in callback data (two letters, to stay within 64 bytes)."""
+
+    FORCE = "fw"
+    RESET = "rs"
+    COMPLETE = "cp"
+    REASSIGN = "ra"
+
+
+class StuckListCb(CallbackData, prefix="wrs"):
+    """A page of the stuck-workflow list, optionally filtered by workflow type and state."""
+
+    page: Page = 0
+    wf: str | None = None
+    st: str | None = None
+
+
+class StuckFilterCb(CallbackData, prefix="wrf"):
+    """The filter picker: workflow types, then the states of ``wf`` when it is set."""
+
+    wf: str | None = None
 
 
 class StuckDetailCb(CallbackData, prefix="wrd"):
-    """One request's detail; ``page`` is the list page to go back to."""
+    """One request's detail; ``page``/``wf``/``st``: the list to go back to."""
 
-    request_id: int
-    page: int = 0
+    request_id: RequestId
+    page: Page = 0
+    wf: str | None = None
+    st: str | None = None
 
 
 class StuckActionCb(CallbackData, prefix="wra"):
-    """A recovery action on a request: ``confirm`` false shows the confirmation screen,
-    true applies it against the ``version`` the admin saw."""
+    """A recovery action on a request against the ``version`` the admin saw.
 
-    action: str
-    request_id: int
-    version: int
-    confirm: bool = False
+    ``step`` 0: the confirmation screen (for reassign without ``arg``: the candidates);
+    1: confirmed, ask for an optional reason; 2: apply without a reason.
+    ``arg``: reassign: the new assignee's user id; reset: the fingerprint (CRC-32) of the
+    materials the confirmation screen showed; otherwise 0.
+    """
+
+    action: ActionCode
+    request_id: RequestId
+    version: Version
+    arg: IdOrZero = 0
+    step: Annotated[int, Field(ge=0, le=2)] = 0
+
+
+class StuckAssigneesCb(CallbackData, prefix="wrp"):
+    """A page of the users a request can be reassigned to."""
+
+    request_id: RequestId
+    version: Version
+    page: Page = 0
+
+
+class StuckHistoryCb(CallbackData, prefix="wrh"):
+    """A page of the recovery history: of one request, or of all (``request_id`` 0)."""
+
+    request_id: IdOrZero = 0
+    page: Page = 0
+
+
+class StuckBatchCb(CallbackData, prefix="wrb"):
+    """Batch recovery of the stuck requests matching a filter: without ``action`` choose
+    it; reassign without ``arg`` choose the assignee (``page`` of candidates); otherwise
+    the review screen, which keeps the exact (request, version) list in the admin's FSM
+    data under a token."""
+
+    wf: str | None = None
+    st: str | None = None
+    action: ActionCode | None = None
+    arg: IdOrZero = 0
+    page: Page = 0
+
+
+class StuckBatchRunCb(CallbackData, prefix="wrx"):
+    """A reviewed batch (``token`` names the review): ``step`` 1 confirmed, ask for an
+    optional reason; 2 apply without a reason."""
+
+    token: Annotated[str, Field(pattern=r"^[0-9a-f]{8}$")]
+    step: Annotated[int, Field(ge=1, le=2)] = 1

@@ -53,11 +53,13 @@ CREATE TABLE service_requests (
     updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     completed_at     TIMESTAMPTZ
 );
--- stuck detection: active requests ordered by time in state
-CREATE INDEX ix_requests_active_state_entered
-    ON service_requests (state_entered_at) WHERE status = 'active';
+-- stuck detection: one range scan per (workflow type, state) of the requests in it longer
+-- than its deadline, in time order (database/stuck.py). No index on state_entered_at alone:
+-- the planner cannot see the per-state values through the LATERAL join and would prefer it,
+-- then read every late request of every state once per state.
 CREATE INDEX ix_requests_active_type_state
-    ON service_requests (workflow_type, current_state, state_entered_at) WHERE status = 'active';
+    ON service_requests (workflow_type, current_state, state_entered_at, id)
+    WHERE status = 'active';
 CREATE INDEX ix_requests_active_assignee
     ON service_requests (assignee_id) WHERE status = 'active';
 CREATE INDEX ix_requests_active_role
@@ -348,6 +350,55 @@ CREATE TABLE processed_updates (
 CREATE INDEX ix_processed_updates_received ON processed_updates (received_at);
 """
 
+# --- Stuck workflows and their recovery (issue 7) -------------------------------------------
+WORKFLOW_RECOVERY = """
+-- inactive-assignee detection: the few users who are inactive or blocked the bot, then
+-- their active requests through ix_requests_active_assignee
+CREATE INDEX ix_users_unreachable ON users (id) WHERE NOT is_active OR blocked_bot_at IS NOT NULL;
+
+-- Stuck requests the admins were already alerted about: one row per visit of a state
+-- (request, state_entered_at), so each newly stuck request is in exactly one digest. No
+-- foreign key (a first run marks thousands of rows): the job deletes the rows of requests
+-- that left the alerted visit, deleted requests included.
+CREATE TABLE stuck_alerts (
+    request_id       BIGINT NOT NULL,
+    state_entered_at TIMESTAMPTZ NOT NULL,
+    state            TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    alerted_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (request_id, state_entered_at)
+);
+
+-- Which visit of a state consumed a material: an issue for a request is stamped with the
+-- request's state and state_entered_at at the moment of the issue (the use holds the request
+-- row FOR SHARE, so they cannot move meanwhile). A reset reverses exactly the issues of the
+-- visit it undoes. NULL for rows without a request (or for a request that does not exist).
+-- (ix_inventory_tx_reverses, above, serves "what already reverses this issue?")
+ALTER TABLE inventory_transactions
+    ADD COLUMN request_state TEXT,
+    ADD COLUMN request_state_entered_at TIMESTAMPTZ;
+
+CREATE FUNCTION stamp_inventory_request_state() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT r.current_state, r.state_entered_at
+      INTO NEW.request_state, NEW.request_state_entered_at
+      FROM service_requests r WHERE r.id = NEW.request_id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER tr_inventory_tx_request_state
+    BEFORE INSERT ON inventory_transactions
+    FOR EACH ROW WHEN (NEW.request_id IS NOT NULL AND NEW.kind = 'issue'
+                       AND NEW.request_state IS NULL)
+    EXECUTE FUNCTION stamp_inventory_request_state();
+"""
+
+WORKFLOW_RECOVERY_DOWNGRADE = """
+DROP TRIGGER IF EXISTS tr_inventory_tx_request_state ON inventory_transactions;
+DROP FUNCTION IF EXISTS stamp_inventory_request_state();
+DROP TABLE IF EXISTS stuck_alerts;
+DROP INDEX IF EXISTS ix_users_unreachable;
+"""
+
 # --- Functions ------------------------------------------------------------------------------
 FUNCTIONS = """
 CREATE FUNCTION cleanup_old_error_records(retention_days INTEGER DEFAULT 90)
@@ -439,8 +490,10 @@ def upgrade() -> None:
     op.execute(BASE_WORKFLOW)
     op.execute(RECOVERY)
     op.execute(OPERATIONS)
+    op.execute(WORKFLOW_RECOVERY)
     op.execute(FUNCTIONS)
 
 
 def downgrade() -> None:
+    op.execute(WORKFLOW_RECOVERY_DOWNGRADE)
     op.execute(DOWNGRADE)

@@ -7,7 +7,7 @@ import asyncio
 import re
 
 from database.pool import create_pool
-from handlers.callbacks import StuckActionCb
+from handlers.callbacks import ActionCode, StuckActionCb
 from tests.e2e.conftest import ADMIN_ID, STRANGER_ID, StartBot, run_cli
 from tests.fakes.telegram_api import FakeTelegramAPI
 
@@ -60,7 +60,9 @@ async def test_admin_forces_a_stuck_request_and_strangers_are_refused(
         fake_api.press_button(ADMIN_ID, "Force transition")
         await fake_api.wait_for(lambda: "Force request" in _text(fake_api, ADMIN_ID))
         fake_api.press_button(ADMIN_ID, "Confirm")
-        await fake_api.wait_for(lambda: "moved to" in _text(fake_api, ADMIN_ID))
+        await fake_api.wait_for(lambda: "Send the reason as a message" in _text(fake_api, ADMIN_ID))
+        fake_api.press_button(ADMIN_ID, "Skip")
+        await fake_api.wait_for(lambda: "moved from" in _text(fake_api, ADMIN_ID))
 
         after = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", request_id)
         assert after["version"] == before["version"] + 1
@@ -82,7 +84,7 @@ async def test_admin_forces_a_stuck_request_and_strangers_are_refused(
         assert log_rows[0]["before_state"]["state"] == before["current_state"]
         assert log_rows[0]["after_state"]["state"] == after["current_state"]
         # every callback query the admin made was answered
-        await fake_api.wait_for(lambda: len(fake_api.callback_answers) >= 4)
+        await fake_api.wait_for(lambda: len(fake_api.callback_answers) >= 5)
 
         # a stranger: the command is refused ...
         fake_api.add_user(STRANGER_ID, "Stranger")
@@ -91,7 +93,7 @@ async def test_admin_forces_a_stuck_request_and_strangers_are_refused(
         assert not _buttons(fake_api, STRANGER_ID)
         # ... and so is a forged callback of the force action on the same request
         forged = StuckActionCb(
-            action="force", request_id=request_id, version=after["version"], confirm=True
+            action=ActionCode.FORCE, request_id=request_id, version=after["version"], step=2
         ).pack()
         update = fake_api.push_callback(STRANGER_ID, forged, strict=False)
         query_id = update["callback_query"]["id"]
