@@ -37,7 +37,7 @@ from middlewares.user import UserMiddleware
 from recovery.health import HealthMonitor
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
-from recovery.notifications import NotificationRetryManager, RetryPolicy
+from recovery.notifications import build_notification_manager
 from recovery.state_manager import EnhancedStateManager
 from recovery.transactions import TransactionRetryPolicy
 from recovery.workflows import WorkflowRecoveryManager
@@ -127,19 +127,8 @@ def build_services(
             metrics.notifications.labels("sent").inc()
         return message.message_id
 
-    notifications = NotificationRetryManager(
-        pool,
-        sender=send,
-        renderer=make_renderer(i18n),
-        policy=RetryPolicy(
-            max_attempts=settings.retry_max_attempts,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=settings.retry_max_delay_s,
-        ),
-        lease_s=settings.notification_lease_s,
-        batch_size=settings.notification_batch_size,
-        instance_id=settings.instance_id,
-        default_locale=settings.default_locale,
+    notifications = build_notification_manager(
+        settings, pool, sender=send, renderer=make_renderer(i18n), error_handler=error_handler
     )
     return Services(
         settings=settings,

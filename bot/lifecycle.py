@@ -50,7 +50,6 @@ from bot.sentry import close_sentry, init_sentry
 from bot.services import Services
 from bot.settings import Settings
 from bot.webhook import WebhookHandler, add_webhook_route, set_webhook
-from database import notifications as notification_sql
 from database import processed_updates
 from database.migrate import head_revision
 from database.pool import create_pool
@@ -192,21 +191,10 @@ class BotInstance:
         await refresh_shared_gauges(self.metrics, self.pool, count_stuck)
 
     async def _sender_loop(self) -> None:
-        """Send new notifications within seconds of their commit: a batch after another
-        while there are due rows, else a pause of ``NOTIFICATION_POLL_INTERVAL_S`` seconds.
-        Stops between batches once shutdown begins."""
+        """The notification sender (``NotificationRetryManager.run``) until shutdown: it
+        takes no new batch once the stop event is set and finishes the batches in hand."""
         assert self.services is not None and self._sender_stop is not None
-        services, stop = self.services, self._sender_stop
-        interval = self.settings.notification_poll_interval_s
-        while not stop.is_set():
-            try:
-                result = await services.notifications.drain_once()
-                if result.claimed:
-                    continue
-            except Exception as exc:
-                await services.error_handler.handle(exc, context={"loop": "notifications"})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+        await self.services.notifications.run(self._sender_stop)
 
     async def _serve(self) -> None:
         assert self._stop_requested is not None
@@ -289,10 +277,10 @@ class BotInstance:
             await task
 
     async def _release_claims(self) -> int:
-        if self.pool is None:
+        if self.services is None:
             return 0
         try:
-            return await notification_sql.release_claims(self.pool, self.instance_id)
+            return await self.services.notifications.release_claims()
         except Exception as exc:  # the rows then wait for their lease instead
             log.error("could not release claimed notifications: %s", type(exc).__name__)
             return 0

@@ -1,6 +1,13 @@
 """Notification templates: a template key and parameters stored on the outbox row are
-rendered at send time in the recipient's language. Parameters are escaped for HTML, the
-parse mode the bot uses."""
+rendered at send time in the recipient's language.
+
+Every parameter that is not a number is escaped for HTML, the parse mode the bot uses
+(``DefaultBotProperties(parse_mode=HTML)``), so user-supplied text (a description, a name)
+can never break the markup or inject tags; Telegram's HTML mode needs only ``< > &`` escaped
+(https://core.telegram.org/bots/api#html-style). Long values are cut (``MAX_PARAM_CHARS``
+per parameter, ``MAX_TEXT_CHARS`` for a whole-message ``{text}`` template) so that a message
+stays below Telegram's limit of 4096 characters.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +32,19 @@ TEMPLATES: dict[str, str] = {
         "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
     ),
     "admin.text": "{text}",
+    "admin.retry_queue_full": _(
+        "The notification retry queue is full ({size} of {limit}): new delivery failures are "
+        "dead-lettered until it drains. See /workflow_recovery."
+    ),
+    # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
+    "telegram.resend": "{text}",
     "admin.stuck_digest": _(
         "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
     ),
 }
+
+MAX_PARAM_CHARS = 1000
+MAX_TEXT_CHARS = 4000  # a template that is one parameter: the message itself
 
 STATE_MSGIDS = {
     "new": _("new"),
@@ -56,15 +72,27 @@ def make_renderer(i18n: I18n):
             raise UnknownTemplateError(template_key) from exc
         values: dict[str, Any] = {}
         for key, value in params.items():
-            if key == "state" and value in STATE_MSGIDS:
+            if key == "state" and isinstance(value, str) and value in STATE_MSGIDS:
                 value = i18n.gettext(STATE_MSGIDS[value], locale=locale)
-            elif key == "workflow_type" and value in WORKFLOW_MSGIDS:
+            elif key == "workflow_type" and isinstance(value, str) and value in WORKFLOW_MSGIDS:
                 value = i18n.gettext(WORKFLOW_MSGIDS[value], locale=locale)
-            values[key] = html.escape(str(value)) if isinstance(value, str) else value
+            limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
+            values[key] = escape_param(value, limit)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
         return text.format_map(_Missing(values))
 
     return render
+
+
+def escape_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:
+    """A parameter ready for an HTML message: numbers as they are, anything else as text cut
+    to ``limit`` characters and HTML-escaped."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text, quote=False)
 
 
 class _Missing(dict[str, Any]):

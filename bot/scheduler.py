@@ -44,13 +44,7 @@ JobFunc = Callable[[Services], Awaitable[object]]
 
 async def retry_notifications(services: Services) -> object:
     """Deliver due notifications and retries (bounded number of batches per run)."""
-    total = 0
-    for _ in range(20):
-        result = await services.notifications.drain_once()
-        total += result.claimed
-        if result.claimed == 0:
-            break
-    return {"claimed": total}
+    return (await services.notifications.drain(max_batches=20)).as_dict()
 
 
 async def reconcile_inventory(services: Services) -> object:
@@ -81,7 +75,8 @@ async def cleanup(services: Services) -> dict[str, int]:
 
     The three cleanup functions of the schema (``ERROR_RETENTION_DAYS``,
     ``TRANSACTION_LOG_RETENTION_DAYS``, ``HEALTH_SNAPSHOT_RETENTION_DAYS``), then the
-    operations tables (``JOB_RUN_RETENTION_DAYS``, ``PROCESSED_UPDATE_RETENTION_DAYS``).
+    operations tables (``JOB_RUN_RETENTION_DAYS``, ``PROCESSED_UPDATE_RETENTION_DAYS``), then
+    the delivered and discarded notifications (``NOTIFICATION_RETENTION_DAYS``).
     Each count is logged by ``JobRunner``, stored in ``job_runs.result`` and added to
     ``bot_cleanup_removed_rows_total{table}``.
     """
@@ -98,6 +93,9 @@ async def cleanup(services: Services) -> dict[str, int]:
         "job_runs": await job_runs.delete_older_than(pool, s.job_run_retention_days),
         "processed_updates": await processed_updates.delete_older_than(
             pool, s.processed_update_retention_days
+        ),
+        "pending_notifications": await services.notifications.cleanup(
+            s.notification_retention_days
         ),
     }
     if services.metrics is not None:

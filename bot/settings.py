@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     notification_batch_size: int = Field(default=50, ge=1)
     notification_poll_interval_s: float = Field(default=2.0, gt=0)
     notification_retention_days: int = Field(default=14, ge=1)
+    notification_concurrency: int = Field(default=8, ge=1)
+    notification_send_timeout_s: float = Field(default=15.0, gt=0)
     # Telegram limits: https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this
     rate_limit_enabled: bool = True
     rate_global_per_s: float = Field(default=30.0, gt=0)

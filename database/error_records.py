@@ -1,19 +1,33 @@
-"""SQL of ``error_records``: one row per error group (fingerprint)."""
+"""SQL of ``error_records``: one row per error group, keyed by its fingerprint.
+
+Group life cycle: ``open`` on the first occurrence; ``resolved`` by an admin; a resolved
+group that happens again becomes ``regressed`` (and counts on in the same row).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 # Record one occurrence: a new group, or one more occurrence of an existing group. A resolved
 # group that happens again becomes 'regressed'. xmax = 0 tells a fresh insert from an update.
+# The reference ($1) is only used for a new group; an existing group keeps its own.
+# $10 false: asynchronous commit for this transaction (set_config(..., true) is local to it;
+# PostgreSQL reads the setting when it commits): the caller does not wait for the WAL flush.
+# A server crash can lose the last moments of error records (never corrupt them); an error
+# storm is not slowed down by the disk. See "Asynchronous Commit" in the PostgreSQL manual.
 UPSERT_SQL = """
 INSERT INTO error_records
     (reference, fingerprint, category, severity, error_type, message, location,
      stack_trace, context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb
+ WHERE set_config('synchronous_commit',
+                  CASE WHEN $10::boolean THEN current_setting('synchronous_commit')
+                       ELSE 'off' END,
+                  true) IS NOT NULL
 ON CONFLICT (fingerprint) DO UPDATE SET
     occurrence_count = error_records.occurrence_count + 1,
     last_seen_at = now(),
@@ -34,6 +48,38 @@ UPDATE error_records SET last_alerted_at = now()
 RETURNING last_alerted_at
 """
 
+# Resolve a group by reference. last_alerted_at is cleared so that a regression of a
+# critical group alerts at once, whatever the alert window.
+RESOLVE_SQL = """
+UPDATE error_records
+   SET status = 'resolved', resolved_at = now(), resolved_by = $2, last_alerted_at = NULL
+ WHERE reference = upper($1) AND status <> 'resolved'
+RETURNING *
+"""
+
+GET_BY_REFERENCE_SQL = "SELECT * FROM error_records WHERE reference = upper(btrim($1))"
+
+# Groups by occurrence count, most frequent first; $3: only groups seen in the last $3
+# seconds (NULL = any time); $4: include resolved groups. Unresolved and all-time: the
+# partial index ix_error_records_open_count.
+TOP_GROUPS_SQL = """
+SELECT * FROM error_records
+ WHERE ($4 OR status <> 'resolved')
+   AND ($3::double precision IS NULL OR last_seen_at > now() - make_interval(secs => $3))
+ ORDER BY occurrence_count DESC, last_seen_at DESC, id
+ LIMIT $1 OFFSET $2
+"""
+
+# Groups seen in the last $1 seconds by category and severity, with their running totals
+# (ix_error_records_category_last_seen).
+GROUP_COUNTS_SQL = """
+SELECT category, severity, count(*) AS groups, sum(occurrence_count) AS total_occurrences
+  FROM error_records
+ WHERE last_seen_at > now() - make_interval(secs => $1)
+ GROUP BY category, severity
+ ORDER BY total_occurrences DESC, category, severity
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
@@ -44,6 +90,20 @@ class UpsertResult:
     occurrence_count: int
     status: str
     inserted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCount:
+    """Error groups of one (category, severity) seen in a window.
+
+    ``total_occurrences`` is those groups' running total (since each group's first
+    occurrence), not the occurrences inside the window: those need an hourly rollup.
+    """
+
+    category: str
+    severity: str
+    groups: int
+    total_occurrences: int
 
 
 async def upsert(
@@ -58,8 +118,17 @@ async def upsert(
     location: str | None,
     stack_trace: str | None,
     context: dict[str, Any],
+    durable: bool = True,
 ) -> UpsertResult:
-    """Record one occurrence of an error group (see ``UPSERT_SQL``)."""
+    """Record one occurrence of an error group (see ``UPSERT_SQL``).
+
+    ``durable=False`` commits asynchronously (use it when the statement is its own
+    transaction and nothing else is written with it).
+
+    Raises:
+        asyncpg.UniqueViolationError: ``reference`` is taken by another group (a new group
+            only; retry with a fresh reference).
+    """
     row = await conn.fetchrow(
         UPSERT_SQL,
         reference,
@@ -71,6 +140,7 @@ async def upsert(
         location,
         stack_trace,
         context,
+        durable,
     )
     assert row is not None
     return UpsertResult(
@@ -78,13 +148,51 @@ async def upsert(
     )
 
 
-async def claim_alert(conn: asyncpg.Connection, record_id: int, window_s: float) -> bool:
-    """True when this caller may alert for the group now (once per ``window_s`` seconds)."""
-    return await conn.fetchval(CLAIM_ALERT_SQL, record_id, float(window_s)) is not None
+async def claim_alert(conn: asyncpg.Connection, record_id: int, window_s: float) -> datetime | None:
+    """The claim time when this caller may alert for the group now (at most once per
+    ``window_s`` seconds), else None."""
+    return await conn.fetchval(CLAIM_ALERT_SQL, record_id, float(window_s))
 
 
-async def get_by_reference(conn: asyncpg.Connection, reference: str) -> asyncpg.Record | None:
-    """The group whose reference a user quoted (case-insensitive), or None."""
-    return await conn.fetchrow(
-        "SELECT * FROM error_records WHERE reference = upper($1)", reference.strip()
+async def get_by_reference(
+    conn: asyncpg.Connection | asyncpg.Pool, reference: str
+) -> asyncpg.Record | None:
+    """The group whose reference a user quoted (case and surrounding blanks ignored)."""
+    return await conn.fetchrow(GET_BY_REFERENCE_SQL, reference)
+
+
+async def resolve(
+    conn: asyncpg.Connection | asyncpg.Pool, reference: str, resolved_by: int | None
+) -> asyncpg.Record | None:
+    """Mark the group resolved; returns the updated row, or None when there is no such
+    group or it is resolved already."""
+    return await conn.fetchrow(RESOLVE_SQL, reference.strip(), resolved_by)
+
+
+async def top_groups(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    limit: int,
+    offset: int = 0,
+    window_s: float | None = None,
+    include_resolved: bool = False,
+) -> list[asyncpg.Record]:
+    """Groups by occurrence count (see ``TOP_GROUPS_SQL``)."""
+    return await conn.fetch(
+        TOP_GROUPS_SQL,
+        limit,
+        offset,
+        None if window_s is None else float(window_s),
+        include_resolved,
     )
+
+
+async def group_counts(
+    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
+) -> list[GroupCount]:
+    """Groups seen in the last ``window_s`` seconds by category and severity."""
+    rows = await conn.fetch(GROUP_COUNTS_SQL, float(window_s))
+    return [
+        GroupCount(r["category"], r["severity"], r["groups"], int(r["total_occurrences"]))
+        for r in rows
+    ]

@@ -68,3 +68,27 @@ async def admin_recipients(
                 continue
             result.setdefault(telegram_id, row["id"] if row is not None else None)
     return [(user_id, chat_id) for chat_id, user_id in result.items()]
+
+
+async def enqueue_for_admins(
+    conn: asyncpg.Connection,
+    *,
+    key_prefix: str,
+    template_key: str,
+    params: dict[str, Any],
+    extra_telegram_ids: list[int] | tuple[int, ...] = (),
+) -> int:
+    """Enqueue one notification per admin (see ``admin_recipients``) with the idempotency
+    key ``{key_prefix}:{chat_id}``; returns how many were new (a repeated prefix adds none)."""
+    count = 0
+    for user_id, chat_id in await admin_recipients(conn, extra_telegram_ids):
+        enqueued = await enqueue(
+            conn,
+            idempotency_key=f"{key_prefix}:{chat_id}",
+            chat_id=chat_id,
+            recipient_id=user_id,
+            template_key=template_key,
+            params=params,
+        )
+        count += enqueued is not None
+    return count

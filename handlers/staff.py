@@ -6,7 +6,7 @@ import html
 
 import asyncpg
 from aiogram import Router
-from aiogram.filters import Command
+from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -61,3 +61,35 @@ async def advance(
     await query.answer(text)
     if query.message is not None:
         await query.message.answer(text)
+
+
+@router.message(Command("use"))
+async def use_material(
+    message: Message,
+    command: CommandObject,
+    user: asyncpg.Record,
+    state_manager: EnhancedStateManager,
+) -> None:
+    """``/use <request id> <material id> <quantity>``: a technician or the warehouse takes
+    materials from stock for a request. The Telegram message names the use (idempotency
+    key), so a re-delivered update takes nothing twice."""
+    parts = (command.args or "").split()
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        await message.answer(html.escape(_("Usage: /use <request> <material> <quantity>")))
+        return
+    request_id, material_id, quantity = (int(part) for part in parts)
+    use = await state_manager.use_materials(
+        Actor(user["id"], user["role"]),
+        request_id,
+        material_id,
+        quantity,
+        idempotency_key=f"tg:{message.chat.id}:{message.message_id}",
+    )
+    await message.answer(
+        _("Used {quantity} of material #{material} for request #{id}; {balance} left.").format(
+            quantity=use.quantity,
+            material=use.material_id,
+            id=use.request_id,
+            balance=use.balance_after,
+        )
+    )

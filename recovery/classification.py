@@ -1,25 +1,42 @@
 """``classify(exc)``: the design's error classification table as code.
 
-Sources of the rules:
-- PostgreSQL SQLSTATE codes, Appendix A of the PostgreSQL manual
-  (https://www.postgresql.org/docs/current/errcodes-appendix.html): class 08 connection
-  exceptions, 40001 serialization_failure, 40P01 deadlock_detected, 57P01..57P03
-  admin_shutdown / crash_shutdown / cannot_connect_now, class 53 insufficient resources,
-  class 23 integrity constraint violations, class 22 data exceptions, class 42 syntax error or
-  access rule violation.
-- Telegram Bot API error answers (https://core.telegram.org/bots/api#making-requests and
-  https://core.telegram.org/bots/faq): 429 with ``parameters.retry_after``, 403 when the bot
-  was blocked / the user deactivated / the bot kicked, 400 descriptions such as
-  "Bad Request: chat not found", 5xx on Telegram's side.
+Every exception that reaches the bot gets a :class:`Classification`: its category and
+severity, whether repeating the operation may succeed and how (:class:`RetryStrategy`), and
+for Telegram's 429 after how many seconds. ``docs/errors.md`` shows the table in one place.
 
-The aiogram exception classes are imported lazily, so that the core does not need aiogram
-to classify database or domain errors.
+Sources of the rules:
+
+- PostgreSQL SQLSTATE codes, Appendix A of the PostgreSQL manual
+  (https://www.postgresql.org/docs/current/errcodes-appendix.html). PostgreSQL errors are
+  classified by their SQLSTATE (exact code first, then its two-character class), never by
+  message text; asyncpg puts the code on every server error as ``exc.sqlstate`` and also on
+  its client-side connection errors (``ConnectionDoesNotExistError`` is 08003).
+- Telegram Bot API error answers (https://core.telegram.org/bots/api#making-requests,
+  https://core.telegram.org/bots/faq): the HTTP status picks aiogram's exception class
+  (429 ``TelegramRetryAfter`` with ``parameters.retry_after``, 403 ``TelegramForbiddenError``,
+  5xx ``TelegramServerError``...). A 400 is told apart by its ``description`` text, the only
+  thing Telegram gives ("Bad Request: chat not found", "Bad Request: message is not
+  modified: ...").
+- The project's own exceptions (``recovery.exceptions``) by class.
+
+Strategies (who acts on them):
+
+- ``TRANSACTION``: repeat the whole database transaction with bounded exponential backoff
+  (``recovery.transactions``; safe because a failed transaction left nothing behind).
+- ``BACKOFF``: a Telegram call that may succeed later; a failed send goes to the
+  notification outbox, which retries with exponential backoff and full jitter.
+- ``WAIT``: Telegram flood control: wait exactly ``retry_after`` seconds, no backoff.
+- ``IMMEDIATE``: resend at once to ``migrate_to_chat_id`` (a group became a supergroup).
+- ``NONE``: do not repeat; answer the user (data, business) or alert the admins (critical).
+
+aiogram and asyncpg are imported lazily, so that the core classifies domain errors without
+them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
+import errno
 import socket
 from dataclasses import dataclass
 
@@ -55,7 +72,7 @@ class ErrorSeverity(enum.StrEnum):
 
 
 class RetryStrategy(enum.StrEnum):
-    """How a retryable error is retried."""
+    """How a retryable error is retried (see the module docstring)."""
 
     NONE = "none"
     BACKOFF = "backoff"  # exponential backoff with full jitter
@@ -72,14 +89,15 @@ class Classification:
         category, severity: see the enums.
         retryable: repeating the same operation may succeed.
         retry_after: seconds to wait before the retry (Telegram 429), else None.
-        strategy: how to retry.
+        strategy: how to retry (``NONE`` when not retryable).
         permanent: retrying can never succeed for this target (blocked user, chat not found).
-        ignore: harmless, log at debug and carry on ("message is not modified").
-        alert_admins: admins are alerted (critical errors).
+        ignore: harmless (e.g. "message is not modified"): recorded at low severity, the user
+            is not told anything.
         mark_user_blocked: the recipient must be marked as unreachable.
         migrate_to_chat_id: the new chat id of a group that became a supergroup.
-        code: the SQLSTATE or the Telegram error code, when there is one.
-        reason: a short machine-readable reason (``deadlock``, ``bot_blocked``...).
+        code: the SQLSTATE or the Telegram HTTP status (``"429"``, ``"5xx"``), when known.
+        reason: a short machine-readable reason (``deadlock``, ``bot_blocked``...); the user's
+            message is chosen by it (``middlewares.error_messages``).
     """
 
     category: ErrorCategory
@@ -89,46 +107,156 @@ class Classification:
     strategy: RetryStrategy = RetryStrategy.NONE
     permanent: bool = False
     ignore: bool = False
-    alert_admins: bool = False
     mark_user_blocked: bool = False
     migrate_to_chat_id: int | None = None
     code: str | None = None
     reason: str = ""
 
+    @property
+    def alert_admins(self) -> bool:
+        """Critical errors alert the admins (once per error group per alert window)."""
+        return self.severity is ErrorSeverity.CRITICAL
+
 
 C, S, R = ErrorCategory, ErrorSeverity, RetryStrategy
 
 
-def _transient(
-    reason: str, code: str | None = None, *, strategy: R = R.TRANSACTION, severity: S = S.MEDIUM
+def _retry(
+    reason: str,
+    code: str | None = None,
+    *,
+    strategy: RetryStrategy = R.TRANSACTION,
+    severity: ErrorSeverity = S.MEDIUM,
 ) -> Classification:
-    return Classification(C.TRANSIENT, severity, retryable=True, strategy=strategy,
-                          code=code, reason=reason)  # fmt: skip
+    """A transient error: repeating may succeed."""
+    return Classification(C.TRANSIENT, severity, retryable=True, strategy=strategy, code=code,
+                          reason=reason)  # fmt: skip
+
+
+def _fail(
+    category: ErrorCategory, severity: ErrorSeverity, reason: str, code: str | None = None
+) -> Classification:
+    """An error that repeating cannot fix."""
+    return Classification(category, severity, code=code, reason=reason)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+# Exact SQLSTATE codes, checked before the classes below.
+_SQLSTATE_CODES: dict[str, tuple[str, ...]] = {
+    # (kind, reason[, severity]); kind "retry" = transient + TRANSACTION
+    "40001": ("retry", "serialization_failure"),
+    "40P01": ("retry", "deadlock"),
+    "40002": ("data", "integrity_violation"),  # deferred constraint failed at COMMIT
+    "57P01": ("retry", "admin_shutdown", "high"),
+    "57P02": ("retry", "crash_shutdown", "high"),
+    "57P03": ("retry", "cannot_connect_now", "high"),
+    "57P04": ("system", "database_dropped", "critical"),
+    "57P05": ("retry", "idle_session_timeout"),
+    "57014": ("retry", "query_canceled"),  # statement_timeout or pg_cancel_backend
+    "55P03": ("retry", "lock_not_available"),  # lock_timeout / NOWAIT
+    "25P03": ("retry", "idle_in_transaction_timeout"),
+    "25P04": ("retry", "transaction_timeout"),
+}
+# SQLSTATE classes (first two characters).
+_SQLSTATE_CLASSES: dict[str, tuple[str, ...]] = {
+    "08": ("retry", "connection_exception"),
+    "40": ("retry", "transaction_rollback"),
+    "53": ("system", "insufficient_resources", "critical"),  # disk full, OOM, connections
+    "23": ("data", "integrity_violation"),
+    "22": ("data", "data_exception"),
+    "42": ("system", "schema_or_syntax", "critical"),  # undefined table/column: a bug or a
+    # missing migration
+    "28": ("system", "invalid_authorization", "critical"),
+    "3D": ("system", "invalid_catalog_name", "critical"),  # the database does not exist
+    "58": ("system", "system_io_error", "critical"),
+    "XX": ("system", "internal_error", "critical"),  # e.g. data corrupted
+    "54": ("system", "program_limit_exceeded", "high"),
+}
+
+
+def _from_row(row: tuple[str, ...], sqlstate: str) -> Classification:
+    kind, reason = row[0], row[1]
+    severity = S(row[2]) if len(row) > 2 else None
+    if kind == "retry":
+        return _retry(reason, sqlstate, severity=severity or S.MEDIUM)
+    if kind == "data":
+        return _fail(C.DATA, severity or S.MEDIUM, reason, sqlstate)
+    return _fail(C.SYSTEM, severity or S.HIGH, reason, sqlstate)
 
 
 def classify_sqlstate(sqlstate: str) -> Classification:
-    """Classify a PostgreSQL error by its five-character SQLSTATE (class = first two)."""
-    klass = sqlstate[:2]
-    if sqlstate in ("40001", "40P01"):
-        reason = "serialization_failure" if sqlstate == "40001" else "deadlock"
-        return _transient(reason, sqlstate)
-    if sqlstate in ("57P01", "57P02", "57P03"):
-        return _transient("server_shutdown", sqlstate, severity=S.HIGH)
-    if klass == "08":
-        return _transient("connection_exception", sqlstate)
-    if klass == "53":
-        return Classification(C.SYSTEM, S.CRITICAL, alert_admins=True, code=sqlstate,
-                              reason="insufficient_resources")  # fmt: skip
-    if klass == "23":
-        return Classification(C.DATA, S.MEDIUM, code=sqlstate, reason="integrity_violation")
-    if klass == "22":
-        return Classification(C.DATA, S.MEDIUM, code=sqlstate, reason="data_exception")
-    if klass == "42":
-        return Classification(C.SYSTEM, S.CRITICAL, alert_admins=True, code=sqlstate,
-                              reason="schema_or_syntax")  # fmt: skip
-    if sqlstate == "57014":  # query_canceled (statement_timeout)
-        return _transient("query_canceled", sqlstate)
-    return Classification(C.SYSTEM, S.HIGH, code=sqlstate, reason="database_error")
+    """Classify a PostgreSQL error by its five-character SQLSTATE.
+
+    The exact code wins over its class (``40002`` is data, the rest of class 40 transient);
+    an unknown code is a system error of high severity.
+    """
+    row = _SQLSTATE_CODES.get(sqlstate) or _SQLSTATE_CLASSES.get(sqlstate[:2])
+    if row is None:
+        return _fail(C.SYSTEM, S.HIGH, "database_error", sqlstate)
+    return _from_row(row, sqlstate)
+
+
+# --- Telegram -----------------------------------------------------------------------------
+# 400 descriptions (lower case substrings) -> verdict. Order matters: first match wins.
+_BAD_REQUEST: tuple[tuple[tuple[str, ...], Classification], ...] = (
+    (
+        ("chat not found", "user not found", "peer_id_invalid", "user_is_blocked"),
+        Classification(C.NOTIFICATION, S.LOW, permanent=True, mark_user_blocked=True,
+                       code="400", reason="chat_not_found"),
+    ),
+    (
+        ("not enough rights", "have no rights", "chat_write_forbidden", "chat_restricted"),
+        Classification(C.NOTIFICATION, S.LOW, permanent=True, code="400", reason="no_rights"),
+    ),
+    (
+        ("message is not modified",),
+        Classification(C.NOTIFICATION, S.LOW, ignore=True, code="400",
+                       reason="message_not_modified"),
+    ),
+    (
+        ("query is too old", "query id is invalid"),
+        Classification(C.NOTIFICATION, S.LOW, ignore=True, code="400", reason="query_too_old"),
+    ),
+    (
+        ("message to edit not found", "message to delete not found", "message can't be edited",
+         "message can't be deleted"),
+        Classification(C.NOTIFICATION, S.LOW, ignore=True, code="400", reason="message_gone"),
+    ),
+    (
+        ("can't parse entities", "can't find end of the entity", "unsupported start tag"),
+        _fail(C.SYSTEM, S.HIGH, "parse_entities", "400"),  # an escaping bug of ours
+    ),
+    (
+        ("message is too long", "message_too_long", "caption is too long", "text is too long"),
+        _fail(C.SYSTEM, S.HIGH, "message_too_long", "400"),  # we sent more than Telegram takes
+    ),
+    (
+        ("message text is empty", "text must be non-empty"),
+        _fail(C.SYSTEM, S.HIGH, "empty_text", "400"),
+    ),
+    (
+        ("button_data_invalid", "can't parse inline keyboard", "reply markup is too long",
+         "can't parse reply keyboard"),
+        _fail(C.SYSTEM, S.HIGH, "bad_markup", "400"),
+    ),
+    (
+        ("wrong file identifier", "file must be non-empty", "image_process_failed",
+         "photo_invalid_dimensions", "wrong type of the web page content"),
+        _fail(C.DATA, S.MEDIUM, "bad_file", "400"),
+    ),
+    (
+        ("message to be replied not found",),
+        Classification(C.NOTIFICATION, S.MEDIUM, code="400", reason="reply_target_gone"),
+    ),
+)  # fmt: skip
+
+_FORBIDDEN_REASONS: tuple[tuple[str, str], ...] = (
+    ("blocked by the user", "bot_blocked"),
+    ("user is deactivated", "user_deactivated"),
+    ("kicked", "bot_kicked"),
+    ("can't initiate conversation", "cannot_initiate"),
+    ("not a member", "bot_not_member"),
+)
 
 
 def _classify_telegram(exc: BaseException) -> Classification | None:
@@ -146,45 +274,130 @@ def _classify_telegram(exc: BaseException) -> Classification | None:
         return Classification(C.NOTIFICATION, S.LOW, retryable=True, strategy=R.IMMEDIATE,
                               migrate_to_chat_id=exc.migrate_to_chat_id, code="400",
                               reason="migrated_to_supergroup")  # fmt: skip
-    if isinstance(exc, tg.TelegramServerError):
-        return _transient("telegram_server_error", "5xx", strategy=R.BACKOFF)
-    if isinstance(exc, tg.TelegramNetworkError):
-        return _transient("telegram_network_error", None, strategy=R.BACKOFF)
+    if isinstance(exc, tg.TelegramServerError):  # includes RestartingTelegram
+        return _retry("telegram_server_error", "5xx", strategy=R.BACKOFF)
+    if isinstance(exc, tg.TelegramEntityTooLarge):  # 413 (a subclass of the network error)
+        return _fail(C.DATA, S.MEDIUM, "entity_too_large", "413")
+    if isinstance(exc, tg.TelegramNetworkError):  # aiohttp errors and timeouts
+        return _retry("telegram_network_error", None, strategy=R.BACKOFF)
     if isinstance(exc, tg.TelegramForbiddenError):
+        text = exc.message.lower()
+        reason = next((r for key, r in _FORBIDDEN_REASONS if key in text), "forbidden")
         return Classification(C.NOTIFICATION, S.LOW, permanent=True, mark_user_blocked=True,
-                              code="403", reason="bot_blocked")  # fmt: skip
-    if isinstance(exc, tg.TelegramUnauthorizedError):
-        return Classification(C.SYSTEM, S.CRITICAL, code="401", reason="bad_token")
+                              code="403", reason=reason)  # fmt: skip
+    if isinstance(exc, tg.TelegramUnauthorizedError):  # the token was revoked
+        return _fail(C.SYSTEM, S.CRITICAL, "bad_token", "401")
+    if isinstance(exc, tg.TelegramConflictError):  # another instance polls, or a webhook
+        return _fail(C.SYSTEM, S.HIGH, "conflict", "409")
+    if isinstance(exc, tg.TelegramNotFound):  # wrong method or API server URL
+        return _fail(C.SYSTEM, S.HIGH, "api_not_found", "404")
     if isinstance(exc, tg.TelegramBadRequest):
         text = exc.message.lower()
-        if "chat not found" in text or "user not found" in text or "peer_id_invalid" in text:
-            return Classification(C.NOTIFICATION, S.LOW, permanent=True,
-                                  mark_user_blocked=True, code="400",
-                                  reason="chat_not_found")  # fmt: skip
-        if "message is not modified" in text:
-            return Classification(C.NOTIFICATION, S.LOW, ignore=True, code="400",
-                                  reason="message_not_modified")  # fmt: skip
-        if "query is too old" in text or "query id is invalid" in text:
-            return Classification(C.NOTIFICATION, S.LOW, ignore=True, code="400",
-                                  reason="query_too_old")  # fmt: skip
-        if "can't parse entities" in text or "can't find end of the entity" in text:
-            return Classification(C.SYSTEM, S.HIGH, code="400", reason="parse_entities")
-        if "message to edit not found" in text or "message to delete not found" in text:
-            return Classification(C.NOTIFICATION, S.LOW, ignore=True, code="400",
-                                  reason="message_gone")  # fmt: skip
+        for keys, verdict in _BAD_REQUEST:
+            if any(key in text for key in keys):
+                return verdict
         return Classification(C.NOTIFICATION, S.MEDIUM, code="400", reason="bad_request")
     if isinstance(exc, tg.TelegramAPIError):
-        return Classification(C.NOTIFICATION, S.MEDIUM, code=None, reason="telegram_error")
+        return Classification(C.NOTIFICATION, S.MEDIUM, reason="telegram_error")
+    if isinstance(exc, tg.ClientDecodeError):
+        # not JSON at all (a proxy's HTML error page): transient; JSON that does not fit
+        # aiogram's models: a version mismatch, a system error
+        if isinstance(exc.original, ValueError) and not _is_validation_error(exc.original):
+            return _retry("telegram_bad_response", None, strategy=R.BACKOFF)
+        return _fail(C.SYSTEM, S.HIGH, "telegram_response_mismatch")
     return None
+
+
+def _is_validation_error(exc: BaseException) -> bool:
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, ValidationError)
+
+
+# --- connection errors and timeouts -------------------------------------------------------
+_NETWORK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH",
+                 "ENETUNREACH", "ENETDOWN", "EPIPE", "ENOTCONN", "EHOSTDOWN")
+    if hasattr(errno, name)
+)  # fmt: skip
+
+
+# asyncpg's own texts for a connection that is gone (an ``InterfaceError`` has no SQLSTATE).
+# A pooled connection whose server process died is released by the pool at once, so the
+# caller's next statement says "released back to the pool"; the same text after a misuse of
+# a released proxy is a bug, but a whole-transaction retry costs a bounded few attempts
+# there, while not retrying a dropped connection loses the operation.
+_ASYNCPG_CONNECTION_GONE = (
+    "connection is closed",
+    "the underlying connection is closed",
+    "connection has been released back to the pool",
+)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A dropped or refused connection (to PostgreSQL or any server), told by type and errno,
+    and for asyncpg's ``InterfaceError`` (no SQLSTATE) by its own literal texts."""
+    if isinstance(exc, ConnectionError | socket.gaierror):  # refused, reset, aborted, pipe
+        return True
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+        if exc.errno in _NETWORK_ERRNOS:
+            return True
+        # asyncio's create_connection over several addresses: "Multiple exceptions: [Errno
+        # 111] Connect call failed ..." with errno None
+        return exc.errno is None and "connect call failed" in str(exc).lower()
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover
+        return False
+    if not isinstance(exc, asyncpg.InterfaceError):
+        return False
+    text = str(exc)
+    return any(phrase in text for phrase in _ASYNCPG_CONNECTION_GONE)
+
+
+# --- domain -------------------------------------------------------------------------------
+def _classify_domain(exc: DomainError) -> Classification:
+    if isinstance(exc, InsufficientStockError):
+        return _fail(C.INVENTORY, S.MEDIUM, "insufficient_stock")
+    if isinstance(exc, ConcurrentModificationError):
+        return _fail(C.BUSINESS_LOGIC, S.LOW, "concurrent_modification")
+    if isinstance(exc, InvalidTransitionError):
+        return _fail(C.BUSINESS_LOGIC, S.LOW, "invalid_transition")
+    if isinstance(exc, PermissionDeniedError):
+        return _fail(C.BUSINESS_LOGIC, S.MEDIUM, "permission_denied")
+    if isinstance(exc, InputValidationError):
+        return _fail(C.DATA, S.LOW, "validation")
+    if isinstance(exc, NotFoundError):
+        return _fail(C.DATA, S.LOW, "not_found")
+    return _fail(C.BUSINESS_LOGIC, S.MEDIUM, "domain")
+
+
+UNEXPECTED = Classification(C.SYSTEM, S.HIGH, reason="unexpected")
+"""The safe default: an error nobody expected is a system error of high severity."""
 
 
 def classify(exc: BaseException) -> Classification:
     """Classify any exception by the design's table; never raises.
 
-    Order: the project's domain errors, PostgreSQL errors by SQLSTATE (not by message text),
-    asyncpg client-side connection errors, Telegram errors, timeouts and OS-level connection
-    errors, and finally the safe default (system, high).
+    Order: the project's domain errors; PostgreSQL errors by SQLSTATE (asyncpg's server
+    errors and its connection errors, which carry class 08 codes); Telegram errors (aiogram);
+    dropped or refused connections; timeouts (``asyncio.TimeoutError`` from asyncpg's
+    ``command_timeout`` or a pool acquire timeout: retry the transaction); and finally the
+    safe default, ``UNEXPECTED`` (system, high).
+
+    An exception that wraps another (``raise DomainError(...) from exc``) is classified as
+    itself: the wrapper is the project's own verdict.
     """
+    try:
+        return _classify(exc)
+    except Exception:  # pragma: no cover - a bug here must not hide the original error
+        return UNEXPECTED
+
+
+def _classify(exc: BaseException) -> Classification:
     if isinstance(exc, DomainError):
         return _classify_domain(exc)
     sqlstate = getattr(exc, "sqlstate", None)
@@ -194,40 +407,7 @@ def classify(exc: BaseException) -> Classification:
     if telegram is not None:
         return telegram
     if _is_connection_error(exc):
-        return _transient("connection_lost", None)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return _transient("timeout", None)
-    return Classification(C.SYSTEM, S.HIGH, reason="unexpected")
-
-
-def _classify_domain(exc: DomainError) -> Classification:
-    if isinstance(exc, InsufficientStockError):
-        return Classification(C.INVENTORY, S.MEDIUM, reason="insufficient_stock")
-    if isinstance(exc, ConcurrentModificationError):
-        return Classification(C.BUSINESS_LOGIC, S.LOW, reason="concurrent_modification")
-    if isinstance(exc, InvalidTransitionError):
-        return Classification(C.BUSINESS_LOGIC, S.LOW, reason="invalid_transition")
-    if isinstance(exc, PermissionDeniedError):
-        return Classification(C.BUSINESS_LOGIC, S.MEDIUM, reason="permission_denied")
-    if isinstance(exc, InputValidationError):
-        return Classification(C.DATA, S.LOW, reason="validation")
-    if isinstance(exc, NotFoundError):
-        return Classification(C.DATA, S.LOW, reason="not_found")
-    return Classification(C.BUSINESS_LOGIC, S.MEDIUM, reason="domain")
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover
-        asyncpg = None  # type: ignore[assignment]
-    if asyncpg is not None:
-        if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
-            return True
-        if isinstance(exc, asyncpg.InterfaceError) and "connection" in str(exc).lower():
-            return True
-        if isinstance(exc, asyncpg.exceptions.ConnectionFailureError):
-            return True
-    return isinstance(exc, ConnectionError | socket.gaierror | BrokenPipeError) or (
-        isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)
-    )
+        return _retry("connection_lost")
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is the same class
+        return _retry("timeout")
+    return UNEXPECTED

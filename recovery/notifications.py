@@ -1,36 +1,65 @@
 """``NotificationRetryManager``: delivers the transactional outbox (``pending_notifications``).
 
-Delivery is at least once: a row is claimed with a lease (``FOR UPDATE SKIP LOCKED``), sent,
-then marked sent; a sender that dies between the send and the mark leaves a row that is
-claimed again after its lease and may be delivered twice.
+Delivery is at least once (docs/notifications.md): rows are claimed in batches with a lease
+(``FOR UPDATE SKIP LOCKED``), sent, then marked sent one by one; a sender that dies between a
+send and its mark leaves a row that another sender claims again once the lease has expired,
+and that row is delivered twice. Two live senders never hold the same row.
 
-Retry policy (design: Policies / Retries): exponential backoff with full jitter,
-``delay = uniform(0, min(max_delay_s, base_delay_s * 2**attempt))``, up to ``max_attempts``;
-then the row is dead (a dead letter, kept and visible to admins). Telegram 429 waits exactly
-``retry_after`` seconds without spending an attempt.
+Outcomes, by ``classify`` of the send's exception:
+
+- success: 'sent' with Telegram's message id;
+- 429 (``RetryStrategy.WAIT``): due again in exactly ``retry_after`` seconds, no attempt
+  spent; every send of this process and every instance's claims pause that long;
+- 5xx, network errors, timeouts (transient): a ``notification_retry_queue`` entry, due after
+  exponential backoff with full jitter; after ``max_attempts`` attempts the row is dead;
+- 403 blocked / deactivated, 400 chat not found (``permanent``): 'skipped', the user marked
+  unreachable so that later rows to them are skipped until they write to the bot again;
+- ``TelegramMigrateToChat``: the stored chat id follows the supergroup, sent again at once;
+- anything else: recorded through ``ErrorHandler``, then retried like a transient error.
+
+The retry queue is bounded: a row that would enter a full queue is dead-lettered ("queue
+full") and the admins are alerted once per episode.
+
+The core does not import aiogram: the bot supplies a ``Sender`` and a ``Renderer``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
 from database import notifications as sql
-from database import users
-from recovery.classification import RetryStrategy, classify
+from database import outbox, users
+from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
+from recovery.rate_limit import TelegramRateLimiter
+
+if TYPE_CHECKING:  # the core does not depend on the bot package at run time
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Renderer = Callable[[str, dict[str, Any], str], str]
 """(template_key, params, locale) -> message text, rendered at send time."""
+
+Clock = Callable[[], float]
+
+_UNBOUNDED = 2**62  # batches of one run-loop turn: until a short batch or the stop
+QUEUE_FULL_TEMPLATE = "admin.retry_queue_full"
+QUEUE_FULL_REASON = "queue full"
+MAX_ATTEMPTS_REASON = "max attempts"
+UNREACHABLE_REASON = "recipient unreachable"
 
 
 class Sender(Protocol):
@@ -39,12 +68,27 @@ class Sender(Protocol):
     def __call__(self, chat_id: int, text: str) -> Awaitable[int | None]: ...
 
 
+class ErrorRecorder(Protocol):
+    """What the manager needs of ``recovery.errors.ErrorHandler``."""
+
+    async def handle(self, exc: BaseException, *, context: dict[str, Any] | None = None) -> Any:
+        """Record ``exc``; never raises."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter.
+    """Exponential backoff with full jitter (design: Policies / Retries).
+
+    ``delay_s(n) = uniform(0, min(max_delay_s, base_delay_s * 2**n))`` seconds before the
+    retry that follows failed attempt number ``n + 1`` (``n`` counts earlier failures, so the
+    first retry waits up to ``base_delay_s``). After ``max_attempts`` failed attempts the
+    notification is dead. Full jitter: "Exponential Backoff And Jitter", AWS Architecture
+    Blog, 2015.
 
     Raises:
-        ValueError: on construction, when ``max_delay_s < base_delay_s`` or attempts < 1.
+        ValueError: on construction, when ``max_attempts < 1``, ``base_delay_s < 0`` or
+            ``max_delay_s < base_delay_s``.
     """
 
     max_attempts: int = 5
@@ -54,30 +98,76 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.base_delay_s < 0:
+            raise ValueError("base_delay_s must not be negative")
         if self.max_delay_s < self.base_delay_s:
             raise ValueError("max_delay_s must not be below base_delay_s")
 
+    def cap_s(self, attempt: int) -> float:
+        """The upper bound of the jittered delay: ``min(max_delay_s, base * 2**attempt)``."""
+        return min(self.max_delay_s, self.base_delay_s * (2 ** min(max(attempt, 0), 62)))
+
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds before retry number ``attempt`` (0-based): ``uniform(0, cap)`` where
-        ``cap = min(max_delay_s, base_delay_s * 2**attempt)``."""
-        cap = min(self.max_delay_s, self.base_delay_s * (2 ** min(attempt, 62)))
-        return (rng or random).uniform(0, cap)
+        """Seconds before the next try after ``attempt`` earlier failures (0-based):
+        ``uniform(0, cap_s(attempt))``."""
+        return (rng or random).uniform(0, self.cap_s(attempt))
 
 
 @dataclass(slots=True)
 class DrainResult:
-    """Counts of one drain pass."""
+    """Counts of one or more drain passes.
+
+    claimed: rows claimed; sent: delivered; retried: backoff retry scheduled; rate_limited:
+    put back after a 429; deferred: put back because a rate limit would hold them too long;
+    dead: dead-lettered (max attempts or queue full); skipped: recipient unreachable;
+    migrated: sent again to a supergroup; failed: outcome not recorded (the database failed;
+    the row returns after its lease).
+    """
 
     claimed: int = 0
     sent: int = 0
     retried: int = 0
+    rate_limited: int = 0
+    deferred: int = 0
     dead: int = 0
     skipped: int = 0
+    migrated: int = 0
+    failed: int = 0
+
+    def add(self, other: DrainResult) -> None:
+        """Add ``other``'s counts to these."""
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts by name."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class FailingNotification:
+    """One dead or failing notification for the admin menu (``last_error`` is masked)."""
+
+    id: int
+    chat_id: int
+    recipient_id: int | None
+    template_key: str
+    status: str
+    attempts: int
+    last_error: str | None
+    dead_reason: str | None
+    next_attempt_at: Any
+    updated_at: Any
+    request_id: int | None
 
 
 def default_instance_id() -> str:
     """``host:pid``: who holds a lease."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _ClaimLostError(Exception):
+    """The row's lease was taken over by another sender; nothing may be written for it."""
 
 
 class NotificationRetryManager:
@@ -87,11 +177,26 @@ class NotificationRetryManager:
         pool: asyncpg pool.
         sender: delivers one message (the bot supplies one built on aiogram).
         renderer: renders a template key with its parameters in a locale.
-        policy: retry policy.
+        policy: retry policy (attempts, backoff).
+        rate_limiter: Telegram's limits; default: the published limits.
+        error_handler: records unexpected errors (``ErrorHandler``); None: log only.
         lease_s: seconds a claim is held before another sender may take the row.
         batch_size: rows claimed at once.
-        instance_id: this sender's name in ``claimed_by``.
+        concurrency: rows of a batch in flight at once (each waits on its own chat's limits).
+        send_timeout_s: seconds one send may take (a timeout is a transient failure).
+        max_hold_s: longest a claimed row waits for a rate limit before it is put back, due
+            when the limit allows (default: a quarter of the lease, at most 5 s).
+        queue_max_size: bound of the retry queue (waiting entries).
+        admin_ids: Telegram ids from ``ADMIN_IDS`` for the queue-full alert.
+        instance_id: this process's name in ``claimed_by``.
         default_locale: language for recipients without a stored one.
+        poll_interval_s: ``run``'s fallback poll when no NOTIFY arrives.
+        clock: monotonic seconds, for the hold deadline (tests inject one).
+        rng: random source of the jitter (tests seed one).
+
+    Raises:
+        ValueError: a size or duration is not positive, or the send timeout does not fit
+            in the lease.
     """
 
     def __init__(
@@ -101,68 +206,528 @@ class NotificationRetryManager:
         sender: Sender,
         renderer: Renderer,
         policy: RetryPolicy | None = None,
+        rate_limiter: TelegramRateLimiter | None = None,
+        error_handler: ErrorRecorder | None = None,
         lease_s: float = 60.0,
         batch_size: int = 50,
+        concurrency: int = 8,
+        send_timeout_s: float = 15.0,
+        max_hold_s: float | None = None,
+        queue_max_size: int = 10_000,
+        admin_ids: Sequence[int] = (),
         instance_id: str | None = None,
         default_locale: str = "en",
+        poll_interval_s: float = 2.0,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
+        if lease_s <= 0 or batch_size < 1 or concurrency < 1 or queue_max_size < 1:
+            raise ValueError("lease, batch size, concurrency and queue size must be positive")
+        if not 0 < send_timeout_s < lease_s:
+            raise ValueError("send_timeout_s must be positive and below lease_s")
         self.pool = pool
         self.sender = sender
         self.renderer = renderer
         self.policy = policy or RetryPolicy()
+        self.rate_limiter = rate_limiter or TelegramRateLimiter()
+        self.error_handler = error_handler
         self.lease_s = lease_s
         self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.send_timeout_s = send_timeout_s
+        self.max_hold_s = min(5.0, lease_s / 4) if max_hold_s is None else max_hold_s
+        self.queue_max_size = queue_max_size
+        self.admin_ids = tuple(admin_ids)
         self.instance_id = instance_id or default_instance_id()
         self.default_locale = default_locale
+        self.poll_interval_s = poll_interval_s
+        self.clock = clock
+        self.rng = rng
+        self._claims = itertools.count(1)
+        self._marker = _SentMarker(pool)
 
+    # ------------------------------------------------------------------ delivery
     async def drain_once(self) -> DrainResult:
-        """Claim one batch of due rows and deliver each; returns the counts."""
+        """Claim one batch of due rows and deliver them; returns the counts.
+
+        Rows are delivered concurrently (``concurrency`` at once). An error while recording
+        one row's outcome is recorded and leaves that row leased (it comes back after the
+        lease); it does not stop the others.
+        """
         result = DrainResult()
-        rows = await sql.claim(self.pool, self.instance_id, self.batch_size, self.lease_s)
-        result.claimed = len(rows)
-        for row in rows:
-            await self._deliver(row, result)
+        await self._stream(result, max_batches=1)
         return result
 
-    async def _deliver(self, row: asyncpg.Record, result: DrainResult) -> None:
+    async def drain(self, max_batches: int = 20) -> DrainResult:
+        """Drain up to ``max_batches`` batches (stops after the first short batch), then end a
+        queue-full episode if the queue has drained; the scheduler job's work."""
+        result = DrainResult()
+        await self._stream(result, max_batches=max_batches)
+        await self.end_queue_full_episode()
+        return result
+
+    async def _stream(
+        self, result: DrainResult, *, max_batches: int, stop: asyncio.Event | None = None
+    ) -> None:
+        """Claim and deliver batch after batch, up to ``max_batches``, until a batch comes
+        back short or ``stop`` is set. The next batch is claimed as soon as every row of the
+        current one has started (at most ``concurrency`` rows still in flight), so that sends
+        flow on across batches instead of pausing for each claim. Every batch in hand is
+        finished before it returns; if it is cancelled (the process dies), so are the sends.
+        """
+        slots = asyncio.Semaphore(self.concurrency)
+        batches: list[asyncio.Task[None]] = []
+        try:
+            for _ in range(max_batches):
+                if stop is not None and stop.is_set():
+                    break
+                claim_id = f"{self.instance_id}#{next(self._claims)}"
+                rows = await sql.claim(self.pool, claim_id, self.batch_size, self.lease_s)
+                result.claimed += len(rows)
+                if not rows:
+                    break
+                # the lease runs on the database clock; the hold deadline keeps a margin of
+                # one send timeout on this process's clock
+                deadline = self.clock() + self.lease_s - self.send_timeout_s
+                all_started = asyncio.Event()
+                batch = asyncio.create_task(
+                    self._deliver_batch(rows, claim_id, deadline, slots, all_started, result)
+                )
+                batches = [b for b in batches if not b.done()] + [batch]
+                if len(rows) < self.batch_size:
+                    break
+                started = asyncio.ensure_future(all_started.wait())
+                try:
+                    await asyncio.wait({started, batch}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    started.cancel()
+        except asyncio.CancelledError:
+            for batch in batches:
+                batch.cancel()
+            raise
+        finally:
+            if batches:
+                await asyncio.gather(*batches, return_exceptions=True)
+
+    async def _deliver_batch(
+        self,
+        rows: list[asyncpg.Record],
+        claim_id: str,
+        deadline: float,
+        slots: asyncio.Semaphore,
+        all_started: asyncio.Event,
+        result: DrainResult,
+    ) -> None:
+        last = len(rows) - 1
+
+        async def deliver(index: int, row: asyncpg.Record) -> None:
+            async with slots:  # FIFO: when the last row gets a slot, every row has one
+                if index == last:
+                    all_started.set()
+                try:
+                    await self._deliver(row, claim_id, deadline, result)
+                except _ClaimLostError:
+                    log.warning("notification %s: lease lost before its outcome", row["id"])
+                except Exception as exc:
+                    result.failed += 1
+                    await self._record(exc, {"notification_id": row["id"], "stage": "outcome"})
+
+        await asyncio.gather(*(deliver(index, row) for index, row in enumerate(rows)))
+
+    async def _deliver(
+        self, row: asyncpg.Record, claim_id: str, deadline: float, result: DrainResult
+    ) -> None:
+        row_id = row["id"]
         if row["recipient_blocked"]:
-            await sql.mark_final(self.pool, row["id"], self.instance_id, status="skipped",
-                                 error=None, reason="recipient unreachable")  # fmt: skip
+            await sql.mark_final(
+                self.pool,
+                row_id,
+                claim_id,
+                status="skipped",
+                error=None,
+                reason=UNREACHABLE_REASON,
+                spend_attempt=False,
+            )
             result.skipped += 1
             return
         locale = row["recipient_language"] or self.default_locale
         try:
-            text = self.renderer(row["template_key"], row["params"] or {}, locale)
-            message_id = await self.sender(row["chat_id"], text)
+            text = self.renderer(row["template_key"], dict(row["params"] or {}), locale)
         except Exception as exc:
-            await self._failed(row, exc, result)
+            await self._failed(row, claim_id, exc, classify(exc), result)
             return
-        await sql.mark_sent(self.pool, row["id"], self.instance_id, message_id)
-        result.sent += 1
+        chat_id = row["chat_id"]
+        migrated = False
+        while True:
+            max_wait = min(self.max_hold_s, deadline - self.clock())
+            if not await self.rate_limiter.acquire(chat_id, max_wait=max_wait):
+                delay = max(self.rate_limiter.wait_time(chat_id), 0.001)
+                await self._expect(sql.release(self.pool, row_id, claim_id, delay_s=delay))
+                result.deferred += 1
+                return
+            try:
+                async with asyncio.timeout(self.send_timeout_s):
+                    message_id = await self.sender(chat_id, text)
+            except Exception as exc:
+                verdict = classify(exc)
+                if verdict.migrate_to_chat_id is not None and not migrated:
+                    await sql.migrate_chat(self.pool, chat_id, verdict.migrate_to_chat_id)
+                    log.info("notification %s: chat migrated to a supergroup", row_id)
+                    chat_id, migrated = verdict.migrate_to_chat_id, True
+                    result.migrated += 1
+                    continue
+                await self._failed(row, claim_id, exc, verdict, result)
+                return
+            await self._expect(self._marker.mark(row_id, claim_id, message_id))
+            result.sent += 1
+            return
 
-    async def _failed(self, row: asyncpg.Record, exc: Exception, result: DrainResult) -> None:
-        verdict = classify(exc)
+    async def _failed(
+        self,
+        row: asyncpg.Record,
+        claim_id: str,
+        exc: BaseException,
+        verdict: Classification,
+        result: DrainResult,
+    ) -> None:
+        row_id = row["id"]
         error = mask_sensitive(f"{type(exc).__name__}: {exc}")[:500]
+        if verdict.strategy is RetryStrategy.WAIT and verdict.retry_after is not None:
+            # Telegram asks every send of this bot to wait: this process, then every instance
+            self.rate_limiter.pause(verdict.retry_after)
+            await sql.pause(self.pool, verdict.retry_after)
+            await self._expect(
+                sql.release(self.pool, row_id, claim_id, delay_s=verdict.retry_after, error=error)
+            )
+            result.rate_limited += 1
+            return
         if verdict.permanent:
             if verdict.mark_user_blocked:
                 await users.mark_unreachable(self.pool, row["chat_id"])
-            await sql.mark_final(self.pool, row["id"], self.instance_id, status="skipped",
-                                 error=error, reason=verdict.reason)  # fmt: skip
+            await self._expect(
+                sql.mark_final(
+                    self.pool,
+                    row_id,
+                    claim_id,
+                    status="skipped",
+                    error=error,
+                    reason=verdict.reason,
+                )
+            )
             result.skipped += 1
             return
-        if verdict.strategy is RetryStrategy.WAIT and verdict.retry_after is not None:
-            await sql.mark_retry(self.pool, row["id"], self.instance_id,
-                                 delay_s=verdict.retry_after, spend_attempt=False,
-                                 error=error)  # fmt: skip
-            result.retried += 1
-            return
-        attempt = row["attempts"] + 1
-        if attempt >= self.policy.max_attempts:
-            await sql.mark_final(self.pool, row["id"], self.instance_id, status="dead",
-                                 error=error, reason="max attempts")  # fmt: skip
+        if not (verdict.retryable and verdict.category is ErrorCategory.TRANSIENT):
+            await self._record(exc, {"notification_id": row_id, "template": row["template_key"]})
+        await self._schedule_retry(row, claim_id, error, verdict, result)
+
+    async def _schedule_retry(
+        self,
+        row: asyncpg.Record,
+        claim_id: str,
+        error: str,
+        verdict: Classification,
+        result: DrainResult,
+    ) -> None:
+        row_id = row["id"]
+        if row["attempts"] + 1 >= self.policy.max_attempts:
+            await self._expect(
+                sql.mark_final(
+                    self.pool,
+                    row_id,
+                    claim_id,
+                    status="dead",
+                    error=error,
+                    reason=MAX_ATTEMPTS_REASON,
+                )
+            )
             result.dead += 1
             return
-        await sql.mark_retry(self.pool, row["id"], self.instance_id,
-                             delay_s=self.policy.delay_s(row["attempts"]), spend_attempt=True,
-                             error=error)  # fmt: skip
+        delay = self.policy.delay_s(row["attempts"], self.rng)
+        code = int(verdict.code) if verdict.code and verdict.code.isdigit() else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await sql.lock_retry_queue(conn)
+            in_queue = await sql.close_waiting_entry(conn, row_id)
+            if not in_queue:
+                depth = await sql.queue_depth(conn)
+                if depth >= self.queue_max_size:
+                    await self._expect(
+                        sql.mark_final(
+                            conn,
+                            row_id,
+                            claim_id,
+                            status="dead",
+                            error=error,
+                            reason=QUEUE_FULL_REASON,
+                        )
+                    )
+                    since = await sql.start_queue_full(conn)
+                    if since is not None:
+                        await self._alert_queue_full(conn, since, depth)
+                    result.dead += 1
+                    return
+            scheduled = await sql.mark_retrying(
+                conn,
+                row_id,
+                claim_id,
+                delay_s=delay,
+                error=error,
+                error_category=verdict.category.value,
+                error_code=code,
+            )
+            if scheduled is None:
+                raise _ClaimLostError(row_id)  # rolls the entry's closing back
         result.retried += 1
+
+    async def _alert_queue_full(self, conn: asyncpg.Connection, since: Any, depth: int) -> None:
+        """Enqueue the queue-full alert for every admin, once per episode (the idempotency
+        key names the episode by its start)."""
+        count = await outbox.enqueue_for_admins(
+            conn,
+            key_prefix=f"retry-queue-full:{since.timestamp():.6f}",
+            template_key=QUEUE_FULL_TEMPLATE,
+            params={"size": depth, "limit": self.queue_max_size},
+            extra_telegram_ids=self.admin_ids,
+        )
+        log.warning("notification retry queue full (%s); %s admin alert(s) enqueued", depth, count)
+
+    @staticmethod
+    async def _expect(outcome: Awaitable[bool]) -> None:
+        if not await outcome:
+            raise _ClaimLostError()
+
+    async def _record(self, exc: BaseException, context: dict[str, Any]) -> None:
+        if self.error_handler is None:
+            log.error(
+                "notification error %s: %s (%s)",
+                type(exc).__name__,
+                mask_sensitive(str(exc))[:300],
+                context,
+            )
+            return
+        await self.error_handler.handle(exc, context=context)
+
+    async def end_queue_full_episode(self) -> bool:
+        """End the queue-full episode once the queue has drained to 90% of its bound (at least
+        one below it), so that the next crossing alerts again; True when it ended."""
+        low_water = self.queue_max_size - max(1, self.queue_max_size // 10)
+        return await sql.end_queue_full(self.pool, low_water)
+
+    async def release_claims(self) -> int:
+        """Give back every row this instance holds (a graceful stop, after its sends have
+        stopped); returns how many. A crashed instance's rows come back after their lease."""
+        return await sql.release_instance(self.pool, f"{self.instance_id}#")
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send notifications until ``stop`` is set: whenever PostgreSQL notifies a commit of
+        new rows (LISTEN ``pending_notifications``) and at least every ``poll_interval_s``
+        seconds, batches are claimed and delivered until one comes back short.
+
+        The batches in hand finish before it returns (no row stays claimed). Errors are
+        recorded and the loop goes on, waiting longer after repeated failures (up to 60 s).
+        """
+        wake = asyncio.Event()
+        listener = _Listener(self.pool, sql.CHANNEL, wake.set)
+        failures = 0
+        try:
+            while not stop.is_set():
+                await listener.ensure()
+                wake.clear()
+                try:
+                    await self._stream(DrainResult(), max_batches=_UNBOUNDED, stop=stop)
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    await self._record(exc, {"loop": "notifications"})
+                timeout = min(self.poll_interval_s * 2 ** min(failures, 6), 60.0)
+                await _wait_any(stop, wake, wait_s=max(timeout, self.poll_interval_s))
+        finally:
+            await listener.close()
+
+    # ------------------------------------------------------------------ admin operations
+    async def status_counts(self) -> dict[str, int]:
+        """Notifications by status (only statuses that have rows)."""
+        return await sql.status_counts(self.pool)
+
+    async def queue_depth(self) -> int:
+        """Entries waiting in the retry queue (its bound is ``queue_max_size``)."""
+        return await sql.queue_depth(self.pool)
+
+    async def list_failing(
+        self,
+        *,
+        statuses: tuple[str, ...] = ("dead", "retrying"),
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[FailingNotification], int]:
+        """One page of dead and failing notifications (newest change first) with their last
+        error, and the total count."""
+        rows, total = await sql.list_by_status(self.pool, statuses, limit=limit, offset=offset)
+        items = [
+            FailingNotification(
+                id=r["id"],
+                chat_id=r["chat_id"],
+                recipient_id=r["recipient_id"],
+                template_key=r["template_key"],
+                status=r["status"],
+                attempts=r["attempts"],
+                last_error=r["last_error"],
+                dead_reason=r["dead_reason"],
+                next_attempt_at=r["next_attempt_at"],
+                updated_at=r["updated_at"],
+                request_id=r["request_id"],
+            )
+            for r in rows
+        ]
+        return items, total
+
+    async def retry_now(self, notification_id: int, *, actor: int | None = None) -> bool:
+        """Make one dead, skipped or retrying notification due now (a dead letter gets a
+        fresh attempt budget); False when it is in none of those states."""
+        done = await sql.retry_now(self.pool, [notification_id]) == 1
+        log.info("admin %s: retry notification %s now: %s", actor, notification_id, done)
+        return done
+
+    async def retry_all_now(
+        self, *, statuses: tuple[str, ...] = ("dead", "retrying"), actor: int | None = None
+    ) -> int:
+        """Make every notification in ``statuses`` due now; returns how many."""
+        count = await sql.retry_now(self.pool, None, statuses)
+        log.info("admin %s: retry %s notification(s) now (%s)", actor, count, statuses)
+        return count
+
+    async def discard(self, notification_id: int, *, actor: int | None = None) -> bool:
+        """Give up on one notification not being sent right now; False when it cannot be."""
+        done = await sql.discard(self.pool, notification_id)
+        log.info("admin %s: discard notification %s: %s", actor, notification_id, done)
+        return done
+
+    async def cleanup(self, retention_days: int) -> int:
+        """Delete sent, discarded and skipped notifications older than ``retention_days``
+        days; returns how many."""
+        return await sql.cleanup_old(self.pool, retention_days)
+
+
+class _SentMarker:
+    """Group commit of 'sent' marks: each delivery awaits its own mark, but marks that arrive
+    while one is being written go together in the next statement. An idle sender writes a
+    mark at once (no added delay, so the window in which a crash duplicates a message stays
+    one statement long); a busy one writes up to ``concurrency`` marks per statement.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]] = []
+
+    async def mark(self, row_id: int, claim_id: str, message_id: int | None) -> bool:
+        """Mark one row sent; False when its claim was lost. Raises the database's error."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(((row_id, claim_id, message_id), future))
+        async with self._lock:
+            if not future.done():
+                batch, self._pending = self._pending, []
+                try:
+                    marked = await sql.mark_sent_many(self.pool, [item for item, _ in batch])
+                except BaseException as exc:
+                    others = [(i, w) for i, w in batch if w is not future and not w.done()]
+                    if isinstance(exc, Exception):
+                        for _, waiting in others:
+                            waiting.set_exception(exc)
+                    else:  # cancelled while writing: the other waiters write their own
+                        self._pending[:0] = others
+                    raise
+                for (item_id, _, _), waiting in batch:
+                    if not waiting.done():
+                        waiting.set_result(item_id in marked)
+        return await future
+
+
+class _Listener:
+    """A pooled connection LISTENing on one channel; re-established after a failure."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[[], None]) -> None:
+        self.pool = pool
+        self.channel = channel
+        self.on_notify = on_notify
+        self.conn: asyncpg.Connection | None = None
+
+    def _callback(self, *_args: object) -> None:
+        self.on_notify()
+
+    async def ensure(self) -> None:
+        """Listen if not listening; on failure log it (the poll keeps working)."""
+        if self.conn is not None and not self.conn.is_closed():
+            return
+        await self.close()
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:
+            log.warning("LISTEN unavailable (%s); polling only", type(exc).__name__)
+            return
+        try:
+            await conn.add_listener(self.channel, self._callback)
+        except Exception as exc:
+            log.warning("LISTEN failed (%s); polling only", type(exc).__name__)
+            await self.pool.release(conn)
+            return
+        self.conn = conn
+
+    async def close(self) -> None:
+        """Stop listening and return the connection to the pool."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if not conn.is_closed():
+                await conn.remove_listener(self.channel, self._callback)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, *, wait_s: float) -> None:
+    """Return when ``stop`` or ``wake`` is set, or after ``wait_s`` seconds."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def build_notification_manager(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    sender: Sender,
+    renderer: Renderer,
+    error_handler: ErrorRecorder | None = None,
+) -> NotificationRetryManager:
+    """The manager and its rate limiter configured from settings (``RETRY_*``,
+    ``RETRY_QUEUE_MAX_SIZE``, ``NOTIFICATION_*``, ``RATE_*``, ``ADMIN_IDS``)."""
+    return NotificationRetryManager(
+        pool,
+        sender=sender,
+        renderer=renderer,
+        error_handler=error_handler,
+        policy=RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        ),
+        rate_limiter=TelegramRateLimiter(
+            enabled=settings.rate_limit_enabled,
+            global_per_s=settings.rate_global_per_s,
+            per_chat_per_s=settings.rate_per_chat_per_s,
+            per_group_per_min=settings.rate_per_group_per_min,
+        ),
+        lease_s=settings.notification_lease_s,
+        batch_size=settings.notification_batch_size,
+        concurrency=settings.notification_concurrency,
+        send_timeout_s=min(settings.notification_send_timeout_s, settings.notification_lease_s / 2),
+        queue_max_size=settings.retry_queue_max_size,
+        admin_ids=settings.admin_ids,
+        instance_id=settings.instance_id,
+        default_locale=settings.default_locale,
+        poll_interval_s=settings.notification_poll_interval_s,
+    )

@@ -225,6 +225,31 @@ CREATE TABLE notification_retry_queue (
 CREATE INDEX ix_retry_queue_waiting ON notification_retry_queue (retry_at)
     WHERE status = 'waiting';
 CREATE INDEX ix_retry_queue_notification ON notification_retry_queue (notification_id, attempt);
+-- at most one waiting entry per notification: 'retrying' rows and waiting entries match 1:1
+CREATE UNIQUE INDEX ux_retry_queue_one_waiting ON notification_retry_queue (notification_id)
+    WHERE status = 'waiting';
+
+-- One row: state of the notification sender shared by every bot instance. paused_until: a
+-- Telegram 429 (retry_after) holds every instance's claims; queue_full_since: the retry
+-- queue reached its bound at that time (the admins were alerted once for this episode).
+CREATE TABLE notification_sender_state (
+    id                BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+    paused_until      TIMESTAMPTZ,
+    queue_full_since  TIMESTAMPTZ,
+    updated_at        TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+INSERT INTO notification_sender_state DEFAULT VALUES;
+
+-- Wake the senders (LISTEN pending_notifications) when new rows commit; statement-level, so
+-- a bulk insert sends one notification, and PostgreSQL folds repeats within a transaction.
+CREATE FUNCTION notify_pending_notifications() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pending_notifications', '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER trg_pending_notifications_notify
+    AFTER INSERT ON pending_notifications
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_pending_notifications();
 
 -- Discrepancies found by inventory reconciliation. At most one open row per fingerprint
 -- ('material:<id>', 'orphan:<material>:<request>', 'duplicate:<transaction>'); a row is
@@ -421,6 +446,19 @@ BEGIN
     RETURN removed;
 END $$;
 
+-- Delivered, discarded and skipped notifications older than the retention (their retry-queue
+-- entries go with them, ON DELETE CASCADE). Dead letters stay until an admin acts on them.
+CREATE FUNCTION cleanup_old_notifications(retention_days INTEGER DEFAULT 14)
+RETURNS INTEGER LANGUAGE plpgsql AS $$
+DECLARE removed INTEGER;
+BEGIN
+    DELETE FROM pending_notifications
+     WHERE status IN ('sent', 'discarded', 'skipped')
+       AND updated_at < now() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $$;
+
 CREATE FUNCTION cleanup_old_health_snapshots(retention_days INTEGER DEFAULT 30)
 RETURNS INTEGER LANGUAGE plpgsql AS $$
 DECLARE removed INTEGER;
@@ -470,12 +508,15 @@ DROP FUNCTION IF EXISTS get_system_health_summary(DOUBLE PRECISION);
 DROP FUNCTION IF EXISTS cleanup_old_health_snapshots(INTEGER);
 DROP FUNCTION IF EXISTS cleanup_old_transaction_logs(INTEGER);
 DROP FUNCTION IF EXISTS cleanup_old_error_records(INTEGER);
+DROP FUNCTION IF EXISTS cleanup_old_notifications(INTEGER);
 DROP TABLE IF EXISTS system_health_snapshots;
 DROP TABLE IF EXISTS workflow_recovery_log;
 DROP TABLE IF EXISTS inventory_reconciliation_log;
 DROP TABLE IF EXISTS inventory_discrepancies;
+DROP TABLE IF EXISTS notification_sender_state;
 DROP TABLE IF EXISTS notification_retry_queue;
 DROP TABLE IF EXISTS pending_notifications;
+DROP FUNCTION IF EXISTS notify_pending_notifications();
 DROP TABLE IF EXISTS transaction_log;
 DROP TABLE IF EXISTS error_records;
 DROP TABLE IF EXISTS inventory_transactions;

@@ -31,7 +31,7 @@ NOTIFICATIONS = 100
 BATCH = 20
 # the instance behind a claim (a claim id may carry a suffix after '#')
 INSTANCE = "split_part(claimed_by, '#', 1)"
-LEASE_S = 8
+LEASE_S = 12  # a send times out after half of it (NOTIFICATION_SEND_TIMEOUT_S cap)
 SETTINGS = {
     **FAST_JOBS,
     "NOTIFICATION_LEASE_S": str(LEASE_S),
