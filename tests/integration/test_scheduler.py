@@ -208,6 +208,7 @@ async def test_cleanup_removes_rows_past_their_retention_and_reports_counts(
         health_snapshot_retention_days=3,
         job_run_retention_days=7,
         processed_update_retention_days=2,
+        notification_retention_days=14,
     )
     ages = {  # table -> ages in days of the rows to insert; past retention -> removed
         "error_records": [20, 11, 9, 0],
@@ -215,6 +216,7 @@ async def test_cleanup_removes_rows_past_their_retention_and_reports_counts(
         "system_health_snapshots": [4, 1],
         "job_runs": [8, 8, 1],
         "processed_updates": [3, 3, 3, 3, 1],
+        "pending_notifications": [15, 15, 13],  # all 'sent'
     }
     for n, days in enumerate(ages["error_records"]):
         await pool.execute(
@@ -251,12 +253,21 @@ async def test_cleanup_removes_rows_past_their_retention_and_reports_counts(
             n,
             days,
         )
+    for n, days in enumerate(ages["pending_notifications"]):
+        await pool.execute(
+            "INSERT INTO pending_notifications (idempotency_key, chat_id, template_key, status, "
+            "sent_at, updated_at) VALUES ($1, 1, 'admin.text', 'sent', now(), "
+            "now() - make_interval(days => $2))",
+            f"old-{n}",
+            days,
+        )
     expected = {
         "error_records": 2,
         "transaction_log": 3,
         "system_health_snapshots": 1,
         "job_runs": 2,
         "processed_updates": 4,
+        "pending_notifications": 2,
     }
 
     result = await JobRunner(services, "a").run("cleanup", cleanup, 86400)
