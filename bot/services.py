@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiogram.utils.i18n import I18n
 
+from bot.metrics import Metrics
 from bot.settings import Settings
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
@@ -29,6 +30,7 @@ class Services:
     health_monitor: HealthMonitor
     notifications: NotificationRetryManager
     inventory: InventoryReconciliationManager
+    metrics: Metrics | None = None
 
     def as_dispatcher_kwargs(self) -> dict[str, object]:
         """What handlers may declare as typed parameters."""

@@ -335,6 +335,46 @@ CREATE TABLE system_health_snapshots (
 CREATE INDEX ix_health_snapshots_created ON system_health_snapshots (created_at DESC);
 """
 
+# --- Operations: several instances (bot/scheduler.py, middlewares/updates.py) ---------------
+OPERATIONS = """
+-- One row per periodic job run. slot_start is the start of the interval the run covers
+-- (epoch seconds floored to the job's interval, on the database clock). The partial unique
+-- index makes "each job runs once per interval across every instance" a constraint: a slot
+-- holds at most one running or finished run; an 'abandoned' run (its instance died; marked
+-- by the next holder of the job's advisory lock) or a 'cancelled' one (shutdown) does not
+-- count, so the slot can be run again.
+CREATE TABLE job_runs (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_name     TEXT NOT NULL,
+    slot_start   TIMESTAMPTZ NOT NULL,
+    interval_s   DOUBLE PRECISION NOT NULL CHECK (interval_s > 0),
+    instance_id  TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'running' CHECK (status IN (
+                     'running', 'ok', 'failed', 'abandoned', 'cancelled')),
+    result       JSONB,
+    error        TEXT,
+    started_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at  TIMESTAMPTZ,
+    duration_s   DOUBLE PRECISION
+);
+CREATE UNIQUE INDEX ux_job_runs_slot ON job_runs (job_name, slot_start)
+    WHERE status IN ('running', 'ok', 'failed');
+CREATE INDEX ix_job_runs_running ON job_runs (job_name) WHERE status = 'running';
+CREATE INDEX ix_job_runs_job_started ON job_runs (job_name, started_at DESC);
+CREATE INDEX ix_job_runs_started ON job_runs (started_at);
+
+-- Update ids already taken by an instance: Telegram redelivers a webhook update whose answer
+-- it did not get, possibly to another instance behind the load balancer; the second delivery
+-- is skipped. Telegram's update ids are sequential (random after a week without updates),
+-- so a retention of days is safe.
+CREATE TABLE processed_updates (
+    update_id    BIGINT PRIMARY KEY,
+    instance_id  TEXT NOT NULL,
+    received_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_processed_updates_received ON processed_updates (received_at);
+"""
+
 # --- Stuck workflows and their recovery (issue 7) -------------------------------------------
 WORKFLOW_RECOVERY = """
 -- inactive-assignee detection: the few users who are inactive or blocked the bot, then
@@ -462,6 +502,8 @@ $$;
 """
 
 DOWNGRADE = """
+DROP TABLE IF EXISTS processed_updates;
+DROP TABLE IF EXISTS job_runs;
 DROP FUNCTION IF EXISTS get_system_health_summary(DOUBLE PRECISION);
 DROP FUNCTION IF EXISTS cleanup_old_health_snapshots(INTEGER);
 DROP FUNCTION IF EXISTS cleanup_old_transaction_logs(INTEGER);
@@ -488,6 +530,7 @@ DROP TABLE IF EXISTS users;
 def upgrade() -> None:
     op.execute(BASE_WORKFLOW)
     op.execute(RECOVERY)
+    op.execute(OPERATIONS)
     op.execute(WORKFLOW_RECOVERY)
     op.execute(FUNCTIONS)
 
