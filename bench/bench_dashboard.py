@@ -11,7 +11,7 @@ Data (``INSERT ... SELECT generate_series``): 10,000 users; N requests, 10 % act
 stuck (active for 25-100 h in their state); N error groups over 90 days (70 % resolved, 20 %
 open, 10 % regressed) with their hourly occurrence rows; 200,000 outbox rows (1 % dead),
 100,000 transaction log rows, 30 days of 5-minute health snapshots, 10,000 audit rows and
-10,000 workflow recovery log rows, 1,000 job failures.
+10,000 workflow recovery log rows, 30 days of 5-minute job runs (2 % failed).
 
 Side by side in one run (ratios printed): the health summary in one query against the same
 figures read by one query per figure (round trips), and the 24 h / 7 day statistics from the
@@ -181,11 +181,15 @@ SEED = [
         """,
     ),
     (
-        "scheduler_job_failures",
+        "job_runs",
         """
-        INSERT INTO scheduler_job_failures (job_name, error_type, created_at)
-        SELECT 'cleanup', 'OSError', now() - make_interval(mins => 43 * g)
-          FROM generate_series(1, 1000) g
+        INSERT INTO job_runs (job_name, slot_start, interval_s, instance_id, status,
+                              started_at, finished_at)
+        SELECT 'health_snapshot', to_timestamp(floor(extract(epoch FROM now()) / 300) * 300)
+                   - make_interval(secs => 300 * g),
+               300, 'bench', CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'ok' END,
+               now() - make_interval(secs => 300 * g), now() - make_interval(secs => 300 * g)
+          FROM generate_series(1, 8640) g
         """,
     ),
 ]
@@ -246,8 +250,8 @@ SEPARATE_FIGURES = [
     "SELECT severity, count(*) FROM error_records "
     "WHERE last_seen_at > now() - interval '1 hour' GROUP BY severity",
     "SELECT count(*) FROM materials WHERE balance < 0",
-    "SELECT job_name, count(*) FROM scheduler_job_failures "
-    "WHERE created_at > now() - interval '1 hour' GROUP BY job_name",
+    "SELECT job_name, count(*) FROM job_runs "
+    "WHERE started_at > now() - interval '1 hour' AND status = 'failed' GROUP BY job_name",
     "SELECT count(*) FROM transaction_log "
     "WHERE status = 'rolled_back' AND created_at > now() - interval '1 hour'",
 ]

@@ -1,29 +1,36 @@
-"""App factory: database, Bot, Dispatcher (routers, middlewares), scheduler, lifecycle."""
+"""App factory: database, Bot, Dispatcher (routers, middlewares, FSM storage), services.
+
+Running the process (polling or webhook mode, jobs, the notification sender, graceful
+shutdown) is ``bot.lifecycle``'s; ``run_bot`` is the entry point.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from aiogram import Bot, Dispatcher
+from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 from aiogram.utils.i18n import I18n
 
 from bot.embedded_db import start_embedded
-from bot.i18n import create_i18n
+from bot.error_observers import ErrorObserver, ObservedErrorHandler, count_errors
+from bot.metrics import Metrics
 from bot.notification_texts import inline_keyboard, make_renderer
-from bot.scheduler import build_scheduler
+from bot.sentry import report_critical
 from bot.services import Services
 from bot.settings import Settings
 from database.migrate import ensure_schema_at_head, upgrade_to_head
-from database.pool import create_pool
 from handlers import build_root_router
 from handlers.admin.alerts import mute_callback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
@@ -32,7 +39,6 @@ from middlewares.user import UserMiddleware
 from recovery.alerts import AdminAlerts, AlertPolicy
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
-from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
@@ -47,12 +53,16 @@ log = logging.getLogger(__name__)
 def configure_logging(settings: Settings) -> None:
     """Log to stderr with sensitive data (and the bot token) masked in every line."""
     secrets = tuple(
-        s.get_secret_value() for s in (settings.bot_token, settings.webhook_secret) if s
+        s.get_secret_value()
+        for s in (settings.bot_token, settings.webhook_secret, settings.sentry_dsn)
+        if s
     )
     handler = logging.StreamHandler()
     handler.addFilter(MaskingFilter(extra_secrets=secrets))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    # one line per job firing is APScheduler's INFO; bot.scheduler logs each run's outcome
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 async def resolve_database_url(settings: Settings) -> str:
@@ -87,8 +97,18 @@ def create_bot(settings: Settings) -> Bot:
     )
 
 
-def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot) -> Services:
-    """Create the recovery core objects for one process."""
+def build_services(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    i18n: I18n,
+    bot: Bot,
+    metrics: Metrics | None = None,
+) -> Services:
+    """Create the recovery core objects for one process.
+
+    With ``metrics``, recorded errors and notification deliveries are counted, and critical
+    errors go to Sentry when it is initialised (``bot.sentry``).
+    """
     secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
     alerts = AdminAlerts(
         pool,
@@ -100,19 +120,30 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
         ),
         mute_callback=mute_callback,
     )
-    error_handler = ErrorHandler(
+    observers: list[ErrorObserver] = [report_critical]
+    if metrics is not None:
+        observers.append(count_errors(metrics))
+    error_handler = ObservedErrorHandler(
         pool,
         admin_ids=settings.admin_ids,
         alert_window_s=settings.error_alert_window_s,
         extra_secrets=secrets,
         alerts=alerts,
+        observers=observers,
     )
 
     async def send(
         chat_id: int, text: str, *, buttons: list[Any] | None = None, locale: str | None = None
     ) -> int | None:
         markup = inline_keyboard(i18n, buttons, locale or settings.default_locale)
-        message = await bot.send_message(chat_id, text, reply_markup=markup)
+        try:
+            message = await bot.send_message(chat_id, text, reply_markup=markup)
+        except Exception:
+            if metrics is not None:
+                metrics.notifications.labels("failed").inc()
+            raise
+        if metrics is not None:
+            metrics.notifications.labels("sent").inc()
         return message.message_id
 
     notifications = build_notification_manager(
@@ -159,16 +190,39 @@ def build_services(settings: Settings, pool: asyncpg.Pool, i18n: I18n, bot: Bot)
             ),
             error_handler=error_handler,
         ),
+        metrics=metrics,
     )
 
 
-def build_dispatcher(services: Services) -> Dispatcher:
+def create_storage(settings: Settings) -> BaseStorage:
+    """FSM storage: Redis when ``REDIS_URL`` is set (conversations survive a restart and
+    continue on any instance), process memory otherwise. Keys start with
+    ``REDIS_KEY_PREFIX``."""
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage
+
+        return RedisStorage.from_url(
+            settings.redis_url, key_builder=DefaultKeyBuilder(prefix=settings.redis_key_prefix)
+        )
+    return MemoryStorage()
+
+
+def build_dispatcher(
+    services: Services,
+    *,
+    storage: BaseStorage | None = None,
+    outer_middlewares: Sequence[BaseMiddleware] = (),
+) -> Dispatcher:
     """Dispatcher with the middlewares in the design's order and every router.
 
-    Outer update middlewares run in registration order: the error handler first (it
-    catches everything below it), then user loading; i18n wraps each event observer.
+    Outer update middlewares run in registration order: ``outer_middlewares`` first (the
+    running process puts its update tracking there), then the error handler (it catches
+    everything below it), then user loading; i18n wraps each event observer. ``storage``
+    is the FSM storage (memory when None).
     """
-    dp = Dispatcher(**services.as_dispatcher_kwargs())
+    dp = Dispatcher(storage=storage, **services.as_dispatcher_kwargs())
+    for middleware in outer_middlewares:
+        dp.update.outer_middleware(middleware)
     dp.update.outer_middleware(
         EnhancedErrorHandlerMiddleware(
             services.error_handler, services.i18n, services.settings.default_locale
@@ -198,40 +252,9 @@ async def set_commands(bot: Bot) -> None:
         log.warning("setMyCommands refused (%s); continuing without a command list", exc.message)
 
 
-async def notification_loop(services: Services, stop: asyncio.Event) -> None:
-    """Send new notifications within moments of their commit (LISTEN/NOTIFY, polling as a
-    fallback; the scheduler's job handles due retries too) until ``stop`` is set."""
-    await services.notifications.run(stop)
-
-
 async def run_bot(settings: Settings) -> None:
-    """Run the bot with long polling until SIGINT/SIGTERM."""
-    bot = create_bot(settings)
-    url = await resolve_database_url(settings)
-    pool = await create_pool(
-        url,
-        min_size=settings.db_pool_min_size,
-        max_size=settings.db_pool_max_size,
-        command_timeout_s=settings.db_command_timeout_s,
-    )
-    i18n = create_i18n(settings.default_locale)
-    services = build_services(settings, pool, i18n, bot)
-    dp = build_dispatcher(services)
-    scheduler = build_scheduler(services) if settings.scheduler_enabled else None
-    stop = asyncio.Event()
-    sender_task: asyncio.Task[None] | None = None
-    try:
-        await set_commands(bot)
-        if scheduler is not None:
-            scheduler.start()
-        sender_task = asyncio.create_task(notification_loop(services, stop))
-        log.info("polling for updates")
-        await dp.start_polling(bot, allowed_updates=dp.resolve_used_update_types())
-    finally:
-        stop.set()
-        if sender_task is not None:
-            await sender_task
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
-        await pool.close()
-        await bot.session.close()
+    """Run the bot (polling, or webhook when ``WEBHOOK_URL`` is set) until SIGINT/SIGTERM,
+    then shut down gracefully (``bot.lifecycle``)."""
+    from bot.lifecycle import BotInstance
+
+    await BotInstance(settings).run()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiogram.utils.i18n import I18n
 
+from bot.metrics import Metrics
 from bot.settings import Settings
 from recovery.alerts import AdminAlerts
 from recovery.audit import AdminAuditLog
@@ -35,6 +36,7 @@ class Services:
     audit: AdminAuditLog
     error_stats: ErrorStatistics
     inventory: InventoryReconciliationManager
+    metrics: Metrics | None = None
 
     def as_dispatcher_kwargs(self) -> dict[str, object]:
         """What handlers may declare as typed parameters."""

@@ -7,6 +7,7 @@ the bot with only ``BOT_TOKEN`` set. Durations are in seconds unless the name sa
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Locale = Literal["en", "ru", "uz"]
 SUPPORTED_LOCALES: tuple[str, ...] = ("en", "ru", "uz")
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 InventoryKind = Literal[
     "drift", "negative_balance", "negative_ledger", "orphaned_transaction", "duplicate_reference"
 ]
@@ -46,19 +48,37 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(default=1, ge=1)
     db_pool_max_size: int = Field(default=10, ge=1)
     db_command_timeout_s: float = Field(default=30.0, gt=0)
-    redis_url: str | None = None
+    redis_url: str | None = Field(
+        default=None, description="FSM storage shared by several instances; memory if unset."
+    )
+    redis_key_prefix: str = Field(default="fsm", min_length=1)
 
     # --- Webhook (polling when webhook_url is unset) --------------------------------------
-    webhook_url: str | None = None
-    webhook_path: str = "/telegram/webhook"
+    webhook_url: str | None = Field(
+        default=None, description="Public HTTPS URL Telegram posts updates to."
+    )
+    webhook_path: str = Field(default="/telegram/webhook", pattern=r"^/")
     webhook_secret: SecretStr | None = None
+    # Telegram accepts 1..100 simultaneous webhook connections (setWebhook, default 40)
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    webhook_set_on_start: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, le=65535)
+    http_in_polling: bool = Field(
+        default=False, description="Serve /metrics, /healthz, /readyz in polling mode too."
+    )
 
+    # --- Operations -----------------------------------------------------------------------
     log_level: str = "INFO"
     instance_id: str | None = Field(
         default=None, description="Name of this process in leases and logs; host:pid if unset."
     )
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    readiness_timeout_s: float = Field(default=2.0, gt=0)
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str = "production"
+    job_run_retention_days: int = Field(default=30, ge=1)
+    processed_update_retention_days: int = Field(default=2, ge=1)
 
     # --- Notification retries (design: Policies / Retries) --------------------------------
     retry_max_attempts: int = Field(default=5, ge=1)
@@ -182,7 +202,22 @@ class Settings(BaseSettings):
             raise ValueError("RETRY_MAX_DELAY_S must not be below RETRY_BASE_DELAY_S")
         if self.db_pool_max_size < self.db_pool_min_size:
             raise ValueError("DB_POOL_MAX_SIZE must not be below DB_POOL_MIN_SIZE")
+        if self.webhook_url:
+            if not self.webhook_url.startswith("https://"):
+                raise ValueError("WEBHOOK_URL must be an https:// URL (Telegram's requirement)")
+            secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+            # setWebhook secret_token: 1-256 characters A-Z, a-z, 0-9, _ and -
+            if not _WEBHOOK_SECRET.fullmatch(secret):
+                raise ValueError(
+                    "WEBHOOK_SECRET must be set in webhook mode: 1-256 characters of "
+                    "A-Z, a-z, 0-9, _ and - (Telegram's secret_token)"
+                )
         return self
+
+    @property
+    def webhook_mode(self) -> bool:
+        """True when updates arrive by webhook (``WEBHOOK_URL`` set), False for polling."""
+        return bool(self.webhook_url)
 
     def require_bot_token(self) -> str:
         """Return the bot token.

@@ -1,5 +1,5 @@
-"""SQL behind the admin dashboard: the health summary and snapshots, scheduler job
-failures, and the error statistics (read from the hourly rollup ``error_hourly_counts``
+"""SQL behind the admin dashboard: the health summary and snapshots, and the error
+statistics (read from the hourly rollup ``error_hourly_counts``
 and from ``error_records``)."""
 
 from __future__ import annotations
@@ -67,27 +67,8 @@ async def baseline_snapshot(conn: Db, age_s: float) -> asyncpg.Record | None:
     return await conn.fetchrow(BASELINE_SQL, float(age_s))
 
 
-async def record_job_failure(
-    conn: Db,
-    job_name: str,
-    error_type: str,
-    *,
-    reference: str | None = None,
-    instance_id: str | None = None,
-) -> None:
-    """Append one failed scheduler job run."""
-    await conn.execute(
-        "INSERT INTO scheduler_job_failures (job_name, error_type, error_reference, instance_id) "
-        "VALUES ($1, $2, $3, $4)",
-        job_name,
-        error_type,
-        reference,
-        instance_id,
-    )
-
-
 async def cleanup(conn: Db, retention_days: int) -> int:
-    """``cleanup_old_dashboard_data``: rows removed (rollup, alerts, mutes, job failures)."""
+    """``cleanup_old_dashboard_data``: rows removed (error rollup, admin alerts, ended mutes)."""
     return await conn.fetchval("SELECT cleanup_old_dashboard_data($1)", retention_days)
 
 

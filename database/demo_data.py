@@ -146,13 +146,14 @@ async def seed(conn: asyncpg.Connection, admin_telegram_ids: list[int]) -> dict[
             ("retrying", 2, "TelegramServerError: Bad Gateway"),
         ]
     ):
-        await conn.execute(
+        notification_id = await conn.fetchval(
             """
             INSERT INTO pending_notifications (idempotency_key, recipient_id, chat_id,
                 template_key, params, status, attempts, next_attempt_at, last_error,
                 dead_reason, request_id)
             VALUES ($1, $2, $3, 'request.status_changed', $4::jsonb, $5, $6,
                     now() + interval '1 hour', $7, $8, $9)
+            RETURNING id
             """,
             f"demo:notification:{index}",
             ids[3],
@@ -164,6 +165,15 @@ async def seed(conn: asyncpg.Connection, admin_telegram_ids: list[int]) -> dict[
             "max attempts" if status == "dead" else None,
             request_ids[2],
         )
+        if status == "retrying":  # a retrying row has its one waiting retry-queue entry
+            await conn.execute(
+                "INSERT INTO notification_retry_queue (notification_id, attempt, error_category, "
+                "error_message, retry_at) VALUES ($1, $2, 'transient', $3, "
+                "now() + interval '1 hour')",
+                notification_id,
+                attempts,
+                error,
+            )
     return {
         "users": len(DEMO_USERS) + len(admin_telegram_ids),
         "requests": len(DEMO_REQUESTS),

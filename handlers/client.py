@@ -48,7 +48,7 @@ async def pick_type(query: CallbackQuery, callback_data: NewRequestCb, state: FS
         await query.message.answer(_("Describe the problem and the address in one message."))
 
 
-@router.message(NewRequest.description, F.text)
+@router.message(NewRequest.description, F.text, ~F.text.startswith("/"))
 async def describe(
     message: Message,
     state: FSMContext,

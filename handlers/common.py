@@ -34,6 +34,8 @@ async def start(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
     ]
     if user["role"] not in ("client", "admin"):
         lines.append(_("/tasks - requests waiting for your role"))
+    if user["role"] in ("technician", "warehouse"):
+        lines.append(_("/use - take materials from stock for a request"))
     if is_admin:
         lines.append(_("/workflow_recovery - recovery menu"))
     lines.append(_("/language - change the language"))

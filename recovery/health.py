@@ -335,16 +335,3 @@ class HealthMonitor:
             summary=transition,
             conn=conn,
         )
-
-    async def record_job_failure(
-        self,
-        job_name: str,
-        error_type: str,
-        *,
-        reference: str | None = None,
-        instance_id: str | None = None,
-    ) -> None:
-        """Remember that a scheduler job run raised (a figure of the next snapshot)."""
-        await dashboard.record_job_failure(
-            self.pool, job_name, error_type, reference=reference, instance_id=instance_id
-        )

@@ -335,7 +335,7 @@ CREATE TABLE system_health_snapshots (
 CREATE INDEX ix_health_snapshots_created ON system_health_snapshots (created_at DESC);
 """
 
-# --- Admin dashboard: error rollup, alerts, audit, job failures (issue 8) -------------------
+# --- Admin dashboard: error rollup, alerts, audit (issue 8) ---------------------------------
 DASHBOARD = """
 -- Errors per hour per group: error_records keeps one row per group with a cumulative count,
 -- so the statistics windows (24 h, 7 days) and the per-hour chart read this rollup. It is
@@ -419,17 +419,6 @@ CREATE TABLE admin_alert_mutes (
     PRIMARY KEY (chat_id, kind)
 );
 
--- Scheduler job runs that raised (a health figure: job failures in the last hour).
-CREATE TABLE scheduler_job_failures (
-    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    job_name         TEXT NOT NULL,
-    error_type       TEXT NOT NULL,
-    error_reference  TEXT,
-    instance_id      TEXT,
-    created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE INDEX ix_job_failures_created ON scheduler_job_failures (created_at);
-
 CREATE FUNCTION cleanup_old_dashboard_data(retention_days INTEGER DEFAULT 30)
 RETURNS INTEGER LANGUAGE plpgsql AS $$
 DECLARE removed INTEGER; total INTEGER := 0;
@@ -441,22 +430,58 @@ BEGIN
     GET DIAGNOSTICS removed = ROW_COUNT; total := total + removed;
     DELETE FROM admin_alert_mutes WHERE muted_until < now();
     GET DIAGNOSTICS removed = ROW_COUNT; total := total + removed;
-    DELETE FROM scheduler_job_failures
-     WHERE created_at < now() - make_interval(days => retention_days);
-    GET DIAGNOSTICS removed = ROW_COUNT; total := total + removed;
     RETURN total;
 END $$;
 """
 
 DASHBOARD_DOWNGRADE = """
 DROP FUNCTION IF EXISTS cleanup_old_dashboard_data(INTEGER);
-DROP TABLE IF EXISTS scheduler_job_failures;
 DROP TABLE IF EXISTS admin_alert_mutes;
 DROP TABLE IF EXISTS admin_alerts;
 DROP TABLE IF EXISTS admin_audit_log;
 DROP TRIGGER IF EXISTS trg_error_records_hourly ON error_records;
 DROP FUNCTION IF EXISTS error_records_hourly_rollup();
 DROP TABLE IF EXISTS error_hourly_counts;
+"""
+
+# --- Operations: several instances (bot/scheduler.py, middlewares/updates.py) ---------------
+OPERATIONS = """
+-- One row per periodic job run. slot_start is the start of the interval the run covers
+-- (epoch seconds floored to the job's interval, on the database clock). The partial unique
+-- index makes "each job runs once per interval across every instance" a constraint: a slot
+-- holds at most one running or finished run; an 'abandoned' run (its instance died; marked
+-- by the next holder of the job's advisory lock) or a 'cancelled' one (shutdown) does not
+-- count, so the slot can be run again.
+CREATE TABLE job_runs (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_name     TEXT NOT NULL,
+    slot_start   TIMESTAMPTZ NOT NULL,
+    interval_s   DOUBLE PRECISION NOT NULL CHECK (interval_s > 0),
+    instance_id  TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'running' CHECK (status IN (
+                     'running', 'ok', 'failed', 'abandoned', 'cancelled')),
+    result       JSONB,
+    error        TEXT,
+    started_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at  TIMESTAMPTZ,
+    duration_s   DOUBLE PRECISION
+);
+CREATE UNIQUE INDEX ux_job_runs_slot ON job_runs (job_name, slot_start)
+    WHERE status IN ('running', 'ok', 'failed');
+CREATE INDEX ix_job_runs_running ON job_runs (job_name) WHERE status = 'running';
+CREATE INDEX ix_job_runs_job_started ON job_runs (job_name, started_at DESC);
+CREATE INDEX ix_job_runs_started ON job_runs (started_at);
+
+-- Update ids already taken by an instance: Telegram redelivers a webhook update whose answer
+-- it did not get, possibly to another instance behind the load balancer; the second delivery
+-- is skipped. Telegram's update ids are sequential (random after a week without updates),
+-- so a retention of days is safe.
+CREATE TABLE processed_updates (
+    update_id    BIGINT PRIMARY KEY,
+    instance_id  TEXT NOT NULL,
+    received_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_processed_updates_received ON processed_updates (received_at);
 """
 
 # --- Stuck workflows and their recovery (issue 7) -------------------------------------------
@@ -565,8 +590,8 @@ WITH errors AS (
     SELECT category, severity, count(*) AS n FROM error_records
      WHERE last_seen_at > now() - interval '1 hour' GROUP BY category, severity
 ), jobs AS (
-    SELECT job_name, count(*) AS n FROM scheduler_job_failures
-     WHERE created_at > now() - interval '1 hour' GROUP BY job_name
+    SELECT job_name, count(*) AS n FROM job_runs
+     WHERE started_at > now() - interval '1 hour' AND status = 'failed' GROUP BY job_name
 ), notification_counts AS (
     SELECT status, count(*) AS n FROM pending_notifications
      WHERE status IN ('pending', 'sending', 'retrying', 'dead') GROUP BY status
@@ -618,6 +643,8 @@ $$;
 """
 
 DOWNGRADE = """
+DROP TABLE IF EXISTS processed_updates;
+DROP TABLE IF EXISTS job_runs;
 DROP FUNCTION IF EXISTS get_system_health_summary(DOUBLE PRECISION, JSONB);
 DROP FUNCTION IF EXISTS cleanup_old_health_snapshots(INTEGER);
 DROP FUNCTION IF EXISTS cleanup_old_transaction_logs(INTEGER);
@@ -645,6 +672,7 @@ def upgrade() -> None:
     op.execute(BASE_WORKFLOW)
     op.execute(RECOVERY)
     op.execute(DASHBOARD)
+    op.execute(OPERATIONS)
     op.execute(WORKFLOW_RECOVERY)
     op.execute(FUNCTIONS)
 

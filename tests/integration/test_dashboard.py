@@ -1,6 +1,6 @@
 """Dashboard read side and audit: error statistics on seeded data (hourly rollup kept by the
-trigger), top groups, reference look-up, the chart, the audit trail and recovery history,
-scheduler job failures, and the cleanup of dashboard data."""
+trigger), top groups, reference look-up, resolve and regress, the chart, the audit trail and
+recovery history, failed job runs as a health figure, and the cleanup of dashboard data."""
 
 from __future__ import annotations
 
@@ -229,10 +229,9 @@ async def test_a_failing_job_is_recorded_as_a_health_figure(
             raise RuntimeError("disk on fire")
 
         assert await run_job(services, "cleanup", broken) is None
-        row = await pool.fetchrow("SELECT * FROM scheduler_job_failures")
-        assert (row["job_name"], row["error_type"]) == ("cleanup", "RuntimeError")
-        reference = await pool.fetchval("SELECT reference FROM error_records")
-        assert row["error_reference"] == reference
+        row = await pool.fetchrow("SELECT * FROM job_runs")
+        assert (row["job_name"], row["status"]) == ("cleanup", "failed")
+        assert "RuntimeError" in row["error"]
         report = await services.health_monitor.report()
         assert report.figures["job_failures_last_hour"] == 1
         assert report.status.value == "degraded"
@@ -244,15 +243,11 @@ async def test_cleanup_removes_old_dashboard_rows_only(pool: asyncpg.Pool) -> No
     record_id = await _group(pool, "E-OLD001", "system", "low", count=1, hours_ago=24 * 40)
     await _group(pool, "E-NEW001", "system", "low", count=1, hours_ago=1)
     await pool.execute(
-        "INSERT INTO scheduler_job_failures (job_name, error_type, created_at) VALUES "
-        "('a', 'X', now() - interval '40 days'), ('b', 'X', now())"
-    )
-    await pool.execute(
         "INSERT INTO admin_alert_mutes (chat_id, kind, muted_until) VALUES "
         "(1, 'error', now() - interval '1 minute'), (1, 'health', now() + interval '1 hour')"
     )
     removed = await pool.fetchval("SELECT cleanup_old_dashboard_data(30)")
-    assert removed == 3
+    assert removed == 2
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM error_hourly_counts WHERE record_id = $1", record_id
@@ -260,7 +255,6 @@ async def test_cleanup_removes_old_dashboard_rows_only(pool: asyncpg.Pool) -> No
         == 0
     )
     assert await pool.fetchval("SELECT count(*) FROM error_hourly_counts") == 1
-    assert await pool.fetchval("SELECT count(*) FROM scheduler_job_failures") == 1
     assert await pool.fetchval("SELECT kind FROM admin_alert_mutes") == "health"
 
 

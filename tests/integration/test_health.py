@@ -68,7 +68,7 @@ def test_thresholds_are_configurable_and_validated() -> None:
 async def _seed(pool: asyncpg.Pool) -> None:
     """2 active requests (one 30 h in 'new', one 2 h in 'review'), 1 completed; 3 dead and
     2 pending notifications; errors in the last hour: 2 critical, 1 high (and one older);
-    one negative balance; one job failure."""
+    one negative balance; one failed job run in the last hour (and one older)."""
     client = await make_user(pool)
     await make_request(pool, client_id=client["id"], hours_in_state=30)
     await make_request(pool, client_id=client["id"], state="review", hours_in_state=2)
@@ -94,12 +94,12 @@ async def _seed(pool: asyncpg.Pool) -> None:
         )
     await make_material(pool, sku="CABLE", balance=-4, ledger=-4)
     await InventoryReconciliationManager(pool).check_now("test")  # records it as open
-    await pool.execute(
-        "INSERT INTO scheduler_job_failures (job_name, error_type) VALUES ('cleanup', 'OSError')"
-    )
-    await pool.execute(
-        "INSERT INTO scheduler_job_failures (job_name, error_type, created_at) "
-        "VALUES ('cleanup', 'OSError', now() - interval '2 hours')"
+    await pool.execute(  # job runs: one failed now, one failed 2 h ago, one ok now
+        "INSERT INTO job_runs (job_name, slot_start, interval_s, instance_id, status, "
+        "started_at) VALUES "
+        "('cleanup', now(), 60, 'i', 'failed', now()), "
+        "('cleanup', now() - interval '2 hours', 60, 'i', 'failed', now() - interval '2 hours'),"
+        " ('health_snapshot', now(), 60, 'i', 'ok', now())"
     )
 
 

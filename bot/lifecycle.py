@@ -1,0 +1,307 @@
+"""One bot process from start-up to graceful shutdown (``python -m bot``).
+
+Start-up: database (embedded or external at head), pool, services, dispatcher (update
+tracking, FSM storage from ``REDIS_URL``), then the run mode: long polling (default) or
+webhook (``WEBHOOK_URL``: the web server, then ``setWebhook``). Every instance also runs
+the periodic jobs (``bot.scheduler``: once per interval across instances) and the
+notification sender (outbox claims with ``FOR UPDATE SKIP LOCKED`` and a lease, so
+instances never send the same row at once). The web server, in webhook mode or with
+``HTTP_IN_POLLING``, serves ``/metrics``, ``/healthz`` and ``/readyz``.
+
+Shutdown on SIGTERM or SIGINT, within ``SHUTDOWN_GRACE_S`` seconds in total:
+
+1. stop taking updates: readiness turns 503, the webhook answers 503 (Telegram delivers
+   the update again, to another instance), polling stops;
+2. at the same time, let the updates in flight finish, let the sender finish its batch
+   and let running jobs finish; take no new batch and start no new job;
+3. at the deadline, cancel what is left: a cancelled job's run becomes 'cancelled' (the
+   slot may run again elsewhere) and every outbox row this instance still holds in
+   'sending' is released back to due (``release_claims``), so nothing waits for a lease;
+4. close the web server, the FSM storage, the pool (advisory locks go with it) and the
+   Bot session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import asyncpg
+from aiogram import Bot, Dispatcher
+from aiogram.fsm.storage.base import BaseStorage
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.app import (
+    build_dispatcher,
+    build_services,
+    create_bot,
+    create_storage,
+    resolve_database_url,
+    set_commands,
+)
+from bot.i18n import create_i18n
+from bot.metrics import Metrics, Readiness, ops_routes, refresh_shared_gauges
+from bot.scheduler import JobRunner, build_scheduler, job_table
+from bot.sentry import close_sentry, init_sentry
+from bot.services import Services
+from bot.settings import Settings
+from bot.webhook import WebhookHandler, add_webhook_route, set_webhook
+from database import processed_updates
+from database.migrate import head_revision
+from database.pool import create_pool
+from middlewares.updates import UpdateTrackingMiddleware
+from recovery.notifications import default_instance_id
+
+log = logging.getLogger(__name__)
+
+
+class BotInstance:
+    """One bot process; ``await BotInstance(settings).run()`` serves until a signal.
+
+    ``INSTANCE_ID`` (default host:pid) names the process in leases, job runs, processed
+    updates and the metrics.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        instance_id = settings.instance_id or default_instance_id()
+        self.settings = settings.model_copy(update={"instance_id": instance_id})
+        self.instance_id = instance_id
+        self.mode = "webhook" if settings.webhook_mode else "polling"
+        self.bot: Bot | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.services: Services | None = None
+        self.metrics: Metrics | None = None
+        self.storage: BaseStorage | None = None
+        self.dp: Dispatcher | None = None
+        self.tracker: UpdateTrackingMiddleware | None = None
+        self.runner: JobRunner | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.readiness: Readiness | None = None
+        self.webhook: WebhookHandler | None = None
+        self.web_runner: web.AppRunner | None = None
+        self.polling_task: asyncio.Task[None] | None = None
+        self.sender_task: asyncio.Task[None] | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._sender_stop: asyncio.Event | None = None
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (or until polling fails), shut down."""
+        self._stop_requested = asyncio.Event()
+        self._sender_stop = asyncio.Event()
+        init_sentry(self.settings)
+        try:
+            self._install_signal_handlers()
+            await self._start()
+            await self._serve()
+        finally:
+            await self.shutdown()
+
+    def request_stop(self) -> None:
+        """Begin the graceful shutdown (what SIGTERM does)."""
+        assert self._stop_requested is not None
+        if self._stop_requested.is_set():
+            log.info("already stopping")
+        self._stop_requested.set()
+
+    # ------------------------------------------------------------------ start-up
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # not on Windows
+                loop.add_signal_handler(sig, self.request_stop)
+
+    async def _start(self) -> None:
+        s = self.settings
+        self.bot = create_bot(s)
+        url = await resolve_database_url(s)
+        self.pool = await create_pool(
+            url,
+            min_size=s.db_pool_min_size,
+            max_size=s.db_pool_max_size,
+            command_timeout_s=s.db_command_timeout_s,
+        )
+        self.metrics = Metrics(self.instance_id, self.mode)
+        self.services = build_services(s, self.pool, create_i18n(s.default_locale), self.bot,
+                                       self.metrics)  # fmt: skip
+        self.metrics.add_jobs(job_table(self.services))
+        self.tracker = UpdateTrackingMiddleware(self.metrics, claim=self._claim_update)
+        self.storage = create_storage(s)
+        self.dp = build_dispatcher(
+            self.services, storage=self.storage, outer_middlewares=[self.tracker]
+        )
+        self.runner = JobRunner(self.services, self.instance_id)
+        self.readiness = Readiness(
+            self.pool, await asyncio.to_thread(head_revision), s.readiness_timeout_s, self.metrics
+        )
+        await set_commands(self.bot)
+        if self.mode == "webhook":
+            assert s.webhook_secret is not None
+            self.webhook = WebhookHandler(
+                self.dp, self.bot, secret_token=s.webhook_secret.get_secret_value(),
+                metrics=self.metrics,
+            )  # fmt: skip
+            await self._start_web_server()
+            await self.dp.emit_startup(bot=self.bot, dispatcher=self.dp, **self.dp.workflow_data)
+            if s.webhook_set_on_start:
+                await set_webhook(self.bot, s, self.dp.resolve_used_update_types())
+        else:
+            if s.http_in_polling:
+                await self._start_web_server()
+            self.polling_task = asyncio.create_task(
+                self.dp.start_polling(
+                    self.bot,
+                    allowed_updates=self.dp.resolve_used_update_types(),
+                    handle_signals=False,
+                    close_bot_session=False,
+                )
+            )
+        if s.scheduler_enabled:
+            self.scheduler = build_scheduler(self.services, self.runner)
+            self.scheduler.start()
+        self.sender_task = asyncio.create_task(self._sender_loop())
+        log.info("instance %s ready (%s mode)", self.instance_id, self.mode)
+
+    async def _start_web_server(self) -> None:
+        assert self.metrics is not None and self.readiness is not None
+        app = web.Application()
+        app.add_routes(ops_routes(self.metrics, self.readiness, self._refresh_gauges))
+        if self.webhook is not None:
+            add_webhook_route(app, self.webhook, self.settings.webhook_path)
+        self.web_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.web_runner.setup()
+        site = web.TCPSite(self.web_runner, self.settings.web_host, self.settings.web_port)
+        await site.start()
+        log.info("web server on %s", ", ".join(str(a) for a in self.web_runner.addresses))
+
+    async def _claim_update(self, update_id: int) -> bool:
+        assert self.pool is not None
+        return await processed_updates.claim(self.pool, update_id, self.instance_id)
+
+    async def _refresh_gauges(self) -> None:
+        assert self.pool is not None and self.metrics is not None and self.services is not None
+        recovery = self.services.workflow_recovery
+
+        async def count_stuck() -> int:
+            return (await recovery.find_stuck(limit=1)).total
+
+        await refresh_shared_gauges(self.metrics, self.pool, count_stuck)
+
+    async def _sender_loop(self) -> None:
+        """The notification sender (``NotificationRetryManager.run``) until shutdown: it
+        takes no new batch once the stop event is set and finishes the batches in hand."""
+        assert self.services is not None and self._sender_stop is not None
+        await self.services.notifications.run(self._sender_stop)
+
+    async def _serve(self) -> None:
+        assert self._stop_requested is not None
+        waiter = asyncio.create_task(self._stop_requested.wait())
+        watched: set[asyncio.Task[Any]] = {waiter}
+        if self.polling_task is not None:
+            watched.add(self.polling_task)
+        try:
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.polling_task is not None and self.polling_task.done():
+            self.polling_task.result()  # polling ended by itself: raise its error
+
+    # ------------------------------------------------------------------ shutdown
+    async def shutdown(self) -> None:
+        """Stop taking updates, finish or release in-flight work, close everything.
+
+        Safe to call after a partial start-up.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
+        log.info("instance %s stopping: no new updates", self.instance_id)
+        if self.readiness is not None:
+            self.readiness.draining = True
+        if self.webhook is not None:
+            self.webhook.accepting = False
+        await self._stop_polling()
+        if self._sender_stop is not None:
+            self._sender_stop.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()
+
+        def remaining() -> float:
+            return max(0.0, deadline - loop.time())
+
+        unfinished, cancelled_jobs, _ = await asyncio.gather(
+            self._finish_updates(remaining()),
+            self.runner.stop(remaining()) if self.runner is not None else _zero(),
+            self._stop_sender(remaining()),
+        )
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        released = await self._release_claims()
+        await self._close()
+        log.info(
+            "instance %s stopped: %d update(s) cut short, %d job run(s) cancelled, "
+            "%d notification(s) released",
+            self.instance_id, unfinished, cancelled_jobs, released,
+        )  # fmt: skip
+
+    async def _stop_polling(self) -> None:
+        task = self.polling_task
+        if task is None or task.done() or self.dp is None:
+            return
+        with contextlib.suppress(RuntimeError):  # polling had not started yet
+            await self.dp.stop_polling()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
+
+    async def _finish_updates(self, timeout_s: float) -> int:
+        """Wait for the updates in flight; cancel those still running after ``timeout_s``
+        seconds. Returns how many were cut short."""
+        if self.tracker is None or await self.tracker.wait_idle(timeout_s):
+            return 0
+        left = self.tracker.cancel_all()
+        log.error("%d update(s) still running at the shutdown deadline were cancelled", left)
+        await self.tracker.wait_idle(5.0)
+        return left
+
+    async def _stop_sender(self, timeout_s: float) -> None:
+        task = self.sender_task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            log.warning("notification sender still busy at the shutdown deadline: cancelling")
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _release_claims(self) -> int:
+        if self.services is None:
+            return 0
+        try:
+            return await self.services.notifications.release_claims()
+        except Exception as exc:  # the rows then wait for their lease instead
+            log.error("could not release claimed notifications: %s", type(exc).__name__)
+            return 0
+
+    async def _close(self) -> None:
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+        if self.dp is not None and self.mode == "webhook" and self.bot is not None:
+            with contextlib.suppress(Exception):
+                await self.dp.emit_shutdown(
+                    bot=self.bot, dispatcher=self.dp, **self.dp.workflow_data
+                )
+        if self.storage is not None:
+            with contextlib.suppress(Exception):
+                await self.storage.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.bot is not None:
+            await self.bot.session.close()
+        close_sentry()
+
+
+async def _zero() -> int:
+    return 0

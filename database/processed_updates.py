@@ -1,0 +1,30 @@
+"""SQL of update deduplication (``processed_updates``): one instance takes each update id."""
+
+from __future__ import annotations
+
+import asyncpg
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+# Take update $1 for instance $2; no row comes back when some instance took it before.
+CLAIM_SQL = """
+INSERT INTO processed_updates (update_id, instance_id) VALUES ($1, $2)
+ON CONFLICT (update_id) DO NOTHING
+RETURNING update_id
+"""
+
+# Retention: ids received more than $1 days ago.
+DELETE_OLD_SQL = """
+DELETE FROM processed_updates WHERE received_at < now() - make_interval(days => $1)
+"""
+
+
+async def claim(conn: Conn, update_id: int, instance_id: str) -> bool:
+    """True when this call took ``update_id`` first, False for a repeated delivery."""
+    return await conn.fetchval(CLAIM_SQL, update_id, instance_id) is not None
+
+
+async def delete_older_than(conn: Conn, days: int) -> int:
+    """Forget update ids older than ``days`` days; returns the row count."""
+    status = await conn.execute(DELETE_OLD_SQL, days)
+    return int(status.split()[-1])
