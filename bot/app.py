@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 from aiogram import BaseMiddleware, Bot, Dispatcher
@@ -25,16 +26,20 @@ from aiogram.utils.i18n import I18n
 from bot.embedded_db import start_embedded
 from bot.error_observers import ErrorObserver, ObservedErrorHandler, count_errors
 from bot.metrics import Metrics
-from bot.notification_texts import make_renderer
+from bot.notification_texts import inline_keyboard, make_renderer
 from bot.sentry import report_critical
 from bot.services import Services
 from bot.settings import Settings
 from database.migrate import ensure_schema_at_head, upgrade_to_head
 from handlers import build_root_router
+from handlers.admin.alerts import mute_callback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
-from recovery.health import HealthMonitor
+from recovery.alerts import AdminAlerts, AlertPolicy
+from recovery.audit import AdminAuditLog
+from recovery.error_stats import ErrorStatistics
+from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.masking import MaskingFilter
 from recovery.notifications import build_notification_manager
@@ -107,6 +112,16 @@ def build_services(
     errors go to Sentry when it is initialised (``bot.sentry``).
     """
     secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
+    alerts = AdminAlerts(
+        pool,
+        admin_ids=settings.admin_ids,
+        policy=AlertPolicy(
+            dedupe_window_s=settings.alert_dedupe_window_s,
+            rate_limit=settings.alert_rate_limit,
+            rate_window_s=settings.alert_rate_window_s,
+        ),
+        mute_callback=mute_callback,
+    )
     observers: list[ErrorObserver] = [report_critical]
     if metrics is not None:
         observers.append(count_errors(metrics))
@@ -115,12 +130,16 @@ def build_services(
         admin_ids=settings.admin_ids,
         alert_window_s=settings.error_alert_window_s,
         extra_secrets=secrets,
+        alerts=alerts,
         observers=observers,
     )
 
-    async def send(chat_id: int, text: str) -> int | None:
+    async def send(
+        chat_id: int, text: str, *, buttons: list[Any] | None = None, locale: str | None = None
+    ) -> int | None:
+        markup = inline_keyboard(i18n, buttons, locale or settings.default_locale)
         try:
-            message = await bot.send_message(chat_id, text)
+            message = await bot.send_message(chat_id, text, reply_markup=markup)
         except Exception:
             if metrics is not None:
                 metrics.notifications.labels("failed").inc()
@@ -130,7 +149,12 @@ def build_services(
         return message.message_id
 
     notifications = build_notification_manager(
-        settings, pool, sender=send, renderer=make_renderer(i18n), error_handler=error_handler
+        settings,
+        pool,
+        sender=send,
+        renderer=make_renderer(i18n),
+        error_handler=error_handler,
+        alerts=alerts,
     )
     return Services(
         settings=settings,
@@ -150,8 +174,17 @@ def build_services(
             default_threshold_s=settings.stuck_default_threshold_s,
             thresholds=settings.stuck_thresholds,
         ),
-        health_monitor=HealthMonitor(pool, stuck_threshold_s=settings.stuck_default_threshold_s),
+        health_monitor=HealthMonitor(
+            pool,
+            thresholds=HealthThresholds.with_overrides(settings.health_thresholds),
+            stuck_threshold_s=settings.stuck_default_threshold_s,
+            stuck_thresholds=settings.stuck_thresholds,
+            alerts=alerts,
+        ),
         notifications=notifications,
+        alerts=alerts,
+        audit=AdminAuditLog(pool),
+        error_stats=ErrorStatistics(pool),
         inventory=InventoryReconciliationManager(
             pool,
             ReconciliationPolicy.of(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
 
@@ -32,6 +33,17 @@ TEMPLATES: dict[str, str] = {
         "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
     ),
     "admin.text": "{text}",
+    "admin.health_changed": _(
+        "System health changed: {previous} → {status}.\n"
+        "Stuck workflows: {stuck}, dead notifications: {dead}, notification backlog: "
+        "{backlog}, critical errors in the last hour: {critical_errors}, open inventory "
+        "discrepancies: {discrepancies}.\nDetails: /workflow_recovery"
+    ),
+    "admin.alert_digest": _(
+        "{total} admin alerts arrived together.\n"
+        "Critical errors: {error}, health changes: {health}, stuck workflows: {stuck}, "
+        "other: {system}.\n{details}"
+    ),
     "admin.retry_queue_full": _(
         "The notification retry queue is full ({size} of {limit}): new delivery failures are "
         "dead-lettered until it drains. See /workflow_recovery."
@@ -56,6 +68,8 @@ STATE_MSGIDS = {
     "completed": _("completed"),
 }
 WORKFLOW_MSGIDS = {"connection": _("connection"), "repair": _("repair")}
+HEALTH_MSGIDS = {"healthy": _("healthy"), "degraded": _("degraded"), "critical": _("critical")}
+HEALTH_KEYS = ("status", "previous")  # the health alert's statuses, translated at send time
 
 
 class UnknownTemplateError(KeyError):
@@ -76,6 +90,10 @@ def make_renderer(i18n: I18n):
                 value = i18n.gettext(STATE_MSGIDS[value], locale=locale)
             elif key == "workflow_type" and isinstance(value, str) and value in WORKFLOW_MSGIDS:
                 value = i18n.gettext(WORKFLOW_MSGIDS[value], locale=locale)
+            elif (
+                key in ("status", "previous") and isinstance(value, str) and value in HEALTH_MSGIDS
+            ):
+                value = i18n.gettext(HEALTH_MSGIDS[value], locale=locale)
             limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
             values[key] = escape_param(value, limit)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
@@ -98,3 +116,24 @@ def escape_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:
 class _Missing(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+def inline_keyboard(
+    i18n: I18n, buttons: list[list[dict[str, str]]] | None, locale: str
+) -> InlineKeyboardMarkup | None:
+    """An outbox row's ``params["buttons"]`` (rows of ``{"text": msgid, "callback_data"}``)
+    as an inline keyboard with the texts in ``locale``; None without buttons."""
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=i18n.gettext(button["text"], locale=locale),
+                    callback_data=button["callback_data"],
+                )
+                for button in row
+            ]
+            for row in buttons
+        ]
+    )

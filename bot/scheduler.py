@@ -33,7 +33,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.services import Services
-from database import job_runs, processed_updates, retention
+from database import dashboard, job_runs, processed_updates, retention
 from database.locks import try_advisory_lock
 from recovery.masking import mask_sensitive
 
@@ -55,8 +55,11 @@ async def reconcile_inventory(services: Services) -> object:
 
 
 async def detect_stuck(services: Services) -> object:
-    """Alert the admins once per newly stuck request, in one digest (outbox) per admin."""
-    alerts = await services.workflow_recovery.alert_new_stuck(services.settings.admin_ids)
+    """Alert the admins once per newly stuck request, in one digest per admin (through the
+    admin alert path)."""
+    alerts = await services.workflow_recovery.alert_new_stuck(
+        services.settings.admin_ids, alerts=services.alerts
+    )
     return {
         "newly_stuck": len(alerts.new_request_ids),
         "digests": alerts.digests,
@@ -65,9 +68,18 @@ async def detect_stuck(services: Services) -> object:
 
 
 async def health_snapshot(services: Services) -> object:
-    """Store a health snapshot."""
-    status, _summary = await services.health_monitor.take_snapshot()
-    return {"status": status}
+    """Store a health snapshot; alert the admins when the status changed since the last."""
+    result = await services.health_monitor.take_snapshot()
+    return {
+        "status": result.report.status.value,
+        "previous": result.previous_status.value,
+        "alert": result.alert.outcome.value if result.alert else None,
+    }
+
+
+async def alert_digest(services: Services) -> object:
+    """Send the admin alerts held back by the rate limit as one digest per admin."""
+    return {"digested": await services.alerts.flush_digest()}
 
 
 async def cleanup(services: Services) -> dict[str, int]:
@@ -76,7 +88,8 @@ async def cleanup(services: Services) -> dict[str, int]:
     The three cleanup functions of the schema (``ERROR_RETENTION_DAYS``,
     ``TRANSACTION_LOG_RETENTION_DAYS``, ``HEALTH_SNAPSHOT_RETENTION_DAYS``), then the
     operations tables (``JOB_RUN_RETENTION_DAYS``, ``PROCESSED_UPDATE_RETENTION_DAYS``), then
-    the delivered and discarded notifications (``NOTIFICATION_RETENTION_DAYS``).
+    the delivered and discarded notifications (``NOTIFICATION_RETENTION_DAYS``), then the
+    dashboard's error rollup, admin alerts and ended mutes (``HEALTH_SNAPSHOT_RETENTION_DAYS``).
     Each count is logged by ``JobRunner``, stored in ``job_runs.result`` and added to
     ``bot_cleanup_removed_rows_total{table}``.
     """
@@ -97,6 +110,7 @@ async def cleanup(services: Services) -> dict[str, int]:
         "pending_notifications": await services.notifications.cleanup(
             s.notification_retention_days
         ),
+        "dashboard": await dashboard.cleanup(pool, s.health_snapshot_retention_days),
     }
     if services.metrics is not None:
         for table, count in removed.items():
@@ -112,6 +126,7 @@ def job_table(services: Services) -> dict[str, tuple[JobFunc, float]]:
         "reconcile_inventory": (reconcile_inventory, s.job_reconcile_interval_s),
         "detect_stuck": (detect_stuck, s.job_stuck_interval_s),
         "health_snapshot": (health_snapshot, s.job_health_interval_s),
+        "alert_digest": (alert_digest, s.job_alert_digest_interval_s),
         "cleanup": (cleanup, s.job_cleanup_interval_s),
     }
 

@@ -9,6 +9,9 @@ from aiogram.utils.i18n import I18n
 
 from bot.metrics import Metrics
 from bot.settings import Settings
+from recovery.alerts import AdminAlerts
+from recovery.audit import AdminAuditLog
+from recovery.error_stats import ErrorStatistics
 from recovery.errors import ErrorHandler
 from recovery.health import HealthMonitor
 from recovery.inventory import InventoryReconciliationManager
@@ -29,6 +32,9 @@ class Services:
     workflow_recovery: WorkflowRecoveryManager
     health_monitor: HealthMonitor
     notifications: NotificationRetryManager
+    alerts: AdminAlerts
+    audit: AdminAuditLog
+    error_stats: ErrorStatistics
     inventory: InventoryReconciliationManager
     metrics: Metrics | None = None
 
@@ -42,5 +48,8 @@ class Services:
             "workflow_recovery": self.workflow_recovery,
             "health_monitor": self.health_monitor,
             "notifications": self.notifications,
+            "alerts": self.alerts,
+            "audit": self.audit,
+            "error_stats": self.error_stats,
             "inventory": self.inventory,
         }

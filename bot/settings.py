@@ -123,6 +123,18 @@ class Settings(BaseSettings):
         "orphaned_transaction, duplicate_reference (empty: report only).",
     )
 
+    # --- Health and admin alerts ----------------------------------------------------------
+    health_thresholds: Annotated[dict[str, list[float | None]], NoDecode] = Field(
+        default_factory=dict,
+        description="Overrides of recovery.health.DEFAULT_THRESHOLDS as JSON, "
+        '{"figure": [degraded_at, critical_at]}, e.g. {"dead_notifications": [1, 50]}; '
+        "null disables a level.",
+    )
+    alert_dedupe_window_s: float = Field(default=1800.0, ge=0)
+    alert_rate_limit: int = Field(default=5, ge=1)
+    alert_rate_window_s: float = Field(default=300.0, gt=0)
+    job_alert_digest_interval_s: float = Field(default=60.0, gt=0)
+
     # --- Periodic jobs (design: Policies / Periodic jobs) ---------------------------------
     scheduler_enabled: bool = True
     job_retry_interval_s: float = Field(default=60.0, gt=0)
@@ -162,6 +174,26 @@ class Settings(BaseSettings):
     def _parse_thresholds(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("health_thresholds", mode="before")
+    @classmethod
+    def _parse_health_thresholds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("health_thresholds")
+    @classmethod
+    def _check_health_thresholds(
+        cls, value: dict[str, list[float | None]]
+    ) -> dict[str, list[float | None]]:
+        for name, pair in value.items():
+            if len(pair) != 2:
+                raise ValueError(f"HEALTH_THRESHOLDS[{name}] must be [degraded_at, critical_at]")
+            degraded, critical = pair
+            if degraded is not None and critical is not None and critical < degraded:
+                raise ValueError(f"HEALTH_THRESHOLDS[{name}]: critical_at is below degraded_at")
         return value
 
     @model_validator(mode="after")

@@ -136,3 +136,91 @@ class StuckBatchRunCb(CallbackData, prefix="wrx"):
 
     token: Annotated[str, Field(pattern=r"^[0-9a-f]{8}$")]
     step: Annotated[int, Field(ge=1, le=2)] = 1
+
+
+# --- Admin dashboard: health, errors, alerts, history (issue 8) ----------------------------
+class ErrorsCb(CallbackData, prefix="es"):
+    """Error statistics: ``view`` is ``stats``, ``top`` (``page`` of the top groups),
+    ``chart`` (``hours`` of the per-hour chart) or ``lookup`` (ask for a reference)."""
+
+    view: str
+    page: int = 0
+    hours: int = 24
+
+
+class ErrorGroupCb(CallbackData, prefix="eg"):
+    """One error group's detail; ``page`` is the top-groups page to go back to."""
+
+    record_id: int
+    page: int = 0
+
+
+class ErrorResolveCb(CallbackData, prefix="ers"):
+    """Mark an error group resolved (it reopens as regressed if it happens again)."""
+
+    record_id: int
+    page: int = 0
+
+
+class AlertMuteCb(CallbackData, prefix="am"):
+    """Mute one kind of admin alert (error, health, stuck, system) for ``seconds``; the
+    button sits on the alert message itself."""
+
+    kind: str
+    seconds: int
+
+
+class AlertUnmuteCb(CallbackData, prefix="au"):
+    """Lift the admin's mute of one kind of alert."""
+
+    kind: str
+
+
+class HistoryCb(CallbackData, prefix="hs"):
+    """A page of the recovery history."""
+
+    page: int = 0
+
+
+class InventoryCb(CallbackData, prefix="iv"):
+    """Inventory reconciliation: ``action`` is ``menu``, ``check`` (run a check now),
+    ``fixall`` (confirmation screen) or ``fixall_ok`` (apply)."""
+
+    action: str
+
+
+class DiscrepancyListCb(CallbackData, prefix="ivl"):
+    """A page of open inventory discrepancies."""
+
+    page: int = 0
+
+
+class DiscrepancyCb(CallbackData, prefix="ivd"):
+    """One discrepancy: ``action`` is ``show``, ``fix`` (confirmation screen), ``fix_ok``
+    (apply) or ``accept`` (ask for the reason); ``page`` is the list page to go back to."""
+
+    action: str
+    discrepancy_id: int
+    page: int = 0
+
+
+class RetriesCb(CallbackData, prefix="nr"):
+    """Notification retries: ``action`` is ``menu``, ``retry_all`` (confirmation screen) or
+    ``retry_all_ok`` (apply)."""
+
+    action: str
+
+
+class RetryListCb(CallbackData, prefix="nrl"):
+    """A page of dead and failing notifications."""
+
+    page: int = 0
+
+
+class NotificationCb(CallbackData, prefix="nrn"):
+    """One notification: ``action`` is ``show``, ``retry``, ``discard`` (confirmation screen)
+    or ``discard_ok`` (apply); ``page`` is the list page to go back to."""
+
+    action: str
+    notification_id: int
+    page: int = 0

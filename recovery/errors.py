@@ -29,6 +29,7 @@ import asyncpg
 
 from database import error_records, outbox, users
 from database.error_records import GroupCount
+from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import (
     Classification,
     ErrorCategory,
@@ -366,6 +367,9 @@ class ErrorHandler:
         extra_secrets: literal secrets (the bot token) masked wherever they appear.
         store_timeout_s: seconds to wait for a pooled connection before giving up on
             recording (the pool may be what failed).
+        alerts: the admin alert path (``recovery.alerts``); when set, critical-error alerts
+            go through it (rate limit, digest, per-admin mutes) after this class's own
+            once-per-group-per-window claim.
     """
 
     def __init__(
@@ -376,12 +380,14 @@ class ErrorHandler:
         alert_window_s: float = 3600.0,
         extra_secrets: Sequence[str] = (),
         store_timeout_s: float = 5.0,
+        alerts: AdminAlerts | None = None,
     ) -> None:
         self.pool = pool
         self.admin_ids = tuple(admin_ids)
         self.alert_window_s = alert_window_s
         self.extra_secrets = tuple(s for s in extra_secrets if s)
         self.store_timeout_s = store_timeout_s
+        self.alerts = alerts
 
     # --- recording ------------------------------------------------------------------------
     async def handle(
@@ -513,6 +519,24 @@ class ErrorHandler:
             return False
         # the occurrence number is unique within the group (the upsert holds the row lock)
         occurrence = record.occurrence_count
+        params = {
+            "reference": record.reference,
+            "category": record.category.value,
+            "severity": record.severity.value,
+            "error_type": record.error_type.rsplit(".", 1)[-1],
+            "message": record.message[:300],
+            "count": record.occurrence_count,
+        }
+        if self.alerts is not None:  # the admin alert path: rate limit, digest, mutes
+            await self.alerts.raise_alert(
+                AlertKind.ERROR,
+                f"error-alert:{record.record_id}:{occurrence}",
+                "admin.error_alert",
+                params,
+                summary=record.reference or "",
+                conn=conn,
+            )
+            return True
         for user_id, chat_id in await outbox.admin_recipients(conn, self.admin_ids):
             await outbox.enqueue(
                 conn,
@@ -520,14 +544,7 @@ class ErrorHandler:
                 chat_id=chat_id,
                 recipient_id=user_id,
                 template_key="admin.error_alert",
-                params={
-                    "reference": record.reference,
-                    "category": record.category.value,
-                    "severity": record.severity.value,
-                    "error_type": record.error_type.rsplit(".", 1)[-1],
-                    "message": record.message[:300],
-                    "count": record.occurrence_count,
-                },
+                params=params,
             )
         return True
 

@@ -41,6 +41,7 @@ import asyncpg
 
 from database import notifications as sql
 from database import outbox, users
+from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
 from recovery.rate_limit import TelegramRateLimiter
@@ -63,9 +64,21 @@ UNREACHABLE_REASON = "recipient unreachable"
 
 
 class Sender(Protocol):
-    """Sends one text message; returns Telegram's message id. Raises the Bot API's errors."""
+    """Sends one text message; returns Telegram's message id. Raises the Bot API's errors.
 
-    def __call__(self, chat_id: int, text: str) -> Awaitable[int | None]: ...
+    ``buttons`` (only passed when the row has ``params["buttons"]``): rows of
+    ``{"text": msgid, "callback_data": str}`` to send as an inline keyboard, the texts
+    translated into ``locale``.
+    """
+
+    def __call__(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        buttons: list[list[dict[str, str]]] | None = None,
+        locale: str | None = None,
+    ) -> Awaitable[int | None]: ...
 
 
 class ErrorRecorder(Protocol):
@@ -188,6 +201,7 @@ class NotificationRetryManager:
             when the limit allows (default: a quarter of the lease, at most 5 s).
         queue_max_size: bound of the retry queue (waiting entries).
         admin_ids: Telegram ids from ``ADMIN_IDS`` for the queue-full alert.
+        alerts: the admin alert path; when set, the queue-full alert goes through it.
         instance_id: this process's name in ``claimed_by``.
         default_locale: language for recipients without a stored one.
         poll_interval_s: ``run``'s fallback poll when no NOTIFY arrives.
@@ -215,6 +229,7 @@ class NotificationRetryManager:
         max_hold_s: float | None = None,
         queue_max_size: int = 10_000,
         admin_ids: Sequence[int] = (),
+        alerts: AdminAlerts | None = None,
         instance_id: str | None = None,
         default_locale: str = "en",
         poll_interval_s: float = 2.0,
@@ -238,6 +253,7 @@ class NotificationRetryManager:
         self.max_hold_s = min(5.0, lease_s / 4) if max_hold_s is None else max_hold_s
         self.queue_max_size = queue_max_size
         self.admin_ids = tuple(admin_ids)
+        self.alerts = alerts
         self.instance_id = instance_id or default_instance_id()
         self.default_locale = default_locale
         self.poll_interval_s = poll_interval_s
@@ -351,8 +367,9 @@ class NotificationRetryManager:
             result.skipped += 1
             return
         locale = row["recipient_language"] or self.default_locale
+        params = row["params"] or {}
         try:
-            text = self.renderer(row["template_key"], dict(row["params"] or {}), locale)
+            text = self.renderer(row["template_key"], dict(params), locale)
         except Exception as exc:
             await self._failed(row, claim_id, exc, classify(exc), result)
             return
@@ -367,7 +384,12 @@ class NotificationRetryManager:
                 return
             try:
                 async with asyncio.timeout(self.send_timeout_s):
-                    message_id = await self.sender(chat_id, text)
+                    if params.get("buttons"):  # inline buttons (admin alerts' mute), msgids
+                        message_id = await self.sender(
+                            chat_id, text, buttons=params["buttons"], locale=locale
+                        )
+                    else:
+                        message_id = await self.sender(chat_id, text)
             except Exception as exc:
                 verdict = classify(exc)
                 if verdict.migrate_to_chat_id is not None and not migrated:
@@ -481,13 +503,22 @@ class NotificationRetryManager:
     async def _alert_queue_full(self, conn: asyncpg.Connection, since: Any, depth: int) -> None:
         """Enqueue the queue-full alert for every admin, once per episode (the idempotency
         key names the episode by its start)."""
-        count = await outbox.enqueue_for_admins(
-            conn,
-            key_prefix=f"retry-queue-full:{since.timestamp():.6f}",
-            template_key=QUEUE_FULL_TEMPLATE,
-            params={"size": depth, "limit": self.queue_max_size},
-            extra_telegram_ids=self.admin_ids,
-        )
+        key = f"retry-queue-full:{since.timestamp():.6f}"
+        params = {"size": depth, "limit": self.queue_max_size}
+        if self.alerts is not None:  # the admin alert path: rate limit, digest, mutes
+            alert = await self.alerts.raise_alert(
+                AlertKind.SYSTEM, key, QUEUE_FULL_TEMPLATE, params, summary="retry queue full",
+                conn=conn,
+            )  # fmt: skip
+            count = alert.recipients
+        else:
+            count = await outbox.enqueue_for_admins(
+                conn,
+                key_prefix=key,
+                template_key=QUEUE_FULL_TEMPLATE,
+                params=params,
+                extra_telegram_ids=self.admin_ids,
+            )
         log.warning("notification retry queue full (%s); %s admin alert(s) enqueued", depth, count)
 
     @staticmethod
@@ -580,6 +611,10 @@ class NotificationRetryManager:
             for r in rows
         ]
         return items, total
+
+    async def get(self, notification_id: int) -> asyncpg.Record | None:
+        """One outbox row (its ``last_error`` is masked), or None: the admin detail screen."""
+        return await sql.get(self.pool, notification_id)
 
     async def retry_now(self, notification_id: int, *, actor: int | None = None) -> bool:
         """Make one dead, skipped or retrying notification due now (a dead letter gets a
@@ -702,6 +737,7 @@ def build_notification_manager(
     sender: Sender,
     renderer: Renderer,
     error_handler: ErrorRecorder | None = None,
+    alerts: AdminAlerts | None = None,
 ) -> NotificationRetryManager:
     """The manager and its rate limiter configured from settings (``RETRY_*``,
     ``RETRY_QUEUE_MAX_SIZE``, ``NOTIFICATION_*``, ``RATE_*``, ``ADMIN_IDS``)."""
@@ -710,6 +746,7 @@ def build_notification_manager(
         sender=sender,
         renderer=renderer,
         error_handler=error_handler,
+        alerts=alerts,
         policy=RetryPolicy(
             max_attempts=settings.retry_max_attempts,
             base_delay_s=settings.retry_base_delay_s,

@@ -37,6 +37,7 @@ from database import compensation, outbox, recovery_actions, recovery_log, reque
 from database.compensation import Outstanding, Reversal
 from database.stuck import Limit
 from recovery import workflow_definitions as wf
+from recovery.alerts import AdminAlerts, AlertKind
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
@@ -421,8 +422,14 @@ class WorkflowRecoveryManager:
             at_most=at_most,
         )
 
-    async def alert_new_stuck(self, admin_telegram_ids: Sequence[int] = ()) -> StuckAlerts:
+    async def alert_new_stuck(
+        self, admin_telegram_ids: Sequence[int] = (), *, alerts: AdminAlerts | None = None
+    ) -> StuckAlerts:
         """Alert the admins once per newly stuck request, in one digest per admin.
+
+        With ``alerts`` the digest takes the admin alert path (kind ``stuck``: rate limit,
+        per-admin mutes, mute buttons) in the same transaction; ``digests`` is then the
+        number of admins it was enqueued for (0 when held back for the alert digest).
 
         In one transaction: forget alert marks of requests that left the alerted state,
         mark every stuck request not alerted yet for its current visit of its state
@@ -445,6 +452,16 @@ class WorkflowRecoveryManager:
                     f"{r['request_id']}@{r['state_entered_at'].isoformat()}" for r in rows
                 ).encode()
             ).hexdigest()[:24]
+            if alerts is not None:
+                alert = await alerts.raise_alert(
+                    AlertKind.STUCK,
+                    f"stuck-digest:{digest}",
+                    "admin.stuck_digest",
+                    {"count": len(ids), "ids": shown},
+                    summary=f"stuck {shown}",
+                    conn=conn,
+                )
+                return StuckAlerts(ids, alert.recipients, forgotten)
             digests = 0
             for user_id, chat_id in await outbox.admin_recipients(conn, list(admin_telegram_ids)):
                 enqueued = await outbox.enqueue(

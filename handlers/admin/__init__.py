@@ -11,7 +11,15 @@ from aiogram import BaseMiddleware, Router
 from aiogram.types import CallbackQuery, Message, TelegramObject
 from aiogram.utils.i18n import gettext as _
 
-from handlers.admin import workflow_recovery
+from handlers.admin import (
+    alerts,
+    errors,
+    health,
+    history,
+    inventory,
+    retries,
+    workflow_recovery,
+)
 
 
 class AdminOnlyMiddleware(BaseMiddleware):
@@ -36,4 +44,12 @@ class AdminOnlyMiddleware(BaseMiddleware):
 router = Router(name=__name__)
 router.message.middleware(AdminOnlyMiddleware())
 router.callback_query.middleware(AdminOnlyMiddleware())
-router.include_router(workflow_recovery.router)
+router.include_routers(
+    workflow_recovery.router,
+    health.router,
+    errors.router,
+    inventory.router,
+    retries.router,
+    history.router,
+    alerts.router,
+)

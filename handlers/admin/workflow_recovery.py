@@ -1,9 +1,8 @@
 """``/workflow_recovery``: the admin menu (stuck workflows, health, inventory, errors,
-notification retries, recovery history)."""
+notification retries, recovery history); each section lives in its own module of this
+package (stuck workflows: ``stuck_workflows``; health, errors, inventory, retries, history)."""
 
 from __future__ import annotations
-
-import html
 
 from aiogram import F, Router
 from aiogram.filters import Command
@@ -14,7 +13,6 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.admin import stuck_workflows
 from handlers.callbacks import MenuCb, StuckListCb
 from handlers.screens import edit_or_send
-from recovery.health import HealthMonitor
 
 router = Router(name=__name__)
 
@@ -32,13 +30,6 @@ def main_menu_markup() -> InlineKeyboardMarkup:
     return keyboard.as_markup()
 
 
-def back_markup(target: MenuCb) -> InlineKeyboardMarkup:
-    """A single "back" button."""
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(text=_("« Back"), callback_data=target)
-    return keyboard.as_markup()
-
-
 @router.message(Command("workflow_recovery"))
 async def open_menu(message: Message) -> None:
     """The main menu."""
@@ -49,78 +40,6 @@ async def open_menu(message: Message) -> None:
 async def main_menu(query: CallbackQuery) -> None:
     """Back to the main menu."""
     await edit_or_send(query, _("Workflow recovery. Choose a section:"), main_menu_markup())
-
-
-@router.callback_query(MenuCb.filter(F.section == "health"))
-async def health(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """The live health figures."""
-    summary = await health_monitor.summary()
-    status = HealthMonitor.status_of(summary)
-    notifications = summary["notifications"]
-    text = "\n".join(
-        [
-            _("System health: {status}").format(status=status),
-            _("Active requests: {n}").format(n=summary["active_requests"]),
-            _("Stuck requests: {n}").format(n=summary["stuck_requests"]),
-            _("Notifications pending / retrying / dead: {p} / {r} / {d}").format(
-                p=notifications["pending"], r=notifications["retrying"], d=notifications["dead"]
-            ),
-            _("Negative balances: {n}").format(n=summary["negative_balances"]),
-            _("Error groups in the last hour: {n}").format(
-                n=sum(summary["errors_last_hour"].values())
-            ),
-        ]
-    )
-    await edit_or_send(query, text, back_markup(MenuCb(section="main")))
-
-
-@router.callback_query(MenuCb.filter(F.section == "inventory"))
-async def inventory(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """Materials with a negative balance."""
-    rows = await health_monitor.negative_balances()
-    lines = [_("Negative balances: {n}").format(n=len(rows))]
-    lines += [
-        f"{html.escape(row['sku'])} {html.escape(row['name'])}: {row['balance']}" for row in rows
-    ]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
-
-
-@router.callback_query(MenuCb.filter(F.section == "errors"))
-async def errors(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """Error groups of the last 24 hours by category and severity."""
-    rows = await health_monitor.error_counts(24)
-    lines = [_("Errors in the last 24 hours:")]
-    lines += [
-        f"{row['category']}/{row['severity']}: {row['groups']} ({row['occurrences']})"
-        for row in rows
-    ] or [_("none")]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
-
-
-@router.callback_query(MenuCb.filter(F.section == "retries"))
-async def retries(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """Notification outbox rows by status."""
-    counts = await health_monitor.notification_counts()
-    lines = [_("Notifications by status:")]
-    lines += [f"{status}: {count}" for status, count in sorted(counts.items())] or [_("none")]
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
-
-
-@router.callback_query(MenuCb.filter(F.section == "history"))
-async def history(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """The latest admin recovery actions."""
-    rows = await health_monitor.recent_recovery_actions(10)
-    lines = [_("Recovery history:")]
-    for row in rows:
-        outcome = "✓" if row["success"] else "✗"
-        lines.append(
-            f"{row['created_at']:%Y-%m-%d %H:%M} {outcome} {row['action']} "
-            f"#{row['request_id']} "
-            f"{html.escape(row['admin_name'] or str(row['admin_telegram_id']))}"
-        )
-    if not rows:
-        lines.append(_("none"))
-    await edit_or_send(query, "\n".join(lines), back_markup(MenuCb(section="main")))
 
 
 # the sections' own routers (stuck workflows: handlers/admin/stuck_workflows.py)

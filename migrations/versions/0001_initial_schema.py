@@ -335,6 +335,115 @@ CREATE TABLE system_health_snapshots (
 CREATE INDEX ix_health_snapshots_created ON system_health_snapshots (created_at DESC);
 """
 
+# --- Admin dashboard: error rollup, alerts, audit (issue 8) ---------------------------------
+DASHBOARD = """
+-- Errors per hour per group: error_records keeps one row per group with a cumulative count,
+-- so the statistics windows (24 h, 7 days) and the per-hour chart read this rollup. It is
+-- kept by a trigger on error_records, whoever records the occurrence. Hours are UTC.
+CREATE TABLE error_hourly_counts (
+    hour         TIMESTAMPTZ NOT NULL,
+    record_id    BIGINT NOT NULL REFERENCES error_records (id) ON DELETE CASCADE,
+    category     TEXT NOT NULL,
+    severity     TEXT NOT NULL,
+    occurrences  BIGINT NOT NULL CHECK (occurrences > 0),
+    -- covering: the window queries are index-only scans of one hour range
+    PRIMARY KEY (hour, record_id) INCLUDE (category, severity, occurrences)
+);
+CREATE INDEX ix_error_hourly_record ON error_hourly_counts (record_id);
+
+CREATE FUNCTION error_records_hourly_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE added BIGINT;
+BEGIN
+    added := NEW.occurrence_count
+             - CASE WHEN TG_OP = 'INSERT' THEN 0 ELSE OLD.occurrence_count END;
+    IF added > 0 THEN
+        INSERT INTO error_hourly_counts AS h (hour, record_id, category, severity, occurrences)
+        VALUES (date_trunc('hour', NEW.last_seen_at, 'UTC'), NEW.id, NEW.category,
+                NEW.severity, added)
+        ON CONFLICT (hour, record_id) DO UPDATE
+            SET occurrences = h.occurrences + EXCLUDED.occurrences,
+                severity = EXCLUDED.severity;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER trg_error_records_hourly
+    AFTER INSERT OR UPDATE OF occurrence_count ON error_records
+    FOR EACH ROW EXECUTE FUNCTION error_records_hourly_rollup();
+
+-- Every admin action taken from the dashboard: who, what, on what, before and after.
+-- (Workflow recovery actions are in workflow_recovery_log; the history screen shows both.)
+CREATE TABLE admin_audit_log (
+    id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    admin_id          BIGINT REFERENCES users (id) ON DELETE SET NULL,
+    admin_telegram_id BIGINT NOT NULL,
+    action            TEXT NOT NULL,
+    target_type       TEXT,
+    target_id         TEXT,
+    before_value      JSONB,
+    after_value       JSONB,
+    reason            TEXT,
+    success           BOOLEAN NOT NULL DEFAULT TRUE,
+    error_message     TEXT,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_admin_audit_created ON admin_audit_log (created_at DESC, id DESC);
+
+-- The one admin alert path: every alert raised (critical errors, health changes, stuck
+-- digests). 'sent' went to the outbox at once, 'queued' waits for the next digest (the rate
+-- limit was reached), 'digested' went out in a digest. A repeat of a dedupe_key within the
+-- dedupe window is not a new row: it increments duplicates of the last one.
+CREATE TABLE admin_alerts (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('error', 'health', 'stuck', 'system')),
+    dedupe_key    TEXT NOT NULL,
+    template_key  TEXT NOT NULL,
+    params        JSONB NOT NULL DEFAULT '{}'::jsonb,
+    status        TEXT NOT NULL CHECK (status IN ('sent', 'queued', 'digested')),
+    duplicates    INTEGER NOT NULL DEFAULT 0,
+    recipients    INTEGER NOT NULL DEFAULT 0,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    delivered_at  TIMESTAMPTZ
+);
+CREATE INDEX ix_admin_alerts_key ON admin_alerts (dedupe_key, created_at DESC);
+CREATE INDEX ix_admin_alerts_sent ON admin_alerts (delivered_at) WHERE status <> 'queued';
+CREATE INDEX ix_admin_alerts_queued ON admin_alerts (id) WHERE status = 'queued';
+CREATE INDEX ix_admin_alerts_created ON admin_alerts (created_at);
+
+-- An admin muted a kind of alert for themselves until muted_until.
+CREATE TABLE admin_alert_mutes (
+    chat_id      BIGINT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('error', 'health', 'stuck', 'system')),
+    muted_until  TIMESTAMPTZ NOT NULL,
+    muted_by     BIGINT REFERENCES users (id) ON DELETE SET NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (chat_id, kind)
+);
+
+CREATE FUNCTION cleanup_old_dashboard_data(retention_days INTEGER DEFAULT 30)
+RETURNS INTEGER LANGUAGE plpgsql AS $$
+DECLARE removed INTEGER; total INTEGER := 0;
+BEGIN
+    DELETE FROM error_hourly_counts WHERE hour < now() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT; total := total + removed;
+    DELETE FROM admin_alerts
+     WHERE status <> 'queued' AND created_at < now() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT; total := total + removed;
+    DELETE FROM admin_alert_mutes WHERE muted_until < now();
+    GET DIAGNOSTICS removed = ROW_COUNT; total := total + removed;
+    RETURN total;
+END $$;
+"""
+
+DASHBOARD_DOWNGRADE = """
+DROP FUNCTION IF EXISTS cleanup_old_dashboard_data(INTEGER);
+DROP TABLE IF EXISTS admin_alert_mutes;
+DROP TABLE IF EXISTS admin_alerts;
+DROP TABLE IF EXISTS admin_audit_log;
+DROP TRIGGER IF EXISTS trg_error_records_hourly ON error_records;
+DROP FUNCTION IF EXISTS error_records_hourly_rollup();
+DROP TABLE IF EXISTS error_hourly_counts;
+"""
+
 # --- Operations: several instances (bot/scheduler.py, middlewares/updates.py) ---------------
 OPERATIONS = """
 -- One row per periodic job run. slot_start is the start of the interval the run covers
@@ -469,31 +578,63 @@ BEGIN
     RETURN removed;
 END $$;
 
--- Live health figures in one JSON document. Stuck threshold in seconds (default 24 h).
-CREATE FUNCTION get_system_health_summary(stuck_threshold_s DOUBLE PRECISION DEFAULT 86400)
+-- Live health figures in one JSON document (read by the admin menu and the 5-minute
+-- snapshot). Stuck: active requests longer in their state than the threshold for
+-- "workflow_type:state" in stuck_thresholds (seconds), else stuck_threshold_s (24 h).
+-- Connection-pool use is a process figure: the caller merges it in.
+CREATE FUNCTION get_system_health_summary(
+    stuck_threshold_s DOUBLE PRECISION DEFAULT 86400,
+    stuck_thresholds JSONB DEFAULT '{}'::jsonb)
 RETURNS JSONB LANGUAGE sql STABLE AS $$
+WITH errors AS (
+    SELECT category, severity, count(*) AS n FROM error_records
+     WHERE last_seen_at > now() - interval '1 hour' GROUP BY category, severity
+), jobs AS (
+    SELECT job_name, count(*) AS n FROM job_runs
+     WHERE started_at > now() - interval '1 hour' AND status = 'failed' GROUP BY job_name
+), notification_counts AS (
+    SELECT status, count(*) AS n FROM pending_notifications
+     WHERE status IN ('pending', 'sending', 'retrying', 'dead') GROUP BY status
+)
 SELECT jsonb_build_object(
     'generated_at', now(),
     'active_requests',
         (SELECT count(*) FROM service_requests WHERE status = 'active'),
+    -- over the default threshold, corrected per overridden state: index range scans only
     'stuck_requests',
         (SELECT count(*) FROM service_requests
           WHERE status = 'active'
-            AND state_entered_at < now() - make_interval(secs => stuck_threshold_s)),
+            AND state_entered_at < now() - make_interval(secs => stuck_threshold_s))
+        + COALESCE((SELECT sum(
+              (SELECT count(*) FROM service_requests r
+                WHERE r.status = 'active' AND r.workflow_type = split_part(t.key, ':', 1)
+                  AND r.current_state = split_part(t.key, ':', 2)
+                  AND r.state_entered_at < now() - make_interval(secs => t.value::float8))
+            - (SELECT count(*) FROM service_requests r
+                WHERE r.status = 'active' AND r.workflow_type = split_part(t.key, ':', 1)
+                  AND r.current_state = split_part(t.key, ':', 2)
+                  AND r.state_entered_at < now() - make_interval(secs => stuck_threshold_s)))
+             FROM jsonb_each_text(stuck_thresholds) t), 0),
     'notifications', jsonb_build_object(
-        'pending', (SELECT count(*) FROM pending_notifications
-                     WHERE status IN ('pending', 'sending')),
-        'retrying', (SELECT count(*) FROM pending_notifications WHERE status = 'retrying'),
-        'dead', (SELECT count(*) FROM pending_notifications WHERE status = 'dead')),
+        'pending', COALESCE((SELECT sum(n) FROM notification_counts
+                              WHERE status IN ('pending', 'sending')), 0),
+        'retrying', COALESCE((SELECT n FROM notification_counts WHERE status = 'retrying'), 0),
+        'dead', COALESCE((SELECT n FROM notification_counts WHERE status = 'dead'), 0)),
+    'oldest_due_notification_s', COALESCE((
+        SELECT extract(epoch FROM now() - min(next_attempt_at))::float8
+          FROM pending_notifications
+         WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()), 0),
     'errors_last_hour', COALESCE((
         SELECT jsonb_object_agg(category, n) FROM (
-            SELECT category, count(*) AS n FROM error_records
-             WHERE last_seen_at > now() - interval '1 hour' GROUP BY category) c), '{}'::jsonb),
+            SELECT category, sum(n) AS n FROM errors GROUP BY category) c), '{}'::jsonb),
     'errors_last_hour_by_severity', COALESCE((
         SELECT jsonb_object_agg(severity, n) FROM (
-            SELECT severity, count(*) AS n FROM error_records
-             WHERE last_seen_at > now() - interval '1 hour' GROUP BY severity) s), '{}'::jsonb),
+            SELECT severity, sum(n) AS n FROM errors GROUP BY severity) s), '{}'::jsonb),
     'negative_balances', (SELECT count(*) FROM materials WHERE balance < 0),
+    'open_discrepancies',
+        (SELECT count(*) FROM inventory_discrepancies WHERE status = 'open'),
+    'job_failures_last_hour', COALESCE(
+        (SELECT jsonb_object_agg(job_name, n) FROM jobs), '{}'::jsonb),
     'transactions_rolled_back_last_hour',
         (SELECT count(*) FROM transaction_log
           WHERE status = 'rolled_back' AND created_at > now() - interval '1 hour')
@@ -504,7 +645,7 @@ $$;
 DOWNGRADE = """
 DROP TABLE IF EXISTS processed_updates;
 DROP TABLE IF EXISTS job_runs;
-DROP FUNCTION IF EXISTS get_system_health_summary(DOUBLE PRECISION);
+DROP FUNCTION IF EXISTS get_system_health_summary(DOUBLE PRECISION, JSONB);
 DROP FUNCTION IF EXISTS cleanup_old_health_snapshots(INTEGER);
 DROP FUNCTION IF EXISTS cleanup_old_transaction_logs(INTEGER);
 DROP FUNCTION IF EXISTS cleanup_old_error_records(INTEGER);
@@ -530,11 +671,13 @@ DROP TABLE IF EXISTS users;
 def upgrade() -> None:
     op.execute(BASE_WORKFLOW)
     op.execute(RECOVERY)
+    op.execute(DASHBOARD)
     op.execute(OPERATIONS)
     op.execute(WORKFLOW_RECOVERY)
     op.execute(FUNCTIONS)
 
 
 def downgrade() -> None:
+    op.execute(DASHBOARD_DOWNGRADE)
     op.execute(WORKFLOW_RECOVERY_DOWNGRADE)
     op.execute(DOWNGRADE)

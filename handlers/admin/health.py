@@ -1,0 +1,110 @@
+"""System health screen: live figures and status, why, and the change since the previous
+snapshot and over 24 h."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aiogram import F, Router
+from aiogram.types import CallbackQuery
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from handlers.callbacks import MenuCb
+from handlers.screens import edit_or_send
+from handlers.texts import duration
+from recovery.health import (
+    FIGURE_LABELS,
+    STATUS_LABELS,
+    HealthMonitor,
+    HealthOverview,
+    HealthStatus,
+    Snapshot,
+)
+
+router = Router(name=__name__)
+
+STATUS_MARKS = {
+    HealthStatus.HEALTHY: "🟢",
+    HealthStatus.DEGRADED: "🟡",
+    HealthStatus.CRITICAL: "🔴",
+}
+
+
+def status_label(status: str) -> str:
+    """The localized name of a health status."""
+    return _(STATUS_LABELS[status]) if status in STATUS_LABELS else status
+
+
+def figure_value(name: str, value: float) -> str:
+    """A figure for display: pool use as a percentage, the rest as whole numbers."""
+    if name == "pool_usage":
+        return f"{value * 100:.0f}%"
+    return f"{value:.0f}"
+
+
+def figure_delta(name: str, delta: float | None) -> str:
+    """A signed change ("+3", "−2", "0"); "–" when there is nothing to compare with."""
+    if delta is None:
+        return "–"
+    if name == "pool_usage":
+        delta *= 100
+    if round(delta) == 0:
+        return "0"
+    return f"{delta:+.0f}".replace("-", "−") + ("%" if name == "pool_usage" else "")
+
+
+def _age(snapshot: Snapshot | None, now: dt.datetime) -> str:
+    if snapshot is None:
+        return _("none yet")
+    return _("{age} ago").format(age=duration((now - snapshot.created_at).total_seconds()))
+
+
+def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> str:
+    """The health screen's text (HTML)."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = overview.report
+    since_previous = HealthOverview.delta(report, overview.previous)
+    over_day = HealthOverview.delta(report, overview.baseline)
+    lines = [
+        f"{STATUS_MARKS[report.status]} <b>"
+        + _("System health: {status}").format(status=status_label(report.status))
+        + "</b>"
+    ]
+    for reason in report.reasons:
+        lines.append(
+            "• "
+            + _("{figure}: {value} (threshold {threshold}, {level})").format(
+                figure=_(FIGURE_LABELS[reason.figure]),
+                value=figure_value(reason.figure, reason.value),
+                threshold=figure_value(reason.figure, reason.threshold),
+                level=status_label(reason.level),
+            )
+        )
+    lines += ["", "<i>" + _("Figure: now (since the previous snapshot / over 24 h)") + "</i>"]
+    for name, msgid in FIGURE_LABELS.items():
+        value = report.figures.get(name)
+        if value is None:
+            continue
+        lines.append(
+            f"{_(msgid)}: <b>{figure_value(name, value)}</b> "
+            f"({figure_delta(name, since_previous.get(name))} / "
+            f"{figure_delta(name, over_day.get(name))})"
+        )
+    lines += [
+        "",
+        _("Previous snapshot: {age}.").format(age=_age(overview.previous, now)),
+        _("24 h comparison with the snapshot from {age}.").format(age=_age(overview.baseline, now)),
+    ]
+    return "\n".join(lines)
+
+
+@router.callback_query(MenuCb.filter(F.section == "health"))
+async def health(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
+    """The live figures, the status with its reasons, and the changes."""
+    overview = await health_monitor.overview()
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=_("Refresh"), callback_data=MenuCb(section="health"))
+    keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
+    keyboard.adjust(2)
+    await edit_or_send(query, render_health(overview), keyboard.as_markup())

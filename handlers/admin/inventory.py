@@ -1,0 +1,492 @@
+"""Inventory reconciliation screen: open discrepancies by kind, run a check now (progress
+shown by editing the message), list and inspect discrepancies, fix one, fix all, accept one
+with a reason (asked in a second step). Every action is audited."""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+import asyncpg
+from aiogram import F, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import lazy_gettext as __
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
+from handlers.screens import edit_or_send
+from recovery.audit import AdminAuditLog
+from recovery.exceptions import (
+    ConcurrentModificationError,
+    DomainError,
+    InputValidationError,
+    NotFoundError,
+)
+from recovery.inventory import (
+    Discrepancy,
+    FixOutcome,
+    InventoryReconciliationManager,
+    RunReport,
+    admin_actor,
+)
+from recovery.workflows import AdminRef
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+PAGE_SIZE = 5
+REASON_MAX = 500
+PROGRESS_EDIT_INTERVAL_S = 1.0
+"""At most one progress edit per second (Telegram's per-chat pace), plus the first and last."""
+
+KIND_LABELS = {
+    "drift": __("balance differs from the ledger"),
+    "negative_balance": __("negative balance"),
+    "negative_ledger": __("negative ledger"),
+    "orphaned_transaction": __("orphaned transaction"),
+    "duplicate_reference": __("duplicate reference"),
+}
+STATUS_LABELS = {
+    "open": __("open"),
+    "fixed": __("fixed"),
+    "accepted": __("accepted"),
+    "resolved": __("resolved"),
+}
+ACTION_LABELS = {
+    "adjusted": __("adjusted"),
+    "reversed": __("reversed"),
+    "skipped": __("already gone, closed"),
+    "failed": __("failed"),
+}
+
+
+class InventoryAccept(StatesGroup):
+    """Waiting for the reason of an acceptance (``discrepancy_id``, ``page`` in the data)."""
+
+    reason = State()
+
+
+def kind_label(kind: str) -> str:
+    """The localized name of a discrepancy kind."""
+    return str(KIND_LABELS.get(kind, kind))
+
+
+def _admin(user: asyncpg.Record) -> AdminRef:
+    return AdminRef(user["id"], user["telegram_id"])
+
+
+def _valid_id(value: int) -> bool:
+    return 0 < value < 2**63
+
+
+class ProgressMessage:
+    """Progress callback of a run (``recovery.inventory.Progress``) that edits one message:
+    "checking" for the detection pass, "fixing" once a second pass starts (a fix run)."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.phase = -1
+        self.last_edit = 0.0
+        self.last_text = ""
+
+    async def __call__(self, done: int, total: int) -> None:
+        if done == 0:
+            self.phase += 1
+        now = time.monotonic()
+        if 0 < done < total and now - self.last_edit < PROGRESS_EDIT_INTERVAL_S:
+            return
+        template = (
+            _("Checking materials: {done} of {total}…")
+            if self.phase <= 0
+            else _("Fixing: {done} of {total} materials…")
+        )
+        text = template.format(done=done, total=total)
+        if text == self.last_text:
+            return
+        try:
+            await self.message.edit_text(text)
+        except TelegramAPIError as exc:  # flood control or an old message: skip this step
+            log.info("progress edit skipped: %s", exc.message)
+        self.last_edit, self.last_text = now, text
+
+
+def _counts_lines(counts: dict[str, int]) -> list[str]:
+    return [f"• {kind_label(kind)}: {n}" for kind, n in sorted(counts.items())]
+
+
+def menu_markup(open_total: int) -> InlineKeyboardMarkup:
+    """The section's actions."""
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=_("Run a check now"), callback_data=InventoryCb(action="check"))
+    keyboard.button(
+        text=_("Open discrepancies ({n})").format(n=open_total),
+        callback_data=DiscrepancyListCb(page=0),
+    )
+    keyboard.button(text=_("Fix all"), callback_data=InventoryCb(action="fixall"))
+    keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
+    keyboard.adjust(1)
+    return keyboard.as_markup()
+
+
+def render_report(report: RunReport) -> list[str]:
+    """Lines describing a finished run."""
+    lines = [
+        _("Materials checked: {n}.").format(n=report.materials_checked),
+        _("Discrepancies found: {n} (accepted ones skipped: {accepted}).").format(
+            n=len(report.discrepancies), accepted=report.accepted
+        ),
+    ]
+    lines += _counts_lines(report.counts)
+    if report.fixed or report.failed:
+        lines.append(
+            _("Fixed: {fixed}, failed: {failed}.").format(
+                fixed=len(report.fixed), failed=len(report.failed)
+            )
+        )
+    return lines
+
+
+@router.callback_query(MenuCb.filter(F.section == "inventory"))
+@router.callback_query(InventoryCb.filter(F.action == "menu"))
+async def menu(
+    query: CallbackQuery, inventory: InventoryReconciliationManager, state: FSMContext
+) -> None:
+    """Open discrepancies by kind and the actions."""
+    await state.clear()
+    counts = await inventory.open_counts()
+    total = sum(counts.values())
+    lines = [
+        "<b>" + _("Inventory reconciliation") + "</b>",
+        _("Open discrepancies: {n}").format(n=total),
+        *_counts_lines(counts),
+    ]
+    await edit_or_send(query, "\n".join(lines), menu_markup(total))
+
+
+@router.callback_query(InventoryCb.filter(F.action == "check"))
+async def check(
+    query: CallbackQuery,
+    user: asyncpg.Record,
+    inventory: InventoryReconciliationManager,
+    audit: AdminAuditLog,
+) -> None:
+    """Runs a check now (records what is open, fixes nothing), showing its progress."""
+    await query.answer(_("Checking the inventory…"))
+    if not isinstance(query.message, Message):
+        return
+    progress = ProgressMessage(query.message)
+    report = await audit.audited(
+        _admin(user),
+        "inventory.check",
+        lambda: inventory.check_now(admin_actor(user["telegram_id"]), progress=progress),
+        after=lambda r: r.summary(),
+    )
+    total = sum((await inventory.open_counts()).values())
+    text = "\n".join(["<b>" + _("Check done.") + "</b>", *render_report(report)])
+    await _show(query.message, text, menu_markup(total))
+
+
+async def _show(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
+    """Replace the (progress) message with the result; send it when it cannot be edited."""
+    try:
+        await message.edit_text(text, reply_markup=markup)
+    except TelegramAPIError as exc:
+        log.info("result edit refused (%s); sending it", exc.message)
+        await message.answer(text, reply_markup=markup)
+
+
+@router.callback_query(DiscrepancyListCb.filter())
+async def open_list(
+    query: CallbackQuery,
+    callback_data: DiscrepancyListCb,
+    inventory: InventoryReconciliationManager,
+) -> None:
+    """A page of open discrepancies, oldest first."""
+    total = sum((await inventory.open_counts()).values())
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    page = min(max(callback_data.page, 0), pages - 1)
+    result = await inventory.list_open(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    keyboard = InlineKeyboardBuilder()
+    for d in result.items:
+        keyboard.button(
+            text=f"#{d.id} {d.sku or d.material_id} · {kind_label(d.kind)} · {d.amount:+d}",
+            callback_data=DiscrepancyCb(action="show", discrepancy_id=d.id or 0, page=page),
+        )
+    navigation = 0
+    if page > 0:
+        keyboard.button(text="‹", callback_data=DiscrepancyListCb(page=page - 1))
+        navigation += 1
+    if page + 1 < pages:
+        keyboard.button(text="›", callback_data=DiscrepancyListCb(page=page + 1))
+        navigation += 1
+    keyboard.button(text=_("« Back"), callback_data=InventoryCb(action="menu"))
+    keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
+    if result.items:
+        text = _("Open discrepancies: {total}. Page {page} of {pages}.").format(
+            total=total, page=page + 1, pages=pages
+        )
+    else:
+        text = _("No open discrepancies.")
+    await edit_or_send(query, text, keyboard.as_markup())
+
+
+def render_discrepancy(d: Discrepancy) -> str:
+    """One discrepancy's detail (HTML)."""
+    lines = [
+        "<b>"
+        + _("Discrepancy #{id}: {kind}").format(id=d.id, kind=kind_label(d.kind))
+        + "</b> · "
+        + str(STATUS_LABELS.get(d.status, d.status)),
+        _("Material: {sku} (#{id})").format(sku=html.escape(d.sku or "-"), id=d.material_id),
+        _("Balance: {balance}, ledger: {ledger}, correction: {amount}").format(
+            balance=d.balance, ledger=d.ledger_sum, amount=f"{d.amount:+d}"
+        ),
+    ]
+    if d.request_id is not None:
+        lines.append(_("Request: #{id}").format(id=d.request_id))
+    if d.transaction_id is not None:
+        lines.append(_("Ledger row: #{id}").format(id=d.transaction_id))
+    if d.reason:
+        lines.append(_("Reason: {reason}").format(reason=html.escape(d.reason)))
+    return "\n".join(lines)
+
+
+async def _discrepancy_or_refuse(
+    query: CallbackQuery, inventory: InventoryReconciliationManager, discrepancy_id: int
+) -> Discrepancy | None:
+    if _valid_id(discrepancy_id):
+        try:
+            return await inventory.get(discrepancy_id)
+        except NotFoundError:
+            pass
+    await query.answer(_("This discrepancy does not exist."), show_alert=True)
+    return None
+
+
+@router.callback_query(DiscrepancyCb.filter(F.action == "show"))
+async def detail(
+    query: CallbackQuery, callback_data: DiscrepancyCb, inventory: InventoryReconciliationManager
+) -> None:
+    """One discrepancy with its actions (when it is still open)."""
+    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    if d is None:
+        return
+    keyboard = InlineKeyboardBuilder()
+    if d.status == "open":
+        for action, label in (("fix", _("Fix")), ("accept", _("Accept with a reason"))):
+            keyboard.button(
+                text=label,
+                callback_data=DiscrepancyCb(
+                    action=action,
+                    discrepancy_id=callback_data.discrepancy_id,
+                    page=callback_data.page,
+                ),
+            )
+    keyboard.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=callback_data.page))
+    keyboard.adjust(1)
+    await edit_or_send(query, render_discrepancy(d), keyboard.as_markup())
+
+
+@router.callback_query(DiscrepancyCb.filter(F.action == "fix"))
+async def confirm_fix(
+    query: CallbackQuery, callback_data: DiscrepancyCb, inventory: InventoryReconciliationManager
+) -> None:
+    """Says what fixing the discrepancy does and asks for confirmation."""
+    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    if d is None:
+        return
+    text = _(
+        "Fix discrepancy #{id} ({kind}) of {sku}? A correction of {amount} is written and "
+        "logged; the fix uses the figures current at that moment."
+    ).format(
+        id=d.id, kind=kind_label(d.kind), sku=html.escape(d.sku or "-"), amount=f"{d.amount:+d}"
+    )
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Confirm"),
+        callback_data=DiscrepancyCb(
+            action="fix_ok", discrepancy_id=d.id or 0, page=callback_data.page
+        ),
+    )
+    keyboard.button(
+        text=_("Cancel"),
+        callback_data=DiscrepancyCb(
+            action="show", discrepancy_id=d.id or 0, page=callback_data.page
+        ),
+    )
+    await edit_or_send(query, text, keyboard.as_markup())
+
+
+def _outcome_text(discrepancy_id: int, outcome: FixOutcome) -> str:
+    text = _("Discrepancy #{id}: {action}.").format(
+        id=discrepancy_id, action=str(ACTION_LABELS.get(outcome.action, outcome.action))
+    )
+    if outcome.before and outcome.after:
+        text += "\n" + _("Balance {b0} → {b1}, ledger {l0} → {l1}.").format(
+            b0=outcome.before.get("balance"),
+            b1=outcome.after.get("balance"),
+            l0=outcome.before.get("ledger_sum"),
+            l1=outcome.after.get("ledger_sum"),
+        )
+    return text
+
+
+def _refusal(exc: DomainError) -> str:
+    if isinstance(exc, ConcurrentModificationError):
+        return _("This discrepancy was fixed, accepted or resolved meanwhile.")
+    if isinstance(exc, NotFoundError):
+        return _("This discrepancy does not exist.")
+    return _("This action cannot be done right now.")
+
+
+@router.callback_query(DiscrepancyCb.filter(F.action == "fix_ok"))
+async def fix_one(
+    query: CallbackQuery,
+    callback_data: DiscrepancyCb,
+    user: asyncpg.Record,
+    inventory: InventoryReconciliationManager,
+    audit: AdminAuditLog,
+) -> None:
+    """Fixes one discrepancy (audited); a stale one is refused with a clear answer."""
+    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    if d is None:
+        return
+    back = InlineKeyboardBuilder()
+    back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=callback_data.page))
+    try:
+        outcome = await audit.audited(
+            _admin(user),
+            "inventory.fix_one",
+            lambda: inventory.fix_one(d.id or 0, admin_actor(user["telegram_id"])),
+            target_type="discrepancy",
+            target_id=d.id,
+            before={"kind": str(d.kind), "amount": d.amount, "status": d.status},
+            after=lambda o: {
+                "action": o.action,
+                "before": o.before,
+                "after": o.after,
+                "transaction_id": o.transaction_id,
+            },
+        )
+    except (ConcurrentModificationError, NotFoundError) as exc:
+        await query.answer(_refusal(exc), show_alert=True)
+        return
+    await edit_or_send(query, _outcome_text(d.id or 0, outcome), back.as_markup())
+
+
+@router.callback_query(InventoryCb.filter(F.action == "fixall"))
+async def confirm_fix_all(query: CallbackQuery, inventory: InventoryReconciliationManager) -> None:
+    """Says what "fix all" does and asks for confirmation."""
+    total = sum((await inventory.open_counts()).values())
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=_("Confirm"), callback_data=InventoryCb(action="fixall_ok"))
+    keyboard.button(text=_("Cancel"), callback_data=InventoryCb(action="menu"))
+    text = _(
+        "Fix every discrepancy ({n} open now)? The inventory is checked again first; "
+        "accepted discrepancies are left alone. Each fix is logged."
+    ).format(n=total)
+    await edit_or_send(query, text, keyboard.as_markup())
+
+
+@router.callback_query(InventoryCb.filter(F.action == "fixall_ok"))
+async def fix_all(
+    query: CallbackQuery,
+    user: asyncpg.Record,
+    inventory: InventoryReconciliationManager,
+    audit: AdminAuditLog,
+) -> None:
+    """Fixes every discrepancy (audited), showing the progress."""
+    await query.answer(_("Fixing the inventory…"))
+    if not isinstance(query.message, Message):
+        return
+    progress = ProgressMessage(query.message)
+    report = await audit.audited(
+        _admin(user),
+        "inventory.fix_all",
+        lambda: inventory.fix_all(admin_actor(user["telegram_id"]), progress=progress),
+        after=lambda r: r.summary(),
+    )
+    total = sum((await inventory.open_counts()).values())
+    text = "\n".join(["<b>" + _("Fix all done.") + "</b>", *render_report(report)])
+    await _show(query.message, text, menu_markup(total))
+
+
+@router.callback_query(DiscrepancyCb.filter(F.action == "accept"))
+async def ask_reason(
+    query: CallbackQuery,
+    callback_data: DiscrepancyCb,
+    inventory: InventoryReconciliationManager,
+    state: FSMContext,
+) -> None:
+    """Asks for the reason of accepting the discrepancy."""
+    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    if d is None:
+        return
+    await state.set_state(InventoryAccept.reason)
+    await state.update_data(discrepancy_id=d.id, page=callback_data.page)
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Cancel"),
+        callback_data=DiscrepancyCb(
+            action="show", discrepancy_id=d.id or 0, page=callback_data.page
+        ),
+    )
+    await edit_or_send(
+        query,
+        _("Send the reason for accepting discrepancy #{id} (at most {n} characters).").format(
+            id=d.id, n=REASON_MAX
+        ),
+        keyboard.as_markup(),
+    )
+
+
+@router.message(StateFilter(InventoryAccept.reason), F.text, ~F.text.startswith("/"))
+async def accept(
+    message: Message,
+    user: asyncpg.Record,
+    inventory: InventoryReconciliationManager,
+    audit: AdminAuditLog,
+    state: FSMContext,
+) -> None:
+    """Accepts the discrepancy with the reason sent (audited)."""
+    data = await state.get_data()
+    discrepancy_id, page = int(data.get("discrepancy_id", 0)), int(data.get("page", 0))
+    reason = (message.text or "").strip()
+    if len(reason) > REASON_MAX:
+        await message.answer(
+            _("The reason is too long: at most {n} characters.").format(n=REASON_MAX)
+        )
+        return
+    back = InlineKeyboardBuilder()
+    back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=page))
+    try:
+        accepted = await audit.audited(
+            _admin(user),
+            "inventory.accept",
+            lambda: inventory.accept(discrepancy_id, admin_actor(user["telegram_id"]), reason),
+            target_type="discrepancy",
+            target_id=discrepancy_id,
+            reason=reason,
+            before={"status": "open"},
+            after=lambda d: {"status": d.status, "kind": str(d.kind), "amount": d.amount},
+        )
+    except InputValidationError:
+        await message.answer(_("The reason cannot be empty. Send it again."))
+        return
+    except (ConcurrentModificationError, NotFoundError) as exc:
+        await state.clear()
+        await message.answer(_refusal(exc), reply_markup=back.as_markup())
+        return
+    await state.clear()
+    await message.answer(
+        _("Discrepancy #{id} accepted: {reason}").format(
+            id=accepted.id, reason=html.escape(reason)
+        ),
+        reply_markup=back.as_markup(),
+    )

@@ -1,0 +1,306 @@
+"""Notification retries screen: notifications by status, the dead and failing ones with
+their last error, retry one or all now, discard one. Every action is audited."""
+
+from __future__ import annotations
+
+import html
+
+import asyncpg
+from aiogram import F, Router
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import lazy_gettext as __
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
+from handlers.screens import edit_or_send
+from recovery.audit import AdminAuditLog
+from recovery.notifications import FailingNotification, NotificationRetryManager
+from recovery.workflows import AdminRef
+
+router = Router(name=__name__)
+
+PAGE_SIZE = 5
+FAILING = ("dead", "retrying")
+RETRYABLE = ("dead", "retrying", "skipped")
+DISCARDABLE = ("pending", "retrying", "dead", "skipped")
+
+STATUS_LABELS = {
+    "pending": __("pending"),
+    "sending": __("sending"),
+    "sent": __("sent"),
+    "retrying": __("retrying"),
+    "dead": __("dead"),
+    "skipped": __("skipped"),
+    "discarded": __("discarded"),
+}
+
+
+def status_label(status: str) -> str:
+    """The localized name of an outbox status."""
+    return str(STATUS_LABELS.get(status, status))
+
+
+def _admin(user: asyncpg.Record) -> AdminRef:
+    return AdminRef(user["id"], user["telegram_id"])
+
+
+def _valid_id(value: int) -> bool:
+    return 0 < value < 2**63
+
+
+def _back(target: MenuCb | RetriesCb | RetryListCb) -> InlineKeyboardMarkup:
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=_("« Back"), callback_data=target)
+    return keyboard.as_markup()
+
+
+@router.callback_query(MenuCb.filter(F.section == "retries"))
+@router.callback_query(RetriesCb.filter(F.action == "menu"))
+async def menu(query: CallbackQuery, notifications: NotificationRetryManager) -> None:
+    """Counts by status, the retry queue, and the actions."""
+    counts = await notifications.status_counts()
+    failing = sum(counts.get(status, 0) for status in FAILING)
+    lines = ["<b>" + _("Notification retries") + "</b>"]
+    lines += [
+        f"• {status_label(status)}: {counts.get(status, 0)}"
+        for status in STATUS_LABELS
+        if counts.get(status) or status in FAILING
+    ]
+    lines.append(_("Waiting in the retry queue: {n}").format(n=await notifications.queue_depth()))
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Dead and failing ({n})").format(n=failing), callback_data=RetryListCb(page=0)
+    )
+    if failing:
+        keyboard.button(text=_("Retry all now"), callback_data=RetriesCb(action="retry_all"))
+    keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
+    keyboard.adjust(1)
+    await edit_or_send(query, "\n".join(lines), keyboard.as_markup())
+
+
+def _short_error(item: FailingNotification, limit: int = 80) -> str:
+    error = item.last_error or item.dead_reason or "-"
+    return html.escape(error if len(error) <= limit else error[: limit - 1] + "…")
+
+
+@router.callback_query(RetryListCb.filter())
+async def failing_list(
+    query: CallbackQuery, callback_data: RetryListCb, notifications: NotificationRetryManager
+) -> None:
+    """A page of dead and failing notifications with their last error."""
+    page = max(callback_data.page, 0)
+    items, total = await notifications.list_failing(
+        statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+    )
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    if page >= pages:
+        page = pages - 1
+        items, total = await notifications.list_failing(
+            statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+        )
+    keyboard = InlineKeyboardBuilder()
+    lines = [
+        _("Dead and failing notifications: {total}. Page {page} of {pages}.").format(
+            total=total, page=page + 1, pages=pages
+        )
+        if items
+        else _("No dead or failing notifications.")
+    ]
+    for item in items:
+        lines.append(f"#{item.id} {status_label(item.status)}: {_short_error(item)}")
+        keyboard.button(
+            text=f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
+            f"{item.template_key}",
+            callback_data=NotificationCb(action="show", notification_id=item.id, page=page),
+        )
+    navigation = 0
+    if page > 0:
+        keyboard.button(text="‹", callback_data=RetryListCb(page=page - 1))
+        navigation += 1
+    if page + 1 < pages:
+        keyboard.button(text="›", callback_data=RetryListCb(page=page + 1))
+        navigation += 1
+    keyboard.button(text=_("« Back"), callback_data=RetriesCb(action="menu"))
+    keyboard.adjust(*([1] * len(items)), *([navigation] if navigation else []), 1)
+    await edit_or_send(query, "\n".join(lines), keyboard.as_markup())
+
+
+async def _notification_or_refuse(
+    query: CallbackQuery, notifications: NotificationRetryManager, notification_id: int
+) -> asyncpg.Record | None:
+    row = await notifications.get(notification_id) if _valid_id(notification_id) else None
+    if row is None:
+        await query.answer(_("This notification does not exist."), show_alert=True)
+    return row
+
+
+def render_notification(row: asyncpg.Record) -> str:
+    """One notification's detail (HTML; the stored error is already masked)."""
+    lines = [
+        "<b>"
+        + _("Notification #{id}: {status}").format(id=row["id"], status=status_label(row["status"]))
+        + "</b>",
+        _("To chat {chat}, template {template}").format(
+            chat=row["chat_id"], template=html.escape(row["template_key"])
+        ),
+        _("Attempts: {n}; next attempt: {when} UTC").format(
+            n=row["attempts"], when=f"{row['next_attempt_at']:%Y-%m-%d %H:%M}"
+        ),
+        _("Last error: {error}").format(error=html.escape((row["last_error"] or "-")[:500])),
+    ]
+    if row["dead_reason"]:
+        lines.append(_("Why it stopped: {reason}").format(reason=html.escape(row["dead_reason"])))
+    if row["request_id"] is not None:
+        lines.append(_("Request: #{id}").format(id=row["request_id"]))
+    return "\n".join(lines)
+
+
+@router.callback_query(NotificationCb.filter(F.action == "show"))
+async def detail(
+    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+) -> None:
+    """One notification with the actions its status allows."""
+    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    if row is None:
+        return
+    keyboard = InlineKeyboardBuilder()
+    for action, label, allowed in (
+        ("retry", _("Retry now"), RETRYABLE),
+        ("discard", _("Discard"), DISCARDABLE),
+    ):
+        if row["status"] in allowed:
+            keyboard.button(
+                text=label,
+                callback_data=NotificationCb(
+                    action=action, notification_id=row["id"], page=callback_data.page
+                ),
+            )
+    keyboard.button(text=_("« Back"), callback_data=RetryListCb(page=callback_data.page))
+    keyboard.adjust(1)
+    await edit_or_send(query, render_notification(row), keyboard.as_markup())
+
+
+@router.callback_query(NotificationCb.filter(F.action == "retry"))
+async def retry_one(
+    query: CallbackQuery,
+    callback_data: NotificationCb,
+    user: asyncpg.Record,
+    notifications: NotificationRetryManager,
+    audit: AdminAuditLog,
+) -> None:
+    """Makes one notification due now (audited)."""
+    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    if row is None:
+        return
+    done = await audit.audited(
+        _admin(user),
+        "notification.retry",
+        lambda: notifications.retry_now(row["id"], actor=user["id"]),
+        target_type="notification",
+        target_id=row["id"],
+        before={"status": row["status"], "attempts": row["attempts"]},
+        after=lambda ok: {"done": ok},
+    )
+    text = (
+        _("Notification #{id} is due again; it goes out within seconds.")
+        if done
+        else _("Notification #{id} cannot be retried now: it was sent, discarded or is being sent.")
+    ).format(id=row["id"])
+    await edit_or_send(query, text, _back(RetryListCb(page=callback_data.page)))
+
+
+@router.callback_query(NotificationCb.filter(F.action == "discard"))
+async def confirm_discard(
+    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+) -> None:
+    """Asks before giving up on a notification."""
+    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    if row is None:
+        return
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Confirm"),
+        callback_data=NotificationCb(
+            action="discard_ok", notification_id=row["id"], page=callback_data.page
+        ),
+    )
+    keyboard.button(
+        text=_("Cancel"),
+        callback_data=NotificationCb(
+            action="show", notification_id=row["id"], page=callback_data.page
+        ),
+    )
+    await edit_or_send(
+        query,
+        _("Discard notification #{id}? It will not be sent; it stays visible as discarded.").format(
+            id=row["id"]
+        ),
+        keyboard.as_markup(),
+    )
+
+
+@router.callback_query(NotificationCb.filter(F.action == "discard_ok"))
+async def discard(
+    query: CallbackQuery,
+    callback_data: NotificationCb,
+    user: asyncpg.Record,
+    notifications: NotificationRetryManager,
+    audit: AdminAuditLog,
+) -> None:
+    """Discards one notification (audited)."""
+    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    if row is None:
+        return
+    done = await audit.audited(
+        _admin(user),
+        "notification.discard",
+        lambda: notifications.discard(row["id"], actor=user["id"]),
+        target_type="notification",
+        target_id=row["id"],
+        before={"status": row["status"]},
+        after=lambda ok: {"done": ok, "status": "discarded" if ok else row["status"]},
+    )
+    text = (
+        _("Notification #{id} discarded.")
+        if done
+        else _("Notification #{id} cannot be discarded now: it was sent or is being sent.")
+    ).format(id=row["id"])
+    await edit_or_send(query, text, _back(RetryListCb(page=callback_data.page)))
+
+
+@router.callback_query(RetriesCb.filter(F.action == "retry_all"))
+async def confirm_retry_all(query: CallbackQuery, notifications: NotificationRetryManager) -> None:
+    """Asks before retrying every dead and failing notification."""
+    counts = await notifications.status_counts()
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(text=_("Confirm"), callback_data=RetriesCb(action="retry_all_ok"))
+    keyboard.button(text=_("Cancel"), callback_data=RetriesCb(action="menu"))
+    await edit_or_send(
+        query,
+        _("Retry all {n} dead and failing notifications now?").format(
+            n=sum(counts.get(status, 0) for status in FAILING)
+        ),
+        keyboard.as_markup(),
+    )
+
+
+@router.callback_query(RetriesCb.filter(F.action == "retry_all_ok"))
+async def retry_all(
+    query: CallbackQuery,
+    user: asyncpg.Record,
+    notifications: NotificationRetryManager,
+    audit: AdminAuditLog,
+) -> None:
+    """Makes every dead and failing notification due now (audited)."""
+    count = await audit.audited(
+        _admin(user),
+        "notification.retry_all",
+        lambda: notifications.retry_all_now(statuses=FAILING, actor=user["id"]),
+        after=lambda n: {"count": n, "statuses": list(FAILING)},
+    )
+    await edit_or_send(
+        query,
+        _("{n} notifications are due again; they go out within seconds.").format(n=count),
+        _back(RetriesCb(action="menu")),
+    )

@@ -1,0 +1,151 @@
+"""``AdminAuditLog``: every admin action taken from the dashboard, with who, what, on what,
+before and after, in ``admin_audit_log``. Workflow recovery actions keep their own
+``workflow_recovery_log``; ``history`` shows both, newest first."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+
+from database import admin_audit
+from recovery.exceptions import DomainError
+from recovery.masking import mask_sensitive
+from recovery.workflows import AdminRef
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One admin action: ``source`` is 'workflow' or 'dashboard'."""
+
+    source: str
+    created_at: dt.datetime
+    admin_name: str | None
+    admin_telegram_id: int | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    success: bool
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of history and the number of entries in all."""
+
+    items: list[HistoryEntry]
+    total: int
+
+
+class AdminAuditLog:
+    """Writes and reads the admin audit trail.
+
+    Args:
+        pool: asyncpg pool.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def record(
+        self,
+        admin: AdminRef,
+        action: str,
+        *,
+        target_type: str | None = None,
+        target_id: object = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        reason: str | None = None,
+        success: bool = True,
+        error: str | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> int:
+        """Append one audit entry (the reason and error are masked); returns its id.
+
+        ``action`` is a dotted name such as ``error.resolve`` or ``alert.mute``.
+        """
+        return await admin_audit.insert(
+            conn or self.pool,
+            admin_id=admin.user_id,
+            admin_telegram_id=admin.telegram_id,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            before=before,
+            after=after,
+            reason=mask_sensitive(reason) if reason else None,
+            success=success,
+            error_message=mask_sensitive(error)[:500] if error else None,
+        )
+
+    async def audited(
+        self,
+        admin: AdminRef,
+        action: str,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        target_type: str | None = None,
+        target_id: object = None,
+        before: dict[str, Any] | None = None,
+        after: Callable[[T], dict[str, Any] | None] | None = None,
+        reason: str | None = None,
+    ) -> T:
+        """Run ``operation`` and audit it: on success with ``after(result)``; on a
+        ``DomainError`` (refused: not found, stale, invalid) with ``success = false`` and the
+        error, then re-raise it. Other exceptions propagate unaudited to the error handler.
+        """
+        try:
+            result = await operation()
+        except DomainError as exc:
+            await self.record(
+                admin,
+                action,
+                target_type=target_type,
+                target_id=target_id,
+                before=before,
+                reason=reason,
+                success=False,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise
+        await self.record(
+            admin,
+            action,
+            target_type=target_type,
+            target_id=target_id,
+            before=before,
+            after=after(result) if after is not None else None,
+            reason=reason,
+        )
+        return result
+
+    async def history(self, *, limit: int = 10, offset: int = 0) -> HistoryPage:
+        """A page of admin actions (dashboard and workflow recovery), newest first."""
+        rows = await admin_audit.history(self.pool, limit, offset)
+        total = await admin_audit.history_count(self.pool)
+        return HistoryPage(
+            [
+                HistoryEntry(
+                    source=row["source"],
+                    created_at=row["created_at"],
+                    admin_name=row["admin_name"],
+                    admin_telegram_id=row["admin_telegram_id"],
+                    action=row["action"],
+                    target_type=row["target_type"],
+                    target_id=row["target_id"],
+                    success=row["success"],
+                    reason=row["reason"],
+                )
+                for row in rows
+            ],
+            total,
+        )
