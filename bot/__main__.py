@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import warnings
 
 from pydantic import ValidationError
 
@@ -16,6 +17,8 @@ USAGE = "usage: python -m bot [run | seed-demo]"
 
 def main(argv: list[str]) -> int:
     """Entry point; returns the process exit code. Configuration problems print one line."""
+    # pgserver asks platformdirs for a runtime dir; containers often have no XDG_RUNTIME_DIR
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     command = argv[0] if argv else "run"
     if command not in ("run", "seed-demo"):
         print(USAGE, file=sys.stderr)

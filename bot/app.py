@@ -63,6 +63,8 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # one line per job firing is APScheduler's INFO; bot.scheduler logs each run's outcome
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # pgserver logs every pg_ctl command line and its output at INFO
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 async def resolve_database_url(settings: Settings) -> str:
