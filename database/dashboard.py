@@ -72,6 +72,14 @@ async def cleanup(conn: Db, retention_days: int) -> int:
     return await conn.fetchval("SELECT cleanup_old_dashboard_data($1)", retention_days)
 
 
+async def notification_counts(conn: Db) -> dict[str, int]:
+    """Outbox rows by status (the metrics gauges)."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM pending_notifications GROUP BY status"
+    )
+    return {row["status"]: row["n"] for row in rows}
+
+
 # --- Error statistics -----------------------------------------------------------------------
 # Occurrences and groups by category and severity since $1 hours ago (whole UTC hours: the
 # bucket containing that moment is included). Occurrences: the rollup (an index-only scan
