@@ -25,7 +25,7 @@ import hashlib
 import logging
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -93,6 +93,11 @@ class AdminRef:
 
     user_id: int | None
     telegram_id: int
+
+    @classmethod
+    def of(cls, user: Mapping[str, Any]) -> AdminRef:
+        """The admin behind a ``users`` row (keys ``id`` and ``telegram_id``)."""
+        return cls(user_id=user["id"], telegram_id=user["telegram_id"])
 
 
 @dataclass(frozen=True, slots=True)

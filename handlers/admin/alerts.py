@@ -72,7 +72,7 @@ async def mute(
     chat_id = query.from_user.id
     before = await alerts.muted_until(chat_id=chat_id, kind=kind)
     until = await audit.audited(
-        AdminRef(user["id"], user["telegram_id"]),
+        AdminRef.of(user),
         "alert.mute",
         lambda: alerts.mute(chat_id=chat_id, kind=kind, duration_s=seconds, muted_by=user["id"]),
         target_type="alert_kind",
@@ -104,7 +104,7 @@ async def unmute(
         return
     chat_id = query.from_user.id
     ended = await audit.audited(
-        AdminRef(user["id"], user["telegram_id"]),
+        AdminRef.of(user),
         "alert.unmute",
         lambda: alerts.unmute(chat_id=chat_id, kind=kind),
         target_type="alert_kind",

@@ -244,7 +244,7 @@ async def resolve(
         await query.answer(_("This error group does not exist (any more)."), show_alert=True)
         return
     await audit.audited(
-        AdminRef(user["id"], user["telegram_id"]),
+        AdminRef.of(user),
         "error.resolve",
         lambda: error_handler.resolve_group(row["reference"], resolved_by=user["id"]),
         target_type="error",

@@ -77,10 +77,6 @@ def kind_label(kind: str) -> str:
     return str(KIND_LABELS.get(kind, kind))
 
 
-def _admin(user: asyncpg.Record) -> AdminRef:
-    return AdminRef(user["id"], user["telegram_id"])
-
-
 def _valid_id(value: int) -> bool:
     return 0 < value < 2**63
 
@@ -182,7 +178,7 @@ async def check(
         return
     progress = ProgressMessage(query.message)
     report = await audit.audited(
-        _admin(user),
+        AdminRef.of(user),
         "inventory.check",
         lambda: inventory.check_now(admin_actor(user["telegram_id"]), progress=progress),
         after=lambda r: r.summary(),
@@ -361,7 +357,7 @@ async def fix_one(
     back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=callback_data.page))
     try:
         outcome = await audit.audited(
-            _admin(user),
+            AdminRef.of(user),
             "inventory.fix_one",
             lambda: inventory.fix_one(d.id or 0, admin_actor(user["telegram_id"])),
             target_type="discrepancy",
@@ -407,7 +403,7 @@ async def fix_all(
         return
     progress = ProgressMessage(query.message)
     report = await audit.audited(
-        _admin(user),
+        AdminRef.of(user),
         "inventory.fix_all",
         lambda: inventory.fix_all(admin_actor(user["telegram_id"]), progress=progress),
         after=lambda r: r.summary(),
@@ -467,7 +463,7 @@ async def accept(
     back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=page))
     try:
         accepted = await audit.audited(
-            _admin(user),
+            AdminRef.of(user),
             "inventory.accept",
             lambda: inventory.accept(discrepancy_id, admin_actor(user["telegram_id"]), reason),
             target_type="discrepancy",

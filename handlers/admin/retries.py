@@ -41,10 +41,6 @@ def status_label(status: str) -> str:
     return str(STATUS_LABELS.get(status, status))
 
 
-def _admin(user: asyncpg.Record) -> AdminRef:
-    return AdminRef(user["id"], user["telegram_id"])
-
-
 def _valid_id(value: int) -> bool:
     return 0 < value < 2**63
 
@@ -194,7 +190,7 @@ async def retry_one(
     if row is None:
         return
     done = await audit.audited(
-        _admin(user),
+        AdminRef.of(user),
         "notification.retry",
         lambda: notifications.retry_now(row["id"], actor=user["id"]),
         target_type="notification",
@@ -253,7 +249,7 @@ async def discard(
     if row is None:
         return
     done = await audit.audited(
-        _admin(user),
+        AdminRef.of(user),
         "notification.discard",
         lambda: notifications.discard(row["id"], actor=user["id"]),
         target_type="notification",
@@ -294,7 +290,7 @@ async def retry_all(
 ) -> None:
     """Makes every dead and failing notification due now (audited)."""
     count = await audit.audited(
-        _admin(user),
+        AdminRef.of(user),
         "notification.retry_all",
         lambda: notifications.retry_all_now(statuses=FAILING, actor=user["id"]),
         after=lambda n: {"count": n, "statuses": list(FAILING)},

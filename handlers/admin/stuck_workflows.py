@@ -68,10 +68,6 @@ class StuckRecovery(StatesGroup):
     reason = State()
 
 
-def _admin(user: asyncpg.Record) -> AdminRef:
-    return AdminRef(user_id=user["id"], telegram_id=user["telegram_id"])
-
-
 def _valid_filter(workflow_type: str | None, state: str | None) -> bool:
     if workflow_type is not None and workflow_type not in STATES_OF:
         return False
@@ -289,7 +285,7 @@ async def apply_without_reason(
     await _drop_pending(state)
     screen = await _apply_single(
         workflow_recovery,
-        _admin(user),
+        AdminRef.of(user),
         callback_data.action,
         callback_data.request_id,
         callback_data.version,
@@ -354,12 +350,12 @@ async def reason_given(
         progress = await message.answer(
             views.batch_progress_text(RecoveryAction(batch["action"]), len(batch["targets"]))
         )
-        screen = await _run_batch(workflow_recovery, _admin(user), batch, reason)
+        screen = await _run_batch(workflow_recovery, AdminRef.of(user), batch, reason)
         await _replace(progress, *screen)
         return
     text, markup = await _apply_single(
         workflow_recovery,
-        _admin(user),
+        AdminRef.of(user),
         ActionCode(pending["action"]),
         pending["request_id"],
         pending["version"],
@@ -518,5 +514,5 @@ async def batch_apply(
         return
     action = RecoveryAction(reviewed["action"])
     await edit_or_send(query, views.batch_progress_text(action, len(reviewed["targets"])))
-    screen = await _run_batch(workflow_recovery, _admin(user), reviewed, None)
+    screen = await _run_batch(workflow_recovery, AdminRef.of(user), reviewed, None)
     await _replace(_message(query), *screen)
