@@ -20,6 +20,7 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
+from handlers.filters import TextAnswer
 from handlers.screens import edit_or_send
 from recovery.audit import AdminAuditLog
 from recovery.exceptions import (
@@ -442,7 +443,7 @@ async def ask_reason(
     )
 
 
-@router.message(StateFilter(InventoryAccept.reason), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(InventoryAccept.reason), TextAnswer())
 async def accept(
     message: Message,
     user: asyncpg.Record,
