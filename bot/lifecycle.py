@@ -140,9 +140,7 @@ class BotInstance:
             self.services, storage=self.storage, outer_middlewares=[self.tracker]
         )
         self.runner = JobRunner(self.services, self.instance_id)
-        self.readiness = Readiness(
-            self.pool, await asyncio.to_thread(head_revision), s.readiness_timeout_s, self.metrics
-        )
+        self.readiness = Readiness(self.pool, head_revision(), s.readiness_timeout_s, self.metrics)
         await set_commands(self.bot)
         if self.mode == "webhook":
             assert s.webhook_secret is not None
