@@ -45,6 +45,7 @@ from bench.cost_floor import (
     fmt,
     interleave,
     machine_line,
+    results_suffix,
     scratch_database,
     settle,
     write_results,
@@ -248,9 +249,7 @@ def report(result: dict[str, Any], args: argparse.Namespace, elapsed: float) -> 
     lines += ["", "Statements per variant in the counting pass (500 updates):", ""]
     for name in series:
         statements = counts[name]["statements"] or {"(none)": 0}
-        lines.append(
-            f"- {name}: " + "; ".join(f"`{text}` x{k}" for text, k in statements.items())
-        )
+        lines.append(f"- {name}: " + "; ".join(f"`{text}` x{k}" for text, k in statements.items()))
     lines += ["", f"Total benchmark time: {elapsed:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -262,8 +261,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     result = asyncio.run(run(args))
-    suffix = "" if CODE == Path(__file__).resolve().parents[1] else f"-{CODE.name}"
-    write_results("dispatch", report(result, args, time.perf_counter() - started), suffix)
+    text = report(result, args, time.perf_counter() - started)
+    write_results("dispatch", text, results_suffix(CODE))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from bench.cost_floor import (
     fmt,
     interleave,
     machine_line,
+    results_suffix,
     scratch_database,
     settle,
     write_results,
@@ -218,9 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name in order:
                     figures = await variants[name](f"r{round_no}")
                     for key, value in figures.items():
-                        results.setdefault(name, {}).setdefault(key, Series()).values.append(
-                            value
-                        )
+                        results.setdefault(name, {}).setdefault(key, Series()).values.append(value)
             return results
         finally:
             await pool.close()
@@ -264,8 +263,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     results = asyncio.run(run(args))
-    suffix = "" if CODE == Path(__file__).resolve().parents[1] else f"-{CODE.name}"
-    write_results("outbox", report(results, args, time.perf_counter() - started), suffix)
+    text = report(results, args, time.perf_counter() - started)
+    write_results("outbox", text, results_suffix(CODE))
 
 
 if __name__ == "__main__":

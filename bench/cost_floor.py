@@ -190,6 +190,11 @@ def fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}" if value < 1 else f"{value:.1f}"
 
 
+def results_suffix(code: Path) -> str:
+    """``""`` for this checkout, ``-<dir name>`` for another (results side by side)."""
+    return "" if code == ROOT else f"-{code.name}"
+
+
 def write_results(name: str, text: str, suffix: str = "") -> Path:
     """Print ``text`` and write it to ``bench/results/<name><suffix>.md``."""
     print(text)
