@@ -16,7 +16,9 @@ network; the reply goes through aiogram's request building and response parsing)
   mode (update tracking with metrics, the error middleware, user loading from PostgreSQL,
   i18n, every router), the same handler in a router included last, so the update is offered
   to every router and filter of the bot first (the worst case);
-- *project, webhook*: the same with the update-id claim (``processed_updates``) that
+- *project, polling, handler first*: the same, the handler in a router asked before the
+  bot's routers (the cost of the middlewares alone);
+- *project, webhook*: the worst case with the update-id claim (``processed_updates``) that
   webhook mode makes.
 
 Rounds interleave the variants (order rotated each round); medians of the rounds. A last
@@ -79,17 +81,17 @@ _update_ids = itertools.count(1)
 CLAIM_MODES = getattr(lifecycle, "CLAIM_UPDATES_IN", frozenset({"polling", "webhook"}))
 
 
-def ping_router() -> Router:
-    router = Router(name="bench_ping")
+def ping_router(command: str = "ping") -> Router:
+    router = Router(name=f"bench_{command}")
 
-    @router.message(Command("ping"))
+    @router.message(Command(command))
     async def ping(message: Message) -> None:
         await message.answer("pong")
 
     return router
 
 
-def make_update(bot: Bot) -> Update:
+def make_update(bot: Bot, command: str = "ping") -> Update:
     n = next(_update_ids)
     user_id = 700_000_000 + n % USERS
     return Update.model_validate(
@@ -100,7 +102,7 @@ def make_update(bot: Bot) -> Update:
                 "date": int(time.time()),
                 "chat": {"id": user_id, "type": "private", "first_name": "U"},
                 "from": {"id": user_id, "is_bot": False, "first_name": "U", "language_code": "en"},
-                "text": "/ping",
+                "text": f"/{command}",
             },
         },
         context={"bot": bot},
@@ -121,6 +123,10 @@ class ProjectStack:
             services, storage=MemoryStorage(), outer_middlewares=[self.tracker]
         )
         self.dp.include_router(ping_router())
+        first = ping_router("first")  # the same handler in a router asked before the bot's
+        self.dp.include_router(first)
+        self.dp.sub_routers.remove(first)
+        self.dp.sub_routers.insert(0, first)
 
     def mode(self, mode: str) -> Dispatcher:
         self.tracker.claim = self._claim if mode in CLAIM_MODES else None
@@ -184,15 +190,19 @@ async def measure(args: argparse.Namespace, pool: Any) -> dict[str, Any]:
     project = ProjectStack(services, pool)
     stacks = {
         "bare aiogram": lambda: bare,
+        "project, polling, handler first": lambda: project.mode("polling"),
         "project, polling": lambda: project.mode("polling"),
         "project, webhook": lambda: project.mode("webhook"),
     }
-    for dp in stacks.values():  # warm-up: users registered, statements prepared
-        await feed(dp(), bot, [make_update(bot) for _ in range(3 * USERS)])
+    commands = {"project, polling, handler first": "first"}
+    for name, dp in stacks.items():  # warm-up: users registered, statements prepared
+        command = commands.get(name, "ping")
+        await feed(dp(), bot, [make_update(bot, command) for _ in range(3 * USERS)])
     series = {name: Series() for name in stacks}
     for _, order in interleave(args.rounds, list(stacks)):
         for name in order:
-            updates = [make_update(bot) for _ in range(args.updates)]
+            command = commands.get(name, "ping")
+            updates = [make_update(bot, command) for _ in range(args.updates)]
             seconds = await feed(stacks[name](), bot, updates)
             series[name].values.append(seconds / args.updates * 1e6)
     replies = sum(1 for call in session.calls if type(call).__name__ == "SendMessage")
@@ -205,7 +215,7 @@ async def measure(args: argparse.Namespace, pool: Any) -> dict[str, Any]:
     n = 500
     for name, dp in stacks.items():
         probe.threads = probe.propagations = probe.filters = 0
-        updates = [make_update(bot) for _ in range(n)]
+        updates = [make_update(bot, commands.get(name, "ping")) for _ in range(n)]
         with ROUND_TRIPS.counting():
             await feed(dp(), bot, updates)
             await settle()
@@ -233,7 +243,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, elapsed: float) -> 
         f"{args.updates} `/ping` updates per variant per round, fed one at a time; "
         f"{args.rounds} rounds, variants interleaved (order rotated each round); medians. "
         "The project's handler sits in a router included last (every router and filter of "
-        "the bot is asked first).",
+        "the bot is asked first: the worst case), or, in *handler first*, in a router asked "
+        "before the bot's own (the best case: middlewares and data, little routing).",
         "",
         "| variant | µs per update (median) | ratio to bare aiogram | DB round trips / update "
         "| thread hops | propagations | filter checks | rounds (µs) |",
