@@ -10,16 +10,16 @@ the webhook secret) in ``before_send``; local variables are not collected at all
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
-from typing import Any
-
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.transport import Transport
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings
 from recovery.errors import ErrorRecord, ErrorSeverity
 from recovery.masking import mask_sensitive
+
+if TYPE_CHECKING:  # sentry_sdk is imported only when SENTRY_DSN is set (start-up time)
+    from sentry_sdk.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     """
     if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value().strip():
         return False
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
     secrets = _secrets(settings)
 
     def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +96,8 @@ def report_critical(record: ErrorRecord, exc: BaseException) -> None:
     The event is grouped by our fingerprint and tagged with category, severity and the
     error reference users see.
     """
-    if record.severity is not ErrorSeverity.CRITICAL or not sentry_sdk.is_initialized():
+    sentry_sdk = _started_sdk()
+    if record.severity is not ErrorSeverity.CRITICAL or sentry_sdk is None:
         return
     with sentry_sdk.new_scope() as scope:
         scope.fingerprint = [record.fingerprint]
@@ -107,5 +111,12 @@ def report_critical(record: ErrorRecord, exc: BaseException) -> None:
 
 def close_sentry(timeout_s: float = 2.0) -> None:
     """Flush pending events (up to ``timeout_s`` seconds) at shutdown."""
-    if sentry_sdk.is_initialized():
+    sentry_sdk = _started_sdk()
+    if sentry_sdk is not None:
         sentry_sdk.flush(timeout=timeout_s)
+
+
+def _started_sdk() -> Any:
+    """The ``sentry_sdk`` module when a client was started, else None (never imports it)."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    return sentry_sdk if sentry_sdk is not None and sentry_sdk.is_initialized() else None

@@ -740,15 +740,15 @@ class _SentMarker:
     ) -> None:
         try:
             marked = await sql.mark_sent_many(self.pool, [item for item, _ in group])
-        except BaseException as exc:
+        except Exception as exc:
             for _, future in group:
                 if not future.done():
-                    future.set_exception(
-                        exc if isinstance(exc, Exception) else asyncio.CancelledError()
-                    )
-            if not isinstance(exc, Exception):
-                raise
+                    future.set_exception(exc)
             return
+        except BaseException:  # cancelled (the loop is closing): the waiters are too
+            for _, future in group:
+                future.cancel()
+            raise
         for (row_id, _, _), future in group:
             if not future.done():
                 future.set_result(row_id in marked)

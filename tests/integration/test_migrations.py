@@ -99,11 +99,12 @@ def test_the_head_read_from_the_version_files_is_alembics_head() -> None:
     assert migrate.head_revision() == script.get_current_head()
 
 
-def test_starting_the_bot_imports_neither_alembic_nor_sqlalchemy() -> None:
-    """The revision check of a start-up needs neither (they cost most of a start-up)."""
+def test_starting_the_bot_imports_no_migration_machinery_nor_unused_clients() -> None:
+    """The revision check of a start-up needs neither alembic nor SQLAlchemy (they cost
+    most of a start-up); Sentry's client is imported only when ``SENTRY_DSN`` is set."""
     code = (
-        "import sys, bot.app, bot.lifecycle, bot.__main__; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'sqlalchemy')))"
+        "import sys, bot.app, bot.lifecycle, bot.__main__; print(sorted({m.split('.')[0] "
+        "for m in sys.modules} & {'alembic', 'sqlalchemy', 'sentry_sdk'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
