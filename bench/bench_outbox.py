@@ -248,8 +248,8 @@ def report(results: dict[str, dict[str, Series]], args: argparse.Namespace, elap
             ratio = rate / theirs["rows/s"].median
             lines.append(
                 f"| {name} | {fmt(rate)} | {ratio:.2f}x "
-                f"| {figures['round trips/row'].median:.3f} "
-                f"| {figures['commits/row'].median:.3f} "
+                f"| {figures['round trips/row'].median:.4f} "
+                f"| {figures['commits/row'].median:.4f} "
                 f"| {', '.join(fmt(v) for v in figures['rows/s'].values)} |"
             )
     lines += ["", f"Total benchmark time: {elapsed:.0f} s.", ""]

@@ -4,21 +4,15 @@ The server is ``TEST_DATABASE_URL`` when set (any database on it; the tests crea
 own), otherwise an embedded PostgreSQL (``pgserver``) started for the session in a
 temporary directory. Migrations run once into a template database; every test that asks for
 ``database_url`` or ``pool`` gets a fresh database created from that template.
-
-``CREATE DATABASE ... TEMPLATE`` takes about a tenth of a second, a large share of a short
-test: ``DatabaseStock`` clones the next databases in a background thread while the current
-test runs, and drops used ones there too, so a test usually finds its database ready.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import queue
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,69 +81,15 @@ def fresh_database_url(pg_server_dsn: str) -> Iterator[str]:
         _admin_execute(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class DatabaseStock:
-    """Databases cloned from ``template`` ahead of use, ``ahead`` at a time, by one
-    background thread that also drops the used ones (the server serializes clones of one
-    template anyway)."""
-
-    def __init__(self, server_dsn: str, template: str, ahead: int = 2) -> None:
-        self.server_dsn = server_dsn
-        self.template = template
-        self._ready: queue.Queue[str | BaseException] = queue.Queue()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-stock")
-        for _ in range(ahead):
-            self._worker.submit(self._clone)
-
-    def _clone(self) -> None:
-        name = f"t_{os.getpid()}_{next(_counter)}"
-        try:
-            _admin_execute(self.server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-        except BaseException as exc:  # handed to the test that waits for this database
-            self._ready.put(exc)
-            return
-        self._ready.put(name)
-
-    def take(self) -> str:
-        """A fresh database's name (waits for the clone in progress); the next is started."""
-        self._worker.submit(self._clone)
-        item = self._ready.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def give_back(self, name: str) -> None:
-        """Drop a used database in the background."""
-        self._worker.submit(
-            _admin_execute, self.server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-        )
-
-    def close(self) -> None:
-        """Wait for the background work, then drop the databases nobody took."""
-        self._worker.shutdown(wait=True)
-        while not self._ready.empty():
-            item = self._ready.get()
-            if isinstance(item, str):
-                _admin_execute(self.server_dsn, f'DROP DATABASE IF EXISTS "{item}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def database_stock(pg_server_dsn: str, template_database: str) -> Iterator[DatabaseStock]:
-    """Migrated databases made ahead of the tests that need them."""
-    stock = DatabaseStock(pg_server_dsn, template_database)
-    try:
-        yield stock
-    finally:
-        stock.close()
-
-
 @pytest.fixture
-def database_url(pg_server_dsn: str, database_stock: DatabaseStock) -> Iterator[str]:
+def database_url(pg_server_dsn: str, template_database: str) -> Iterator[str]:
     """A fresh database at the migration head, created from the template."""
-    name = database_stock.take()
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    _admin_execute(pg_server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     try:
         yield with_database(pg_server_dsn, name)
     finally:
-        database_stock.give_back(name)
+        _admin_execute(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest_asyncio.fixture
