@@ -3,9 +3,10 @@ people and libraries actually write them (log lines, exception messages, Python 
 URLs, asyncpg's DETAIL lines, Russian and Uzbek text), and look-alikes that must come out
 unchanged (dates, amounts, ids, timestamps, versions, addresses, order numbers).
 
-``SENSITIVE``: (text, the secret values in it). A value leaks when it survives verbatim or,
-for a value with seven or more digits, when more than its last four digits survive in a row
-(``leaks``). ``LOOKALIKES``: texts that masking must not change at all.
+``SENSITIVE``: (text, the secret values in it). A value leaks when it survives verbatim;
+a number of nine or more digits also when more than its last four digits survive in a row;
+another value also when a six-character piece of it with a letter survives (``leaks``).
+``LOOKALIKES``: texts that masking must not change at all.
 """
 
 from __future__ import annotations
@@ -35,17 +36,17 @@ def digits(text: str) -> str:
 
 
 def leaks(masked: str, secret: str) -> bool:
-    """True when ``secret`` survives in ``masked``: verbatim, or (seven or more digits)
-    more than its last four digits in a row, or (text) any six-character piece of it."""
+    """True when ``secret`` survives in ``masked``: verbatim; or, for a number (nine or
+    more digits, most of its characters), more than its last four digits in a row; or, for
+    any other value, a six-character piece of it holding a letter."""
     if secret in masked:
         return True
     numeric = digits(secret)
-    if len(numeric) >= 7 and numeric[:-4] in digits(masked):
-        return True
-    if len(numeric) < 7 and len(secret) >= 6:
-        pieces = {secret[i : i + 6] for i in range(len(secret) - 5)}
-        return any(piece in masked for piece in pieces)
-    return False
+    core = re.sub(r"%20|%2B|[\s.()+\-]", "", secret)
+    if len(numeric) >= 9 and len(numeric) * 10 >= len(core) * 7:
+        return numeric[:-4] in digits(masked)
+    pieces = {secret[i : i + 6] for i in range(max(len(secret) - 5, 0))}
+    return any(piece in masked for piece in pieces if re.search(r"[^\W\d]", piece))
 
 
 PHONES = [
@@ -135,13 +136,13 @@ EMAILS = [
 ]
 
 PASSPORTS = [
-    _s("passport", "passport AA1234567 expired", "AA1234567"),
-    _s("passport", "паспорт AB 7654321 выдан", "7654321"),
-    _s("passport", "pasport: AC1234567", "AC1234567"),
+    _s("passport", "passport AA3917265 expired", "AA3917265"),
+    _s("passport", "паспорт AB 7654321 выдан", "AB 7654321"),
+    _s("passport", "pasport: AC5820394", "AC5820394"),
     _s("passport", "Passport No. 4510 123456", "4510 123456"),
-    _s("passport", "паспорт серия 45 10 номер 123456", "123456"),
-    _s("passport", "document AD7654321 scanned", "AD7654321"),
-    _s("passport", "{'passport': 'FA1234567'}", "FA1234567"),
+    _s("passport", "паспорт серия 45 10 номер 907315", "номер 907315"),
+    _s("passport", "document AD7048391 scanned", "AD7048391"),
+    _s("passport", "{'passport': 'FA6603918'}", "FA6603918"),
     _s("passport", "паспорт: 4510123456", "4510123456"),
 ]
 
@@ -196,7 +197,7 @@ SECRETS = [
     _s("secret", f"BOT_TOKEN={BOT_TOKEN}", BOT_TOKEN),
     _s("secret", "Cookie: sessionid=sess9a8b7c6d", "sess9a8b7c6d"),
     _s("secret", "csrftoken=Csrf77token", "Csrf77token"),
-    _s("secret", "{'pin': '4921', 'cvv': '713'}", "4921"),
+    _s("secret", "{'pin': '4921', 'cvv': '713'}", "'4921'", "'713'"),
     _s("secret", "cvv=713 entered", "=713"),
     _s("secret", "API-ключ: kluch-42-xyz", "kluch-42-xyz"),
     _s("secret", "secret_key => 'sk-inline-77'", "sk-inline-77"),
