@@ -12,6 +12,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import NewRequestCb
+from handlers.render import html, lines
 from handlers.texts import state_label, workflow_label
 from recovery.state_manager import Actor, EnhancedStateManager
 from recovery.workflow_definitions import WORKFLOWS
@@ -64,8 +65,10 @@ async def describe(
     )
     await state.clear()
     await message.answer(
-        _("Request #{id} is open ({workflow}). We will keep you informed.").format(
-            id=request["id"], workflow=workflow_label(request["workflow_type"])
+        html(
+            _("Request #{id} is open ({workflow}). We will keep you informed."),
+            id=request["id"],
+            workflow=workflow_label(request["workflow_type"]),
         )
     )
 
@@ -79,9 +82,13 @@ async def my_requests(
     if not rows:
         await message.answer(_("You have no requests yet. Send /new to open one."))
         return
-    lines = [_("Your requests:")]
-    lines += [
-        f"#{row['id']} {workflow_label(row['workflow_type'])}: {state_label(row['current_state'])}"
+    items = [
+        html(
+            "#{id} {workflow}: {state}",
+            id=row["id"],
+            workflow=workflow_label(row["workflow_type"]),
+            state=state_label(row["current_state"]),
+        )
         for row in rows
     ]
-    await message.answer("\n".join(lines))
+    await message.answer(lines(_("Your requests:"), items))

@@ -13,6 +13,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import AlertMuteCb, AlertUnmuteCb
+from handlers.render import plain
 from recovery.alerts import KIND_LABELS, MUTE_BUTTON_TEXTS, MUTE_DURATIONS_S, AdminAlerts, AlertKind
 from recovery.audit import AdminAuditLog
 from recovery.workflows import AdminRef
@@ -81,8 +82,10 @@ async def mute(
         after=lambda end: {"muted_until": end.isoformat(), "seconds": seconds},
     )
     await query.answer(
-        _("Alerts about {kind} are muted for you until {until} UTC.").format(
-            kind=_(KIND_LABELS[AlertKind(kind)]), until=f"{until:%Y-%m-%d %H:%M}"
+        plain(
+            _("Alerts about {kind} are muted for you until {until} UTC."),
+            kind=_(KIND_LABELS[AlertKind(kind)]),
+            until=f"{until:%Y-%m-%d %H:%M}",
         ),
         show_alert=True,
     )
@@ -116,5 +119,5 @@ async def unmute(
         if ended is not None
         else _("Alerts about {kind} were not muted.")
     )
-    await query.answer(text.format(kind=_(KIND_LABELS[AlertKind(kind)])), show_alert=True)
+    await query.answer(plain(text, kind=_(KIND_LABELS[AlertKind(kind)])), show_alert=True)
     await _replace_keyboard(query, mute_markup(kind))
