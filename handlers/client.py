@@ -14,7 +14,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import NewRequestCb
 from handlers.render import html, lines
 from handlers.texts import state_label, workflow_label
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.exceptions import InputValidationError
+from recovery.state_manager import MAX_DESCRIPTION_LENGTH, Actor, EnhancedStateManager
 from recovery.workflow_definitions import WORKFLOWS
 
 router = Router(name=__name__)
@@ -56,13 +57,25 @@ async def describe(
     user: asyncpg.Record,
     state_manager: EnhancedStateManager,
 ) -> None:
-    """Opens the request."""
+    """Opens the request. A description that cannot be one (blanks only, too long) is the
+    user's mistake: it is explained and the next message is taken instead."""
     data = await state.get_data()
-    request = await state_manager.create_request(
-        Actor(user["id"], user["role"]),
-        workflow_type=data.get("workflow_type", "repair"),
-        description=message.text or "",
-    )
+    try:
+        request = await state_manager.create_request(
+            Actor(user["id"], user["role"]),
+            workflow_type=data.get("workflow_type", "repair"),
+            description=message.text or "",
+        )
+    except InputValidationError as exc:
+        if exc.field != "description":
+            raise
+        await message.answer(
+            html(
+                _("Please describe the problem in words, at most {n} characters."),
+                n=MAX_DESCRIPTION_LENGTH,
+            )
+        )
+        return
     await state.clear()
     await message.answer(
         html(

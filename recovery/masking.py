@@ -301,12 +301,15 @@ def mask_sensitive(text: str | None, *, extra_secrets: Iterable[str] = ()) -> st
         extra_secrets: literal values (the configured bot token, a webhook secret) masked
             wherever they appear, before the pattern rules run.
 
+    A NUL character becomes the four characters ``\\x00`` (PostgreSQL cannot store it).
     Cards keep their last four digits (``***1111``), phones their last two (``***67``),
     IBANs their country and last four characters (``DE***3000``), e-mail addresses their
     domain (``***@example.com``).
     """
     if not text:
         return ""
+    if "\x00" in text:  # PostgreSQL text and jsonb cannot hold NUL: written as \x00
+        text = text.replace("\x00", "\\x00")
     for secret in extra_secrets:
         if secret:
             text = text.replace(secret, MASK)

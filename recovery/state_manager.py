@@ -183,11 +183,12 @@ class EnhancedStateManager:
         """Open a request in the first state of ``workflow_type``; returns the row.
 
         Raises:
-            InputValidationError: unknown workflow type or an empty/too long description.
+            InputValidationError: unknown workflow type or an empty/too long description
+                (``MAX_DESCRIPTION_LENGTH`` characters; blanks and NUL do not count).
         """
         if workflow_type not in wf.WORKFLOWS:
             raise InputValidationError("workflow_type", f"unknown workflow {workflow_type!r}")
-        description = description.strip()
+        description = description.replace("\x00", "").strip()  # PostgreSQL text has no NUL
         if not description:
             raise InputValidationError("description", "empty")
         if len(description) > MAX_DESCRIPTION_LENGTH:

@@ -126,6 +126,16 @@ class BotStack:
         return await self.dp.feed_update(self.bot, update)
 
 
+def _detach_routers() -> None:
+    """The bot's routers are module-level (one per module, as aiogram intends) and a router
+    belongs to one parent: let the next ``build_root_router`` take them again (a process
+    runs one dispatcher; the tests build several)."""
+    from handlers import admin, client, common, fallback, staff
+
+    for module in (common, client, staff, admin, fallback):
+        module.router._parent_router = None
+
+
 def make_stack(
     pool: asyncpg.Pool,
     *,
@@ -135,6 +145,7 @@ def make_stack(
 ) -> BotStack:
     """The real dispatcher on ``pool`` with a fresh session double; ``extra_routers`` are
     included after the bot's own routers (test handlers)."""
+    _detach_routers()
     settings = Settings(_env_file=None, bot_token=DEFAULT_TOKEN, admin_ids=list(admin_ids))
     session = FakeBotSession()
     bot = Bot(

@@ -476,7 +476,7 @@ async def accept(
     """Accepts the discrepancy with the reason sent (audited)."""
     data = await state.get_data()
     discrepancy_id, page = int(data.get("discrepancy_id", 0)), int(data.get("page", 0))
-    reason = (message.text or "").strip()
+    reason = (message.text or "").replace("\x00", "").strip()  # PostgreSQL text has no NUL
     if len(reason) > REASON_MAX:
         await message.answer(
             html(_("The reason is too long: at most {n} characters."), n=REASON_MAX)
