@@ -130,6 +130,7 @@ class FakeBotSession(BaseSession):
         mode = getattr(method, "parse_mode", None)
         if isinstance(mode, Default):
             mode = bot.default[mode.name]
+        mode = getattr(mode, "value", mode)  # ParseMode.HTML -> "HTML"
         for field, limit in (("text", TEXT_LIMIT), ("caption", CAPTION_LIMIT)):
             if not hasattr(method, field) or api == "answerCallbackQuery":
                 continue
