@@ -68,6 +68,14 @@ async def mute(
     """Mutes the kind for this admin for the chosen period (audited)."""
     kind, seconds = callback_data.kind, callback_data.seconds
     if kind not in KINDS or seconds not in MUTE_DURATIONS_S:
+        await audit.record(
+            AdminRef.of(user),
+            "alert.mute",
+            target_type="alert_kind",
+            target_id=kind,
+            success=False,
+            error=f"refused: no mute option {kind} for {seconds} s",
+        )
         await query.answer(_("This mute option is not available."), show_alert=True)
         return
     chat_id = query.from_user.id
@@ -103,6 +111,14 @@ async def unmute(
     """Lifts this admin's mute of the kind (audited)."""
     kind = callback_data.kind
     if kind not in KINDS:
+        await audit.record(
+            AdminRef.of(user),
+            "alert.unmute",
+            target_type="alert_kind",
+            target_id=kind,
+            success=False,
+            error=f"refused: no alert kind {kind}",
+        )
         await query.answer(_("This mute option is not available."), show_alert=True)
         return
     chat_id = query.from_user.id

@@ -257,9 +257,18 @@ async def resolve(
     error_handler: ErrorHandler,
     audit: AdminAuditLog,
 ) -> None:
-    """Marks the group resolved (audited); if it happens again it reopens as regressed."""
+    """Marks the group resolved (audited; a group that is gone is audited as refused); if
+    it happens again it reopens as regressed."""
     row = await error_stats.group(callback_data.record_id)
     if row is None:
+        await audit.record(
+            AdminRef.of(user),
+            "error.resolve",
+            target_type="error",
+            target_id=callback_data.record_id,
+            success=False,
+            error=f"not_found: error group {callback_data.record_id}",
+        )
         await query.answer(_("This error group does not exist (any more)."), show_alert=True)
         return
     await audit.audited(
@@ -270,6 +279,7 @@ async def resolve(
         target_id=row["reference"],
         before={"status": row["status"], "occurrences": row["occurrence_count"]},
         after=lambda group: {"status": group.status if group else None},
+        refused=lambda group: None if group else f"not_found: {row['reference']}",
     )
     updated = await error_stats.group(callback_data.record_id)
     if updated is None:  # removed by the cleanup meanwhile

@@ -367,9 +367,18 @@ async def fix_one(
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
 ) -> None:
-    """Fixes one discrepancy (audited); a stale one is refused with a clear answer."""
+    """Fixes one discrepancy (audited); a stale or missing one is refused with a clear
+    answer, and audited as refused."""
     d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
     if d is None:
+        await audit.record(
+            AdminRef.of(user),
+            "inventory.fix_one",
+            target_type="discrepancy",
+            target_id=callback_data.discrepancy_id,
+            success=False,
+            error=f"not_found: discrepancy {callback_data.discrepancy_id}",
+        )
         return
     back = InlineKeyboardBuilder()
     back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=callback_data.page))

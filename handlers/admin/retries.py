@@ -138,10 +138,26 @@ async def failing_list(
 
 
 async def _notification_or_refuse(
-    query: CallbackQuery, notifications: NotificationRetryManager, notification_id: int
+    query: CallbackQuery,
+    notifications: NotificationRetryManager,
+    notification_id: int,
+    *,
+    audit_as: tuple[AdminAuditLog, AdminRef, str] | None = None,
 ) -> asyncpg.Record | None:
+    """The notification, or None after a "does not exist" answer (recorded as a refused
+    ``audit_as`` = (log, admin, action) when the button was an action)."""
     row = await notifications.get(notification_id) if _valid_id(notification_id) else None
     if row is None:
+        if audit_as is not None:
+            log, admin, action = audit_as
+            await log.record(
+                admin,
+                action,
+                target_type="notification",
+                target_id=notification_id,
+                success=False,
+                error=f"not_found: notification {notification_id}",
+            )
         await query.answer(_("This notification does not exist."), show_alert=True)
     return row
 
@@ -266,7 +282,12 @@ async def retry_one(
     audit: AdminAuditLog,
 ) -> None:
     """Makes one notification due now (audited; refused when it is no longer retryable)."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        query,
+        notifications,
+        callback_data.notification_id,
+        audit_as=(audit, AdminRef.of(user), "notification.retry"),
+    )
     if row is None:
         return
     moved = await notifications.request_moved(row["id"])
@@ -340,7 +361,12 @@ async def discard(
     audit: AdminAuditLog,
 ) -> None:
     """Discards one notification (audited; refused when it was sent or is being sent)."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        query,
+        notifications,
+        callback_data.notification_id,
+        audit_as=(audit, AdminRef.of(user), "notification.discard"),
+    )
     if row is None:
         return
 
