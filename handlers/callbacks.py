@@ -18,6 +18,8 @@ RequestId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 IdOrZero = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Page = Annotated[int, Field(ge=0, le=10**6)]
+AnyPage = Annotated[int, Field(ge=-(10**6), le=10**6)]
+"""A dashboard page: the screens clamp it into range (a forged -3 shows the first page)."""
 RowId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 """Any other table's id (error group, discrepancy, notification): within BIGINT, so that it
 reaches the handler (which answers "does not exist" for an id that is not there)."""
@@ -147,7 +149,7 @@ class ErrorsCb(CallbackData, prefix="es"):
     ``chart`` (``hours`` of the per-hour chart) or ``lookup`` (ask for a reference)."""
 
     view: str
-    page: Page = 0
+    page: AnyPage = 0
     hours: Annotated[int, Field(ge=1, le=24 * 366)] = 24
 
 
@@ -155,14 +157,14 @@ class ErrorGroupCb(CallbackData, prefix="eg"):
     """One error group's detail; ``page`` is the top-groups page to go back to."""
 
     record_id: RowId
-    page: Page = 0
+    page: AnyPage = 0
 
 
 class ErrorResolveCb(CallbackData, prefix="ers"):
     """Mark an error group resolved (it reopens as regressed if it happens again)."""
 
     record_id: RowId
-    page: Page = 0
+    page: AnyPage = 0
 
 
 class AlertMuteCb(CallbackData, prefix="am"):
@@ -182,7 +184,7 @@ class AlertUnmuteCb(CallbackData, prefix="au"):
 class HistoryCb(CallbackData, prefix="hs"):
     """A page of the recovery history."""
 
-    page: Page = 0
+    page: AnyPage = 0
 
 
 class InventoryCb(CallbackData, prefix="iv"):
@@ -195,7 +197,7 @@ class InventoryCb(CallbackData, prefix="iv"):
 class DiscrepancyListCb(CallbackData, prefix="ivl"):
     """A page of open inventory discrepancies."""
 
-    page: Page = 0
+    page: AnyPage = 0
 
 
 class DiscrepancyCb(CallbackData, prefix="ivd"):
@@ -204,7 +206,7 @@ class DiscrepancyCb(CallbackData, prefix="ivd"):
 
     action: str
     discrepancy_id: RowId
-    page: Page = 0
+    page: AnyPage = 0
 
 
 class RetriesCb(CallbackData, prefix="nr"):
@@ -217,7 +219,7 @@ class RetriesCb(CallbackData, prefix="nr"):
 class RetryListCb(CallbackData, prefix="nrl"):
     """A page of dead and failing notifications."""
 
-    page: Page = 0
+    page: AnyPage = 0
 
 
 class NotificationCb(CallbackData, prefix="nrn"):
@@ -228,5 +230,5 @@ class NotificationCb(CallbackData, prefix="nrn"):
 
     action: str
     notification_id: RowId
-    page: Page = 0
+    page: AnyPage = 0
     ack: Annotated[int, Field(ge=0, le=1)] = 0

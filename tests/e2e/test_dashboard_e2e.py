@@ -454,7 +454,9 @@ async def test_admin_reconciles_the_inventory_from_the_menu(
 
         # --- the history lists the inventory actions with who
         admin.forge(MenuCb(section="history").pack())
-        text = await admin.see("Recovery history. Actions: 5.")  # the refused one too
+        # the refused ones too: the stale fix and the forged fix of a missing discrepancy
+        text = await admin.see("Recovery history. Actions: 6.")
+        assert f"✗ discrepancy fix refused: discrepancy {2**62} — Admin [it does not exist]" in text
         # the refused repeat reads as refused, with why (not as a failed "fixed")
         assert (
             f"✗ discrepancy fix refused: discrepancy {drift} — Admin [it changed meanwhile]" in text
