@@ -154,6 +154,7 @@ class TransactionStats:
     in_doubt: int = 0  # attempts whose COMMIT outcome was unknown when they failed
     resumed: int = 0  # operations found committed by such an attempt (answered from resume)
     unresolved: int = 0  # operations that ended with TransactionInDoubtError
+    release_failures: int = 0  # connections the pool could not reset after the transaction
 
 
 class TransactionContext:
@@ -552,6 +553,7 @@ class TransactionalStateManager:
         try:
             await self.pool.release(conn)
         except Exception as exc:
+            self.stats.release_failures += 1
             log.debug("release after %s failed: %s", operation, type(exc).__name__)
 
     async def _log_failure(
