@@ -492,12 +492,15 @@ async def test_60s_of_terminated_backends_break_no_invariant_and_no_report(
     try:
         violations = await _violations(conn)
         wrong_reports = []
+        wrong_by_kind: Counter[str] = Counter()
         for call in tally.calls:
             effects = await _effects_of(conn, call)
             if call.outcome in ("refused", "failed") and effects:
                 wrong_reports.append(f"{call.kind} #{call.request_id} {call.outcome} committed")
+                wrong_by_kind[f"{call.kind} reported {call.outcome}, committed"] += 1
             if call.outcome == "done" and effects != 1:
                 wrong_reports.append(f"{call.kind} #{call.request_id} done, {effects} effects")
+                wrong_by_kind[f"{call.kind} reported done, {effects} effects"] += 1
         batch_problems = [p for b in tally.batches for p in await _batch_problems(conn, b)]
     finally:
         await conn.close()
@@ -507,6 +510,10 @@ async def test_60s_of_terminated_backends_break_no_invariant_and_no_report(
         f"  checks: {sum(map(len, violations.values()))} invariant violations, "
         f"{len(wrong_reports)} wrong reports, {len(batch_problems)} batch problems"
     )
+    for name, rows in violations.items():
+        print(f"    violation: {name}: {rows}")
+    for kind, count in sorted(wrong_by_kind.items()):
+        print(f"    wrong: {kind} x{count}")
     for line in [*wrong_reports, *batch_problems][:20]:
         print("   ", line)
 
