@@ -36,8 +36,10 @@ outer transaction owns both).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -102,6 +104,10 @@ class TransactionRetryPolicy:
     def wait_strategy(self) -> wait_random_exponential:
         """The tenacity wait implementing the formula above."""
         return wait_random_exponential(multiplier=self.base_delay_s, max=self.max_delay_s)
+
+    def delay_s(self, retry: int) -> float:
+        """The formula above for retry ``retry`` (1, 2, ...), outside tenacity."""
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1)))
 
 
 def is_transaction_retryable(exc: BaseException) -> bool:
@@ -171,6 +177,7 @@ class TransactionContext:
             savepoint rolled back).
         outcome_unknown: set when the transaction failed while its COMMIT was on its way
             and nobody knows yet whether it committed (``commit_outcome_unknown``).
+        backend_pid: the PostgreSQL backend process id of the connection.
     """
 
     def __init__(
@@ -190,12 +197,8 @@ class TransactionContext:
         self.actor_id = actor_id
         self.steps: list[dict[str, Any]] = []
         self.outcome_unknown = False
+        self.backend_pid: int = conn.get_server_pid()
         self._step_hook = step_hook
-
-    @property
-    def backend_pid(self) -> int:
-        """The PostgreSQL backend process id of the connection."""
-        return self.conn.get_server_pid()
 
     @property
     def failed_step(self) -> str | None:
@@ -414,16 +417,16 @@ class TransactionalStateManager:
             before_sleep=self._before_retry,
             reraise=True,
         )
-        # An attempt failed with its COMMIT outcome unknown and no lookup has settled it yet;
-        # ``found``: the committed row, once a lookup saw it.
-        unsettled = False
+        # The backend of an attempt that failed with its COMMIT outcome unknown, until a
+        # lookup settled it; ``found``: the committed row, once a lookup saw it.
+        unsettled: int | None = None
         found: transaction_log.CommittedEntry | None = None
         try:
             async for attempt in retrying:
                 with attempt:
-                    if unsettled and found is None:
-                        found = await transaction_log.find_committed(self.pool, transaction_id)
-                        unsettled = False
+                    if unsettled is not None and found is None:
+                        found = await self._committed(transaction_id, operation, unsettled)
+                        unsettled = None
                     if found is not None:
                         return await self._resume(transaction_id, operation, found, resume)
                     ctx: TransactionContext | None = None
@@ -438,13 +441,13 @@ class TransactionalStateManager:
                             return await body(ctx)
                     finally:
                         if ctx is not None and ctx.outcome_unknown:
-                            unsettled = True
+                            unsettled = ctx.backend_pid
         except Exception as failure:
-            if not (unsettled or found is not None) or isinstance(
-                failure, TransactionAlreadyCommittedError
+            if (unsettled is None and found is None) or isinstance(
+                failure, TransactionAlreadyCommittedError | TransactionInDoubtError
             ):
                 raise
-            return await self._settle(transaction_id, operation, found, resume, failure)
+            return await self._settle(transaction_id, operation, found, unsettled, resume, failure)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _resume(
@@ -461,11 +464,37 @@ class TransactionalStateManager:
         self.stats.resumed += 1
         return result
 
+    async def _committed(
+        self, transaction_id: uuid.UUID, operation: str, backend_pid: int
+    ) -> transaction_log.CommittedEntry | None:
+        """The committed row of ``transaction_id``, or None when no attempt committed.
+
+        A missing row proves nothing while the backend that ran the attempt in doubt
+        (``backend_pid``) is still inside a transaction: its COMMIT may still reach the
+        server (a cut network; a terminated backend has ended by the time its client sees
+        the loss). So the lookup is repeated, backing off, up to ``in_doubt_lookups`` times.
+
+        Raises:
+            TransactionInDoubtError: that backend stayed inside its transaction.
+            The database's errors (the caller retries them).
+        """
+        policy = self.retry_policy
+        for check in range(1, policy.in_doubt_lookups + 1):
+            result = await transaction_log.lookup(self.pool, transaction_id, backend_pid)
+            if result.committed is not None or not result.attempt_open:
+                return result.committed
+            if check < policy.in_doubt_lookups:
+                await asyncio.sleep(policy.delay_s(check))
+        self.stats.unresolved += 1
+        log.warning("%s %s: the attempt in doubt is still open", operation, transaction_id)
+        raise TransactionInDoubtError(transaction_id, operation)
+
     async def _settle(
         self,
         transaction_id: uuid.UUID,
         operation: str,
         found: transaction_log.CommittedEntry | None,
+        backend_pid: int | None,
         resume: ResumeFn[T] | None,
         failure: Exception,
     ) -> T:
@@ -474,14 +503,14 @@ class TransactionalStateManager:
         ``in_doubt_lookups`` times, backing off, while the connection keeps failing) to
         answer with the real result.
 
-        Sound because a lost connection's transaction has ended by the time the client sees
-        the loss: a terminated backend (57P01) commits nothing after its FATAL is sent, and
-        a COMMIT that completed is visible before its answer is sent. So a missing
+        A COMMIT that completed is visible before its answer is sent, and ``_committed``
+        waits until the attempt's backend has left its transaction, so a missing
         ``committed`` row means the attempt rolled back.
 
         Raises:
             ``failure``: nothing committed.
-            TransactionInDoubtError (from ``failure``): the log stayed unreadable.
+            TransactionInDoubtError (from ``failure``): the log (or, for a committed attempt,
+                the result) stayed unreadable, or the attempt stayed open.
             TransactionAlreadyCommittedError: committed, and no ``resume`` was given.
         """
         policy = self.retry_policy
@@ -494,10 +523,12 @@ class TransactionalStateManager:
         try:
             async for lookup in lookups:
                 with lookup:
-                    if found is None:
-                        found = await transaction_log.find_committed(self.pool, transaction_id)
+                    if found is None and backend_pid is not None:
+                        found = await self._committed(transaction_id, operation, backend_pid)
                     if found is not None:
                         return await self._resume(transaction_id, operation, found, resume)
+        except TransactionInDoubtError as exc:
+            raise exc from failure
         except Exception as exc:
             if not is_transaction_retryable(exc):
                 raise
