@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
-from recovery.exceptions import InvalidTransitionError
+from database import transaction_log
+from recovery.exceptions import InvalidTransitionError, TransactionInDoubtError
 from recovery.transactions import (
     AFTER_COMMIT,
     TransactionalStateManager,
@@ -309,3 +311,38 @@ async def test_a_batch_never_aborts_and_reports_every_request(pool: asyncpg.Pool
     assert failures[ids[5]] == "unavailable: ConnectionResetError"
     assert failures[stale].startswith("stale: ")
     assert [r["request_id"] for r in logs if r["success"]] == [ids[0]]
+
+
+async def test_the_lookup_waits_while_the_attempt_in_doubt_is_still_open(
+    pool: asyncpg.Pool,
+) -> None:
+    """A COMMIT still on its way (a slow or cut network) is waited for, not ruled out: the
+    lookup answers only once the attempt's backend has left its transaction."""
+    policy = TransactionRetryPolicy(
+        attempts=1, base_delay_s=0.01, max_delay_s=0.05, in_doubt_lookups=40
+    )
+    transactions = TransactionalStateManager(pool, retry_policy=policy)
+    transaction_id = uuid.uuid4()
+    async with pool.acquire() as attempt:
+        committing = attempt.transaction()
+        await committing.start()
+        await transaction_log.insert(
+            attempt, transaction_id=transaction_id, operation="x", status="committed", steps=[]
+        )
+        lookup = asyncio.create_task(
+            transactions._committed(transaction_id, "x", attempt.get_server_pid())
+        )
+        await asyncio.sleep(0.2)
+        assert not lookup.done()  # the row is not visible yet, and the attempt is open
+        await committing.commit()
+        assert (await lookup) is not None
+
+        never = attempt.transaction()
+        await never.start()  # an attempt whose COMMIT never arrives
+        short = TransactionalStateManager(
+            pool, retry_policy=TransactionRetryPolicy(in_doubt_lookups=2, base_delay_s=0.01)
+        )
+        with pytest.raises(TransactionInDoubtError):
+            await short._committed(uuid.uuid4(), "x", attempt.get_server_pid())
+        await never.rollback()
+    assert short.stats.unresolved == 1
