@@ -842,7 +842,9 @@ class WorkflowRecoveryManager:
                     kind=action.transition_kind,
                     reason=reason,
                 )
-                ctx.record("workflow_transition", transition["id"], after={"kind": action.value})
+                ctx.record(
+                    "workflow_transition", transition["id"], after={"kind": action.transition_kind}
+                )
             async with ctx.step("compensation"):
                 reversals = await compensation.reverse(
                     conn,

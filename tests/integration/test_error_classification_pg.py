@@ -108,7 +108,11 @@ async def test_serialization_failure_retries_the_whole_transaction(pool: asyncpg
     )
 
 
-async def test_deadlock_retries_the_whole_transaction(pool: asyncpg.Pool) -> None:
+async def _deadlock_victim(pool: asyncpg.Pool, *, go_on: bool = False) -> BaseException:
+    """Two transactions update two users in opposite orders; returns what the victim got:
+    the deadlock (40P01), or with ``go_on`` the error of a statement it then runs in the
+    aborted transaction while handling the deadlock (25P02; in the handling frame, where
+    CPython chains ``__context__``, not inside a coroutine that frame awaits)."""
     a = await make_user(pool)
     b = await make_user(pool)
     async with pool.acquire() as one, pool.acquire() as two:
@@ -124,13 +128,23 @@ async def test_deadlock_retries_the_whole_transaction(pool: asyncpg.Pool) -> Non
             try:
                 await conn.execute("UPDATE users SET full_name = 'x' WHERE id = $1", row_id)
             except asyncpg.PostgresError as exc:
-                return exc
+                if not go_on:
+                    return exc
+                try:
+                    await conn.fetchval("SELECT 1")
+                except asyncpg.PostgresError as then:
+                    return then
             return None
 
         results = await asyncio.gather(cross(one, b["id"]), cross(two, a["id"]))
         await tx1.rollback()
         await tx2.rollback()
     (exc,) = [r for r in results if r is not None]
+    return exc
+
+
+async def test_deadlock_retries_the_whole_transaction(pool: asyncpg.Pool) -> None:
+    exc = await _deadlock_victim(pool)
     assert exc.sqlstate == "40P01"  # type: ignore[attr-defined]
     assert classify(exc).strategy is R.TRANSACTION
     assert classify(exc).reason == "deadlock"
@@ -317,34 +331,7 @@ async def test_a_closed_connection_is_a_lost_connection(database_url: str) -> No
 
 
 async def test_25p02_after_a_real_deadlock_is_transient(pool: asyncpg.Pool) -> None:
-    a = await make_user(pool)
-    b = await make_user(pool)
-    async with pool.acquire() as one, pool.acquire() as two:
-        for conn in (one, two):
-            await conn.execute("SET deadlock_timeout = '50ms'")
-        tx1, tx2 = one.transaction(), two.transaction()
-        await tx1.start()
-        await tx2.start()
-        await one.execute("UPDATE users SET full_name = '1' WHERE id = $1", a["id"])
-        await two.execute("UPDATE users SET full_name = '2' WHERE id = $1", b["id"])
-
-        async def cross(conn: asyncpg.Connection, row_id: int) -> BaseException | None:
-            try:
-                await conn.execute("UPDATE users SET full_name = 'x' WHERE id = $1", row_id)
-            except asyncpg.DeadlockDetectedError:
-                # code that goes on in the aborted transaction while handling the error (in
-                # the handling frame: CPython chains __context__ there, not into coroutines
-                # it awaits)
-                try:
-                    await conn.fetchval("SELECT 1")
-                except asyncpg.PostgresError as exc:
-                    return exc
-            return None
-
-        results = await asyncio.gather(cross(one, b["id"]), cross(two, a["id"]))
-        await tx1.rollback()
-        await tx2.rollback()
-    (exc,) = [r for r in results if r is not None]
+    exc = await _deadlock_victim(pool, go_on=True)
     assert exc.sqlstate == "25P02"  # type: ignore[attr-defined]
     assert isinstance(exc.__context__, asyncpg.DeadlockDetectedError)
     assert is_connection_lost(exc)
