@@ -44,7 +44,10 @@ def leaks(masked: str, secret: str) -> bool:
     numeric = digits(secret)
     core = re.sub(r"%20|%2B|[\s.()+\-]", "", secret)
     if len(numeric) >= 9 and len(numeric) * 10 >= len(core) * 7:
-        return numeric[:-4] in digits(masked)
+        # within one written number (digits and the separators of phones and cards), not
+        # across the unrelated numbers of a long text
+        numbers = re.findall(r"\d(?:[\d .()\u00a0-]|%20)*", masked)
+        return any(numeric[:-4] in digits(number) for number in numbers)
     pieces = {secret[i : i + 6] for i in range(max(len(secret) - 5, 0))}
     return any(piece in masked for piece in pieces if re.search(r"[^\W\d]", piece))
 
