@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 MASK = "***"
@@ -90,22 +90,24 @@ _KNOWN_KEY = re.compile(
 # Key names. The first group may follow a prefix that ends the key with it (DB_PASSWORD,
 # X-Api-Key, csrftoken); it must end the key name (token_count is not a secret). The second
 # group is the whole key or nothing (bypass, spin and pint are not).
+# (compound names first: the longest key name at a position wins)
 _PREFIXABLE_KEYS = (
-    r"password|passwd|passphrase|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key"
-    r"|secret[_\-]?key|private[_\-]?key|signing[_\-]?key|auth|authorization|credentials?|dsn"
-    r"|cookie|session[_\-]?id|sessionid|csrf"
+    r"api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|signing[_\-]?key"
+    r"|session[_\-]?id|sessionid|password|passwd|passphrase|pwd|secret|token|authorization"
+    r"|auth|credentials?|dsn|cookie|csrf"
 )
 _WHOLE_KEYS = r"pass|pin|pin[_\-]?code|cvv2?|cvc2?|otp"
 _LOCAL_KEYS = (
-    r"парол[ьяеию]\w*|токен\w*|секрет\w*|[\w\-]*ключ\w*|parol\w*|maxfiy\s+so['ʻ’`]?z\w*"
+    r"парол[ьяеию]\w*|токен\w*|секрет\w*|ключ\w*|parol\w*|maxfiy\s+so['ʻ’`]?z\w*"
     r"|kalit\w*"
 )
-_SECRET_KEY = (
-    rf"(?<![\w.\-])(?:[\w.\-]*?(?i:{_PREFIXABLE_KEYS})(?![A-Za-z])|(?i:{_WHOLE_KEYS})(?![\w])"
-    rf"|(?i:{_LOCAL_KEYS}))"
+# Found first (one scan), then the separator and the value are matched right after it: the
+# key's prefix needs no matching of its own, since any prefix is allowed.
+_SECRET_KEYWORD = re.compile(
+    rf"(?i:{_PREFIXABLE_KEYS})(?![A-Za-z])|(?<![\w.\-])(?i:{_WHOLE_KEYS})(?!\w)"
+    rf"|(?i:{_LOCAL_KEYS})"
 )
-_SECRET_PAIR = re.compile(
-    rf"(?P<key>{_SECRET_KEY})"
+_SECRET_VALUE = re.compile(
     r"(?P<sep>\\?[\"']?\s*(?:[:=]|=>|->|[—–])\s*|\s+(?=\\?[\"']))"
     r"(?:(?P<q>\\?[\"'])(?P<quoted>.{0,300}?)(?P=q)"
     r"|(?P<plain>(?i:(?:bearer|basic|token)\s+)?[^\s\"'`,;&)}\]<>|]+))"
@@ -181,10 +183,11 @@ _HAS_DIGIT = re.compile(r"\d")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 # words that must be in the (lower-cased) text for the keyword rules to have anything to do
+# (also where a key name can start: every alternative of _SECRET_KEYWORD begins with one)
 _SECRET_WORDS = (
-    "pass", "pwd", "secret", "token", "key", "auth", "dsn", "session", "cookie", "csrf",
-    "credential", "pin", "cvv", "cvc", "otp", "парол", "токен", "секрет", "ключ", "parol",
-    "maxfiy", "kalit",
+    "pass", "pwd", "secret", "token", "api", "access", "private", "signing", "auth", "dsn",
+    "session", "cookie", "csrf", "credential", "pin", "cvv", "cvc", "otp", "парол", "токен",
+    "секрет", "ключ", "parol", "maxfiy", "kalit",
 )  # fmt: skip
 _BEARER_WORDS = ("bearer", "basic", "token")
 _PHONE_WORDS = ("phone", "tel", "mob", "cell", "whatsapp", "viber", "телефон", "тел", "моб")
@@ -286,11 +289,50 @@ def _mask_url_userinfo(match: re.Match[str]) -> str:
     return f"{match.group(1)}{MASK}{':' + MASK if ':' in userinfo else ''}@"
 
 
-def _mask_secret_pair(match: re.Match[str]) -> str:
-    if match.group("q") is not None:
-        quote = match.group("q")
-        return f"{match.group('key')}{match.group('sep')}{quote}{MASK}{quote}"
-    return f"{match.group('key')}{match.group('sep')}{MASK}"
+def _secret_keys(text: str, lowered: str) -> Iterator[re.Match[str]]:
+    """``_SECRET_KEYWORD`` matches in ``text``, in order, tried only where a key name can
+    start (``str.find`` of ``_SECRET_WORDS`` in ``lowered``: one pass per word in C, much
+    faster than the regex scanning every position of a long stack trace)."""
+    if len(lowered) != len(text):  # a character whose lower case is longer: scan it all
+        yield from _SECRET_KEYWORD.finditer(text)
+        return
+    starts: set[int] = set()
+    for word in _SECRET_WORDS:
+        at = lowered.find(word)
+        while at != -1:
+            starts.add(at)
+            at = lowered.find(word, at + 1)
+    end = 0
+    for start in sorted(starts):
+        if start < end:
+            continue
+        key = _SECRET_KEYWORD.match(text, start)
+        if key is not None:
+            end = key.end()
+            yield key
+
+
+def _mask_secret_pairs(text: str, lowered: str) -> str:
+    """Every value after a secret's key name (``_SECRET_KEYWORD``) and a separator
+    (``_SECRET_VALUE``) replaced by ``***``; quotes kept."""
+    parts: list[str] = []
+    done = 0
+    for key in _secret_keys(text, lowered):
+        if key.start() < done:
+            continue
+        value = _SECRET_VALUE.match(text, key.end())
+        if value is None:
+            continue
+        if value.group("q") is not None:
+            start, end = value.start("quoted"), value.end("quoted")
+        else:
+            start, end = value.start("plain"), value.end("plain")
+        parts += [text[done:start], MASK]
+        done = end
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def mask_sensitive(text: str | None, *, extra_secrets: Iterable[str] = ()) -> str:
@@ -327,7 +369,7 @@ def mask_sensitive(text: str | None, *, extra_secrets: Iterable[str] = ()) -> st
     if any(word in lowered for word in _BEARER_WORDS):
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     if any(word in lowered for word in _SECRET_WORDS):
-        text = _SECRET_PAIR.sub(_mask_secret_pair, text)
+        text = _mask_secret_pairs(text, text.lower())
         if "--" in text:
             text = _CLI_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     if "@" in text:
