@@ -18,6 +18,13 @@ A session connection gets asyncpg's full reset query when it is released, so the
 user of that connection finds no lock, no channel and no setting left behind
 (``tests/integration/test_pool_reset.py`` checks both kinds; a source scan there keeps
 session-level SQL out of ordinary code).
+
+The reset statement also noticed a backend that died between a connection's last statement
+and its release. Without it, that connection's next user meets the dead backend instead: its
+first statement fails with asyncpg's connection-lost family (transient, so
+``TransactionalStateManager`` retries the whole transaction; a plain call reports it), and
+asyncpg then replaces the connection. A backend that dies while its connection is idle in
+the pool was never caught by the reset either.
 """
 
 from __future__ import annotations
