@@ -30,7 +30,12 @@ from bot.notification_texts import inline_keyboard, make_renderer
 from bot.sentry import report_critical
 from bot.services import Services
 from bot.settings import Settings
-from database.migrate import ensure_schema_at_head, upgrade_to_head
+from database.migrate import (
+    database_revision,
+    ensure_schema_at_head,
+    head_revision,
+    upgrade_to_head,
+)
 from handlers import build_root_router
 from handlers.admin.alerts import mute_callback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
@@ -77,10 +82,11 @@ async def resolve_database_url(settings: Settings) -> str:
         database.migrate.SchemaNotAtHeadError: the external database is not migrated.
     """
     if settings.database_url:
-        await asyncio.to_thread(ensure_schema_at_head, settings.database_url)
+        await ensure_schema_at_head(settings.database_url)
         return settings.database_url
     url = await asyncio.to_thread(start_embedded, settings.data_dir)
-    await asyncio.to_thread(upgrade_to_head, url)
+    if await database_revision(url) != head_revision():  # alembic is imported only to migrate
+        await asyncio.to_thread(upgrade_to_head, url)
     log.info("using the embedded PostgreSQL under %s", settings.data_dir)
     return url
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiogram.utils.i18n import I18n
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 
 from bot.settings import SUPPORTED_LOCALES
 
@@ -28,6 +26,9 @@ def compile_catalogs(locales_dir: Path = LOCALES_DIR, domain: str = DOMAIN) -> l
         mo_path = po_path.with_suffix(".mo")
         if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
             continue
+        from babel.messages.mofile import write_mo  # only when a catalog changed
+        from babel.messages.pofile import read_po
+
         with po_path.open("rb") as po_file:
             catalog = read_po(po_file, locale=po_path.parent.parent.name)
         with mo_path.open("wb") as mo_file:

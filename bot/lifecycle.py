@@ -58,6 +58,11 @@ from recovery.notifications import default_instance_id
 
 log = logging.getLogger(__name__)
 
+CLAIM_UPDATES_IN = frozenset({"webhook"})
+"""Modes in which each update id is claimed in ``processed_updates``: only a webhook can
+get one update twice (Telegram redelivers an unanswered POST, maybe to another instance);
+``getUpdates`` hands each update to its single consumer once."""
+
 
 class BotInstance:
     """One bot process; ``await BotInstance(settings).run()`` serves until a signal.
@@ -128,15 +133,14 @@ class BotInstance:
         self.services = build_services(s, self.pool, create_i18n(s.default_locale), self.bot,
                                        self.metrics)  # fmt: skip
         self.metrics.add_jobs(job_table(self.services))
-        self.tracker = UpdateTrackingMiddleware(self.metrics, claim=self._claim_update)
+        claim = self._claim_update if self.mode in CLAIM_UPDATES_IN else None
+        self.tracker = UpdateTrackingMiddleware(self.metrics, claim=claim)
         self.storage = create_storage(s)
         self.dp = build_dispatcher(
             self.services, storage=self.storage, outer_middlewares=[self.tracker]
         )
         self.runner = JobRunner(self.services, self.instance_id)
-        self.readiness = Readiness(
-            self.pool, await asyncio.to_thread(head_revision), s.readiness_timeout_s, self.metrics
-        )
+        self.readiness = Readiness(self.pool, head_revision(), s.readiness_timeout_s, self.metrics)
         await set_commands(self.bot)
         if self.mode == "webhook":
             assert s.webhook_secret is not None

@@ -8,7 +8,7 @@ every breadcrumb is cleaned twice:
 1. by key name: Sentry's own ``EventScrubber`` with its default denylist extended by our
    keys (``DENYLIST``: the settings that hold secrets, personal data fields, the ru/uz
    words for a password), recursively, over the request, extra, user, breadcrumbs, frames
-   and spans, plus the contexts and tags our events carry (``ProjectEventScrubber``);
+   and spans, plus the contexts and tags our events carry (``project_event_scrubber``);
 2. by value: every remaining string goes through ``recovery.masking.mask_sensitive``
    (phones, cards, IBANs, e-mail addresses, tokens, the bot token, the webhook secret) in
    ``before_send`` / ``before_breadcrumb``.
@@ -17,17 +17,16 @@ every breadcrumb is cleaned twice:
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
-from typing import Any
-
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
-from sentry_sdk.transport import Transport
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings
 from recovery.errors import ErrorRecord, ErrorSeverity
 from recovery.masking import mask_sensitive
+
+if TYPE_CHECKING:  # sentry_sdk is imported only when SENTRY_DSN is set (start-up time)
+    from sentry_sdk.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +55,23 @@ DENYLIST: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class ProjectEventScrubber(EventScrubber):
+def project_event_scrubber() -> Any:
     """Sentry's ``EventScrubber`` with ``DEFAULT_DENYLIST`` + ``DENYLIST``, recursive, that
     also scrubs ``contexts`` and ``tags`` (where ``report_critical`` puts the error context;
-    the stock scrubber does not look there)."""
+    the stock scrubber does not look there). Imports ``sentry_sdk``."""
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
-    def __init__(self) -> None:
-        super().__init__(denylist=[*DEFAULT_DENYLIST, *DENYLIST], recursive=True)
+    class ProjectEventScrubber(EventScrubber):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(denylist=[*DEFAULT_DENYLIST, *DENYLIST], recursive=True)
 
-    def scrub_event(self, event: Any) -> None:
-        super().scrub_event(event)
-        for key in ("contexts", "tags"):
-            if key in event:
-                self.scrub_dict(event[key])
+        def scrub_event(self, event: Any) -> None:
+            super().scrub_event(event)
+            for key in ("contexts", "tags"):
+                if key in event:
+                    self.scrub_dict(event[key])
+
+    return ProjectEventScrubber()
 
 
 def mask_event(value: Any, secrets: Sequence[str] = ()) -> Any:
@@ -98,8 +101,11 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     """
     if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value().strip():
         return False
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
     secrets = _secrets(settings)
-    scrubber = ProjectEventScrubber()
+    scrubber = project_event_scrubber()
 
     def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
         return mask_event(event, secrets)
@@ -134,7 +140,8 @@ def report_critical(record: ErrorRecord, exc: BaseException) -> None:
     The event is grouped by our fingerprint and tagged with category, severity and the
     error reference users see.
     """
-    if record.severity is not ErrorSeverity.CRITICAL or not sentry_sdk.is_initialized():
+    sentry_sdk = _started_sdk()
+    if record.severity is not ErrorSeverity.CRITICAL or sentry_sdk is None:
         return
     with sentry_sdk.new_scope() as scope:
         scope.fingerprint = [record.fingerprint]
@@ -148,5 +155,12 @@ def report_critical(record: ErrorRecord, exc: BaseException) -> None:
 
 def close_sentry(timeout_s: float = 2.0) -> None:
     """Flush pending events (up to ``timeout_s`` seconds) at shutdown."""
-    if sentry_sdk.is_initialized():
+    sentry_sdk = _started_sdk()
+    if sentry_sdk is not None:
         sentry_sdk.flush(timeout=timeout_s)
+
+
+def _started_sdk() -> Any:
+    """The ``sentry_sdk`` module when a client was started, else None (never imports it)."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    return sentry_sdk if sentry_sdk is not None and sentry_sdk.is_initialized() else None

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from database.locks import advisory_lock
 from recovery.exceptions import InsufficientStockError, NotFoundError
 
 # --- Detection (set-based, one material id range per call) ---------------------------------
@@ -588,9 +589,5 @@ RECONCILIATION_LOCK = "inventory:reconciliation"
 async def reconciliation_lock(pool: asyncpg.Pool) -> AsyncIterator[None]:
     """Hold the session advisory lock that serialises reconciliation runs, fixes and
     acceptances across instances (waits for the holder; released on exit or disconnect)."""
-    async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", RECONCILIATION_LOCK)
-        try:
-            yield
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", RECONCILIATION_LOCK)
+    async with advisory_lock(pool, RECONCILIATION_LOCK):
+        yield

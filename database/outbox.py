@@ -1,11 +1,14 @@
 """SQL of the transactional outbox (``pending_notifications``).
 
-``enqueue`` must be called on the connection of the transaction whose change causes the
-notification: a rollback then also cancels the notification, and a crash loses none.
+``enqueue`` and ``enqueue_many`` must be called on the connection of the transaction whose
+change causes the notification: a rollback then also cancels the notification, and a crash
+loses none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -40,6 +43,48 @@ async def enqueue(
         params or {},
         request_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One row for ``enqueue_many``: the arguments of ``enqueue``."""
+
+    idempotency_key: str
+    chat_id: int
+    template_key: str
+    params: dict[str, Any] = field(default_factory=dict)
+    recipient_id: int | None = None
+    request_id: int | None = None
+
+
+# Insert many notifications in one statement (fan-out: every admin, every staff member of a
+# role), each unless its idempotency key is already there; one array per column.
+ENQUEUE_MANY_SQL = """
+INSERT INTO pending_notifications
+    (idempotency_key, recipient_id, chat_id, template_key, params, request_id)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::jsonb[],
+                     $6::bigint[])
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+
+async def enqueue_many(conn: asyncpg.Connection, notifications: Sequence[Notification]) -> int:
+    """Add ``notifications`` to the outbox with one statement (call it on the connection of
+    the causing transaction, like ``enqueue``); returns how many were new (a key already in
+    the outbox adds nothing)."""
+    if not notifications:
+        return 0
+    rows = await conn.fetch(
+        ENQUEUE_MANY_SQL,
+        [n.idempotency_key for n in notifications],
+        [n.recipient_id for n in notifications],
+        [n.chat_id for n in notifications],
+        [n.template_key for n in notifications],
+        [n.params for n in notifications],
+        [n.request_id for n in notifications],
+    )
+    return len(rows)
 
 
 # Admin recipients: users with the admin role who can be reached.
@@ -80,15 +125,11 @@ async def enqueue_for_admins(
 ) -> int:
     """Enqueue one notification per admin (see ``admin_recipients``) with the idempotency
     key ``{key_prefix}:{chat_id}``; returns how many were new (a repeated prefix adds none)."""
-    count = 0
-    for user_id, chat_id in await admin_recipients(conn, extra_telegram_ids):
-        enqueued = await enqueue(
-            conn,
-            idempotency_key=f"{key_prefix}:{chat_id}",
-            chat_id=chat_id,
-            recipient_id=user_id,
-            template_key=template_key,
-            params=params,
-        )
-        count += enqueued is not None
-    return count
+    recipients = await admin_recipients(conn, extra_telegram_ids)
+    return await enqueue_many(
+        conn,
+        [
+            Notification(f"{key_prefix}:{chat_id}", chat_id, template_key, params, user_id)
+            for user_id, chat_id in recipients
+        ],
+    )

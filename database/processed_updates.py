@@ -7,8 +7,13 @@ import asyncpg
 Conn = asyncpg.Connection | asyncpg.Pool
 
 # Take update $1 for instance $2; no row comes back when some instance took it before.
+# Asynchronous commit (set_config(..., true) is local to the statement's transaction): the
+# webhook does not wait for the WAL flush of a claim. A server crash may forget the last
+# claims, and a redelivery of one of those updates is then handled again, as when the claim
+# fails (at least once). See "Asynchronous Commit" in the PostgreSQL manual.
 CLAIM_SQL = """
-INSERT INTO processed_updates (update_id, instance_id) VALUES ($1, $2)
+INSERT INTO processed_updates (update_id, instance_id)
+SELECT $1, $2 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
 ON CONFLICT (update_id) DO NOTHING
 RETURNING update_id
 """

@@ -35,6 +35,47 @@ async def upsert_from_telegram(
     return row
 
 
+# The sender of an update, in one round trip: their row as it is, or, on a first contact or
+# after "blocked the bot", registered or refreshed as in UPSERT_FROM_TELEGRAM_SQL (the INSERT
+# only runs when no unblocked row was found; $4 language and $5 role apply to a new user).
+LOAD_OR_REGISTER_SQL = """
+WITH found AS (
+    SELECT * FROM users WHERE telegram_id = $1
+), written AS (
+    INSERT INTO users (telegram_id, full_name, username, language, role)
+    SELECT $1, $2, $3, $4, $5
+     WHERE NOT EXISTS (SELECT 1 FROM found WHERE blocked_bot_at IS NULL)
+    ON CONFLICT (telegram_id) DO UPDATE SET
+        full_name = EXCLUDED.full_name,
+        username = EXCLUDED.username,
+        blocked_bot_at = NULL,
+        updated_at = now()
+    RETURNING *
+)
+SELECT * FROM written
+UNION ALL
+SELECT * FROM found WHERE NOT EXISTS (SELECT 1 FROM written)
+"""
+
+
+async def load_or_register(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    telegram_id: int,
+    full_name: str,
+    username: str | None,
+    language: str,
+    role: str,
+) -> asyncpg.Record:
+    """The user behind a Telegram account, registered on first contact (with ``language``
+    and ``role``) and unblocked when they had blocked the bot; one statement."""
+    row = await conn.fetchrow(
+        LOAD_OR_REGISTER_SQL, telegram_id, full_name, username, language, role
+    )
+    assert row is not None
+    return row
+
+
 async def get_by_telegram_id(
     conn: asyncpg.Connection | asyncpg.Pool, telegram_id: int
 ) -> asyncpg.Record | None:

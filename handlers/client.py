@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from aiogram import F, Router
-from aiogram.filters import Command
+from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
@@ -12,6 +12,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import NewRequestCb
+from handlers.filters import TextAnswer
 from handlers.render import html, lines
 from handlers.texts import state_label, workflow_label
 from recovery.exceptions import InputValidationError
@@ -50,7 +51,7 @@ async def pick_type(query: CallbackQuery, callback_data: NewRequestCb, state: FS
         await query.message.answer(_("Describe the problem and the address in one message."))
 
 
-@router.message(NewRequest.description, F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(NewRequest.description), TextAnswer())
 async def describe(
     message: Message,
     state: FSMContext,

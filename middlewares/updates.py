@@ -45,6 +45,9 @@ class UpdateTrackingMiddleware(BaseMiddleware):
         self.metrics = metrics
         self.claim = claim
         self._tasks: set[asyncio.Task[Any]] = set()
+        # labelled metric children, looked up once per label set instead of once per update
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     @property
     def in_flight(self) -> int:
@@ -97,11 +100,22 @@ class UpdateTrackingMiddleware(BaseMiddleware):
                 self._tasks.discard(task)
             if self.metrics is not None:
                 self.metrics.updates_in_flight.dec()
-                self.metrics.updates.labels(update_type, outcome).inc()
+                self._count(update_type, outcome)
                 if outcome != "duplicate":
-                    self.metrics.update_seconds.labels(update_type).observe(
-                        time.monotonic() - started
-                    )
+                    self._time(update_type, time.monotonic() - started)
+
+    def _count(self, update_type: str, outcome: str) -> None:
+        assert self.metrics is not None
+        key = (update_type, outcome)
+        if (counter := self._counted.get(key)) is None:
+            counter = self._counted[key] = self.metrics.updates.labels(update_type, outcome)
+        counter.inc()
+
+    def _time(self, update_type: str, seconds: float) -> None:
+        assert self.metrics is not None
+        if (histogram := self._timed.get(update_type)) is None:
+            histogram = self._timed[update_type] = self.metrics.update_seconds.labels(update_type)
+        histogram.observe(seconds)
 
     async def _take(self, update_id: int) -> bool:
         if self.claim is None:

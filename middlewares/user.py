@@ -86,16 +86,12 @@ class UserMiddleware(BaseMiddleware):
                 log.info("could not answer callback %s: %s", query.id, exc.message)
 
     async def _load(self, sender: User) -> asyncpg.Record:
-        user = await users.get_by_telegram_id(self.pool, sender.id)
-        if user is None or user["blocked_bot_at"] is not None:
-            role = "admin" if self.settings.is_admin_id(sender.id) else "client"
-            language = pick_locale(None, sender.language_code, self.settings.default_locale)
-            user = await users.upsert_from_telegram(
-                self.pool,
-                telegram_id=sender.id,
-                full_name=sender.full_name.replace(_NUL, ""),
-                username=(sender.username or "").replace(_NUL, "") or None,
-                language=user["language"] if user is not None else language,
-                role=user["role"] if user is not None else role,
-            )
-        return user
+        """One round trip (``users.load_or_register``)."""
+        return await users.load_or_register(
+            self.pool,
+            telegram_id=sender.id,
+            full_name=sender.full_name.replace(_NUL, ""),
+            username=(sender.username or "").replace(_NUL, "") or None,
+            language=pick_locale(None, sender.language_code, self.settings.default_locale),
+            role="admin" if self.settings.is_admin_id(sender.id) else "client",
+        )

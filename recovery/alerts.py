@@ -199,15 +199,16 @@ class AdminAlerts:
             return AlertResult(AlertOutcome.QUEUED, alert_id)
         buttons = self._mute_buttons(kind)
         recipients = await self._recipients(conn, {kind})
-        for user_id, chat_id in recipients:
-            await outbox.enqueue(
-                conn,
-                idempotency_key=f"admin-alert:{alert_id}:{chat_id}",
-                chat_id=chat_id,
-                recipient_id=user_id,
-                template_key=template_key,
-                params={**stored, "buttons": buttons} if buttons else stored,
-            )
+        params = {**stored, "buttons": buttons} if buttons else stored
+        await outbox.enqueue_many(
+            conn,
+            [
+                outbox.Notification(
+                    f"admin-alert:{alert_id}:{chat_id}", chat_id, template_key, params, user_id
+                )
+                for user_id, chat_id in recipients
+            ],
+        )
         await sql.set_recipients(conn, alert_id, len(recipients))
         return AlertResult(AlertOutcome.SENT, alert_id, len(recipients))
 
@@ -245,20 +246,17 @@ class AdminAlerts:
                 return 0
             everyone = await outbox.admin_recipients(conn, self.admin_ids)
             mutes = await sql.mutes_of_chats(conn, [chat_id for _, chat_id in everyone])
-            delivered = 0
+            digests = []
             for user_id, chat_id in everyone:
                 mine = [row for row in rows if (chat_id, row["kind"]) not in mutes]
-                if not mine:
-                    continue
-                await outbox.enqueue(
-                    conn,
-                    idempotency_key=f"admin-digest:{rows[0]['id']}-{rows[-1]['id']}:{chat_id}",
-                    chat_id=chat_id,
-                    recipient_id=user_id,
-                    template_key=DIGEST_TEMPLATE,
-                    params=self._digest_params(mine),
-                )
-                delivered += 1
+                if mine:
+                    key = f"admin-digest:{rows[0]['id']}-{rows[-1]['id']}:{chat_id}"
+                    params = self._digest_params(mine)
+                    digests.append(
+                        outbox.Notification(key, chat_id, DIGEST_TEMPLATE, params, user_id)
+                    )
+            await outbox.enqueue_many(conn, digests)
+            delivered = len(digests)
             await sql.mark_digested(conn, [row["id"] for row in rows], delivered)
             log.info("admin alert digest: %d alerts to %d admins", len(rows), delivered)
             return len(rows)

@@ -1,9 +1,11 @@
 """``NotificationRetryManager``: delivers the transactional outbox (``pending_notifications``).
 
 Delivery is at least once (docs/notifications.md): rows are claimed in batches with a lease
-(``FOR UPDATE SKIP LOCKED``), sent, then marked sent one by one; a sender that dies between a
-send and its mark leaves a row that another sender claims again once the lease has expired,
-and that row is delivered twice. Two live senders never hold the same row.
+(``FOR UPDATE SKIP LOCKED``), sent, then marked sent in groups (one statement for the marks
+of every send in flight, ``_SentMarker``); a sender that dies between a send and its mark
+leaves a row that another sender claims again once the lease has expired, and that row is
+delivered twice. Two live senders never hold the same row, and a mark applies only while
+its claim holds, so no row is marked sent twice.
 
 Outcomes, by ``classify`` of the send's exception:
 
@@ -221,6 +223,8 @@ class NotificationRetryManager:
         instance_id: this process's name in ``claimed_by``.
         default_locale: language for recipients without a stored one.
         poll_interval_s: ``run``'s fallback poll when no NOTIFY arrives.
+        mark_delay_s: longest a delivered row waits for its 'sent' mark (group commit; at
+            most half of what the lease leaves after a send).
         clock: monotonic seconds, for the hold deadline (tests inject one).
         rng: random source of the jitter (tests seed one).
 
@@ -249,6 +253,7 @@ class NotificationRetryManager:
         instance_id: str | None = None,
         default_locale: str = "en",
         poll_interval_s: float = 2.0,
+        mark_delay_s: float = 0.2,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -276,7 +281,9 @@ class NotificationRetryManager:
         self.clock = clock
         self.rng = rng
         self._claims = itertools.count(1)
-        self._marker = _SentMarker(pool)
+        # a mark waits at most half of what the lease leaves after a send
+        mark_delay_s = max(0.0, min(mark_delay_s, (lease_s - send_timeout_s) / 2))
+        self._marker = _SentMarker(pool, max_rows=batch_size, max_delay_s=mark_delay_s)
 
     # ------------------------------------------------------------------ delivery
     async def drain_once(self) -> DrainResult:
@@ -318,6 +325,7 @@ class NotificationRetryManager:
                 result.claimed += len(rows)
                 if not rows:
                     break
+                self._marker.expect(len(rows))
                 # the lease runs on the database clock; the hold deadline keeps a margin of
                 # one send timeout on this process's clock
                 deadline = self.clock() + self.lease_s - self.send_timeout_s
@@ -338,8 +346,12 @@ class NotificationRetryManager:
                 batch.cancel()
             raise
         finally:
-            if batches:
-                await asyncio.gather(*batches, return_exceptions=True)
+            try:
+                if batches:
+                    await asyncio.gather(*batches, return_exceptions=True)
+            finally:
+                # the marks of rows already sent go out even when the drain is cut short
+                await asyncio.shield(self._marker.flush())
 
     async def _deliver_batch(
         self,
@@ -353,22 +365,39 @@ class NotificationRetryManager:
         last = len(rows) - 1
 
         async def deliver(index: int, row: asyncpg.Record) -> None:
-            async with slots:  # FIFO: when the last row gets a slot, every row has one
-                if index == last:
-                    all_started.set()
-                try:
-                    await self._deliver(row, claim_id, deadline, result)
-                except _ClaimLostError:
+            mark: asyncio.Future[bool] | None = None
+            try:
+                async with slots:  # FIFO: when the last row gets a slot, every row has one
+                    if index == last:
+                        all_started.set()
+                    try:
+                        mark = await self._deliver(row, claim_id, deadline, result)
+                    except _ClaimLostError:
+                        log.warning("notification %s: lease lost before its outcome", row["id"])
+                    except Exception as exc:
+                        result.failed += 1
+                        await self._record(exc, {"notification_id": row["id"], "stage": "outcome"})
+            finally:
+                self._marker.settle()
+            if mark is None:
+                return
+            # the slot is free again while the mark waits for its group
+            try:
+                if await mark:
+                    result.sent += 1
+                else:
                     log.warning("notification %s: lease lost before its outcome", row["id"])
-                except Exception as exc:
-                    result.failed += 1
-                    await self._record(exc, {"notification_id": row["id"], "stage": "outcome"})
+            except Exception as exc:  # the row stays claimed and is sent again after its lease
+                result.failed += 1
+                await self._record(exc, {"notification_id": row["id"], "stage": "mark sent"})
 
         await asyncio.gather(*(deliver(index, row) for index, row in enumerate(rows)))
 
     async def _deliver(
         self, row: asyncpg.Record, claim_id: str, deadline: float, result: DrainResult
-    ) -> None:
+    ) -> asyncio.Future[bool] | None:
+        """Send one row and record any outcome but success; a delivered row's 'sent' mark
+        is returned pending (``_SentMarker``)."""
         row_id = row["id"]
         if row["recipient_blocked"]:
             await sql.mark_final(
@@ -381,14 +410,14 @@ class NotificationRetryManager:
                 spend_attempt=False,
             )
             result.skipped += 1
-            return
+            return None
         locale = row["recipient_language"] or self.default_locale
         params = row["params"] or {}
         try:
             text = self.renderer(row["template_key"], dict(params), locale)
         except Exception as exc:
             await self._failed(row, claim_id, exc, classify(exc), result)
-            return
+            return None
         chat_id = row["chat_id"]
         migrated = False
         while True:
@@ -397,7 +426,7 @@ class NotificationRetryManager:
                 delay = max(self.rate_limiter.wait_time(chat_id), 0.001)
                 await self._expect(sql.release(self.pool, row_id, claim_id, delay_s=delay))
                 result.deferred += 1
-                return
+                return None
             try:
                 async with asyncio.timeout(self.send_timeout_s):
                     if params.get("buttons"):  # inline buttons (admin alerts' mute), msgids
@@ -415,10 +444,8 @@ class NotificationRetryManager:
                     result.migrated += 1
                     continue
                 await self._failed(row, claim_id, exc, verdict, result)
-                return
-            await self._expect(self._marker.mark(row_id, claim_id, message_id))
-            result.sent += 1
-            return
+                return None
+            return self._marker.add(row_id, claim_id, message_id)
 
     async def _failed(
         self,
@@ -677,38 +704,87 @@ class NotificationRetryManager:
 
 
 class _SentMarker:
-    """Group commit of 'sent' marks: each delivery awaits its own mark, but marks that arrive
-    while one is being written go together in the next statement. An idle sender writes a
-    mark at once (no added delay, so the window in which a crash duplicates a message stays
-    one statement long); a busy one writes up to ``concurrency`` marks per statement.
+    """Group commit of 'sent' marks across every send in flight: one ``UPDATE`` for many rows.
+
+    Each claimed row is announced (``expect``) and reports once when its delivery is over
+    (``settle``); a delivered row also adds its mark (``add``), a future of whether the mark
+    applied (False: the claim was lost to another sender). Marks are written together when
+    ``max_rows`` are waiting, when every claimed row has reported (nothing more can join the
+    group) or ``max_delay_s`` after the first waiting mark, whichever comes first. A failed
+    statement fails every mark of its group: those rows stay claimed and are sent again
+    after their lease (at least once, nothing lost).
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_rows: int, max_delay_s: float) -> None:
         self.pool = pool
-        self._lock = asyncio.Lock()
+        self.max_rows = max_rows
+        self.max_delay_s = max_delay_s
+        self._open = 0
         self._pending: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
-    async def mark(self, row_id: int, claim_id: str, message_id: int | None) -> bool:
-        """Mark one row sent; False when its claim was lost. Raises the database's error."""
+    def expect(self, rows: int) -> None:
+        """``rows`` more rows were claimed; each will ``settle`` once."""
+        self._open += rows
+
+    def add(self, row_id: int, claim_id: str, message_id: int | None) -> asyncio.Future[bool]:
+        """Queue the 'sent' mark of a delivered row; the future says whether it applied and
+        raises the database's error if its statement failed."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # a waiter cancelled meanwhile leaves the outcome unread: read it here
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending.append(((row_id, claim_id, message_id), future))
-        async with self._lock:
+        if len(self._pending) >= self.max_rows:
+            self._write_pending()
+        return future
+
+    def settle(self) -> None:
+        """One claimed row's delivery is over (whatever its outcome)."""
+        self._open = max(0, self._open - 1)
+        if not self._pending:
+            return
+        if self._open == 0:
+            self._write_pending()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.max_delay_s, self._write_pending
+            )
+
+    async def flush(self) -> None:
+        """Write the waiting marks now and wait for every mark statement in flight."""
+        self._write_pending()
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _write_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._write(group))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(
+        self, group: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]]
+    ) -> None:
+        try:
+            marked = await sql.mark_sent_many(self.pool, [item for item, _ in group])
+        except Exception as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the loop is closing): the waiters are too
+            for _, future in group:
+                future.cancel()
+            raise
+        for (row_id, _, _), future in group:
             if not future.done():
-                batch, self._pending = self._pending, []
-                try:
-                    marked = await sql.mark_sent_many(self.pool, [item for item, _ in batch])
-                except BaseException as exc:
-                    others = [(i, w) for i, w in batch if w is not future and not w.done()]
-                    if isinstance(exc, Exception):
-                        for _, waiting in others:
-                            waiting.set_exception(exc)
-                    else:  # cancelled while writing: the other waiters write their own
-                        self._pending[:0] = others
-                    raise
-                for (item_id, _, _), waiting in batch:
-                    if not waiting.done():
-                        waiting.set_result(item_id in marked)
-        return await future
+                future.set_result(row_id in marked)
 
 
 class _Listener:

@@ -39,19 +39,21 @@ async def notify_state_change(
                 recipients.append(assignee)
         elif request["owner_role"]:
             recipients.extend(await users.reachable_by_role(conn, request["owner_role"]))
-    for user in recipients:
-        if user["id"] == request["client_id"]:
-            continue
-        enqueued = await outbox.enqueue(
-            conn,
-            idempotency_key=f"transition:{transition_id}:staff:{user['id']}",
-            chat_id=user["telegram_id"],
-            recipient_id=user["id"],
-            template_key="request.waiting_for_you",
-            params=params,
-            request_id=request["id"],
-        )
-        count += enqueued is not None
+    count += await outbox.enqueue_many(
+        conn,
+        [
+            outbox.Notification(
+                idempotency_key=f"transition:{transition_id}:staff:{user['id']}",
+                chat_id=user["telegram_id"],
+                recipient_id=user["id"],
+                template_key="request.waiting_for_you",
+                params=params,
+                request_id=request["id"],
+            )
+            for user in recipients
+            if user["id"] != request["client_id"]
+        ],
+    )
     client = await users.get(conn, request["client_id"]) if kind != "assign" else None
     if client is not None and not client["blocked_bot_at"]:
         recovery = kind in ("force", "reset", "complete", "reassign")

@@ -499,17 +499,13 @@ class WorkflowRecoveryManager:
                     conn=conn,
                 )
                 return StuckAlerts(ids, alert.recipients, forgotten)
-            digests = 0
-            for user_id, chat_id in await outbox.admin_recipients(conn, list(admin_telegram_ids)):
-                enqueued = await outbox.enqueue(
-                    conn,
-                    idempotency_key=f"stuck-digest:{digest}:{chat_id}",
-                    chat_id=chat_id,
-                    recipient_id=user_id,
-                    template_key="admin.stuck_digest",
-                    params={"count": len(ids), "ids": shown},
-                )
-                digests += enqueued is not None
+            digests = await outbox.enqueue_for_admins(
+                conn,
+                key_prefix=f"stuck-digest:{digest}",
+                template_key="admin.stuck_digest",
+                params={"count": len(ids), "ids": shown},
+                extra_telegram_ids=list(admin_telegram_ids),
+            )
             return StuckAlerts(ids, digests, forgotten)
 
     # --- reading ------------------------------------------------------------------------

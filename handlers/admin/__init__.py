@@ -1,6 +1,8 @@
 """Admin routers. Access is checked on every message and every callback query of the
 package (an inner middleware on both observers), not only on the command that opens the
-menu: a non-admin's command or forged callback gets a short localized refusal."""
+menu: a non-admin's command or forged callback gets a short localized refusal. A message or
+callback that no handler of the package could take skips the package at its root
+(``handlers.routing.gate_tree``)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from handlers.admin import (
     retries,
     workflow_recovery,
 )
+from handlers.routing import gate_tree
 
 
 class AdminOnlyMiddleware(BaseMiddleware):
@@ -53,3 +56,4 @@ router.include_routers(
     history.router,
     alerts.router,
 )
+gate_tree(router)

@@ -20,6 +20,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.admin.charts import render_errors_per_hour
 from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
+from handlers.filters import TextAnswer
 from handlers.render import Html, bold, cut, html, join, plain
 from handlers.screens import edit_or_send
 from recovery.audit import AdminAuditLog
@@ -306,7 +307,7 @@ async def ask_reference(query: CallbackQuery, state: FSMContext) -> None:
     )
 
 
-@router.message(StateFilter(ErrorLookup.reference), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(ErrorLookup.reference), TextAnswer())
 async def lookup(message: Message, error_stats: ErrorStatistics, state: FSMContext) -> None:
     """Shows the group of the reference, or says there is none (and keeps waiting)."""
     reference = (message.text or "").strip()

@@ -19,6 +19,7 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
+from handlers.filters import TextAnswer
 from handlers.render import Html, bold, html, join, plain
 from handlers.screens import edit_or_send
 from recovery.audit import AdminAuditLog
@@ -474,7 +475,7 @@ async def ask_reason(
     )
 
 
-@router.message(StateFilter(InventoryAccept.reason), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(InventoryAccept.reason), TextAnswer())
 async def accept(
     message: Message,
     user: asyncpg.Record,

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
@@ -37,6 +38,7 @@ from handlers.callbacks import (
     StuckListCb,
 )
 from handlers.fallback import answer_outdated
+from handlers.filters import TextAnswer
 from handlers.screens import edit_or_send
 from recovery import workflow_definitions as wf
 from recovery.exceptions import DomainError
@@ -321,7 +323,7 @@ async def _apply_single(
     return views.outcome_screen(outcome)
 
 
-@router.message(StuckRecovery.reason, F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(StuckRecovery.reason), TextAnswer())
 async def reason_given(
     message: Message,
     user: asyncpg.Record,

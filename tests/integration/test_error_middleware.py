@@ -377,4 +377,4 @@ async def test_when_the_user_cannot_be_loaded_telegrams_language_is_used(
     assert text.startswith(TEXTS["system_critical"]["ru"])
     row = await _group(harness.pool, text)
     assert row["error_type"].endswith("UndefinedTableError")
-    assert row["location"].startswith("database/users.py:get_by_telegram_id")
+    assert row["location"].startswith("database/users.py:load_or_register")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import asyncpg
 
 from database import migrate
@@ -53,12 +56,15 @@ async def test_upgrade_downgrade_upgrade_round_trip(fresh_database_url: str) -> 
     assert tables >= EXPECTED_TABLES
     assert functions >= EXPECTED_FUNCTIONS
     assert migrate.current_revision(fresh_database_url) == migrate.head_revision()
+    assert await migrate.database_revision(fresh_database_url) == migrate.head_revision()
+    await migrate.ensure_schema_at_head(fresh_database_url)
 
     migrate.downgrade_to_base(fresh_database_url)
     tables, functions = await _schema(fresh_database_url)
     assert tables <= {"alembic_version"}
     assert not (EXPECTED_FUNCTIONS & functions)
     assert migrate.current_revision(fresh_database_url) is None
+    assert await migrate.database_revision(fresh_database_url) is None
 
     migrate.upgrade_to_head(fresh_database_url)
     tables, functions = await _schema(fresh_database_url)
@@ -66,9 +72,9 @@ async def test_upgrade_downgrade_upgrade_round_trip(fresh_database_url: str) -> 
     assert functions >= EXPECTED_FUNCTIONS
 
 
-def test_schema_check_refuses_an_unmigrated_database(fresh_database_url: str) -> None:
+async def test_schema_check_refuses_an_unmigrated_database(fresh_database_url: str) -> None:
     try:
-        migrate.ensure_schema_at_head(fresh_database_url)
+        await migrate.ensure_schema_at_head(fresh_database_url)
     except migrate.SchemaNotAtHeadError as exc:
         assert "alembic upgrade head" in str(exc)
     else:
@@ -84,3 +90,21 @@ async def test_health_summary_and_cleanup_functions_run_on_an_empty_database(
     assert await pool.fetchval("SELECT cleanup_old_error_records(1)") == 0
     assert await pool.fetchval("SELECT cleanup_old_transaction_logs(1)") == 0
     assert await pool.fetchval("SELECT cleanup_old_health_snapshots(1)") == 0
+
+
+def test_the_head_read_from_the_version_files_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("postgresql://unused"))
+    assert migrate.head_revision() == script.get_current_head()
+
+
+def test_starting_the_bot_imports_no_migration_machinery_nor_unused_clients() -> None:
+    """The revision check of a start-up needs neither alembic nor SQLAlchemy (they cost
+    most of a start-up); Sentry's client is imported only when ``SENTRY_DSN`` is set."""
+    code = (
+        "import sys, bot.app, bot.lifecycle, bot.__main__; print(sorted({m.split('.')[0] "
+        "for m in sys.modules} & {'alembic', 'sqlalchemy', 'sentry_sdk'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
