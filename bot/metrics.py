@@ -136,6 +136,17 @@ class Metrics:
             "bot_database_up", "1 when the last readiness check or scrape reached PostgreSQL.",
             registry=r,
         )  # fmt: skip
+        self.live_instances = Gauge(
+            "bot_live_instances",
+            "Instances whose heartbeat is recent (bot_instances; shared state).",
+            registry=r,
+        )
+        self.rate_limit_fallback = Gauge(
+            "bot_rate_limit_fallback",
+            "1 while Redis is unreachable and this instance holds Telegram's limits alone "
+            "at 1/N of the rates; 0 otherwise.",
+            registry=r,
+        )
 
     def add_jobs(self, names: Iterable[str]) -> None:
         """Create the label sets of these jobs, so that their counters start at 0."""
@@ -197,10 +208,15 @@ class Readiness:
     metrics: Metrics | None = None
     draining: bool = False
     last: dict[str, object] = field(default_factory=dict)
+    rate_limits: Callable[[], dict[str, object]] | None = None
+    """Where Telegram's limits are held (``RateLimiter.status``): shown, never a reason to be
+    not ready (falling back to this process still sends, more slowly)."""
 
     async def check(self) -> tuple[bool, dict[str, object]]:
         """(ready, details) with ``details`` naming each check's result."""
         details: dict[str, object] = {"draining": self.draining, "head": self.head}
+        if self.rate_limits is not None:
+            details["rate_limits"] = self.rate_limits()
         try:
             revision = await asyncio.wait_for(
                 schema_revision(self.pool, self.timeout_s), self.timeout_s

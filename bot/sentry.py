@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.transport import Transport
-
+from bot.features import installed, require
 from bot.settings import Settings
 from recovery.errors import ErrorRecord, ErrorSeverity
 from recovery.masking import mask_sensitive
+
+if TYPE_CHECKING:
+    from sentry_sdk.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     """
     if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value().strip():
         return False
+    require("sentry", "SENTRY_DSN is set")
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
     secrets = _secrets(settings)
 
     def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +97,11 @@ def report_critical(record: ErrorRecord, exc: BaseException) -> None:
     The event is grouped by our fingerprint and tagged with category, severity and the
     error reference users see.
     """
-    if record.severity is not ErrorSeverity.CRITICAL or not sentry_sdk.is_initialized():
+    if record.severity is not ErrorSeverity.CRITICAL or not installed("sentry"):
+        return
+    import sentry_sdk
+
+    if not sentry_sdk.is_initialized():
         return
     with sentry_sdk.new_scope() as scope:
         scope.fingerprint = [record.fingerprint]
@@ -107,5 +115,9 @@ def report_critical(record: ErrorRecord, exc: BaseException) -> None:
 
 def close_sentry(timeout_s: float = 2.0) -> None:
     """Flush pending events (up to ``timeout_s`` seconds) at shutdown."""
+    if not installed("sentry"):
+        return
+    import sentry_sdk
+
     if sentry_sdk.is_initialized():
         sentry_sdk.flush(timeout=timeout_s)
