@@ -221,8 +221,11 @@ def texts_to(api: FakeTelegramAPI, chats: list[int]) -> collections.Counter[str]
     return collections.Counter(m.get("text", "") for chat in chats for m in api.messages_to(chat))
 
 
-async def eventually(predicate: Callable[[], Any], within_s: float = 30.0, what: str = "") -> Any:
-    """Poll a sync or async predicate until truthy; AssertionError after ``within_s`` s."""
+async def eventually(
+    predicate: Callable[[], Any], within_s: float = 30.0, what: str = "", interval_s: float = 0.1
+) -> Any:
+    """Poll a sync or async predicate every ``interval_s`` seconds until truthy;
+    AssertionError after ``within_s`` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:
@@ -233,4 +236,4 @@ async def eventually(predicate: Callable[[], Any], within_s: float = 30.0, what:
             return value
         if loop.time() > deadline:
             raise AssertionError(f"not within {within_s}s: {what or predicate}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval_s)

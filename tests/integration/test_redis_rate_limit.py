@@ -37,9 +37,12 @@ async def limiters(redis_prefix: str) -> AsyncIterator[list[RedisRateLimiter]]:
     """Factory list: three limiters on the machine's Redis, 20/s overall, 1/s per chat."""
     made = [
         RedisRateLimiter(
-            _client(REDIS_URL or ""), scope=SCOPE, key_prefix=redis_prefix, global_per_s=20.0,
+            _client(REDIS_URL or ""),
+            scope=SCOPE,
+            key_prefix=redis_prefix,
+            global_per_s=20.0,
             window_margin_s=0.05,
-        )  # fmt: skip
+        )
         for _ in range(3)
     ]
     yield made
@@ -143,10 +146,20 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as sock:

@@ -1,0 +1,89 @@
+"""Three bot instances in webhook mode share Telegram's limits through one Redis: 3,000
+notifications to 300 chats reach the Bot API fake at no more than the global limit in any
+second and one message a second per chat, at 90% or more of the global limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from database.pool import create_pool
+from tests.conftest import REDIS_URL, needs_redis
+from tests.e2e.fanout import Arrivals, chat_ids, most_in_window, seed_fanout
+from tests.e2e.instances import Cluster, eventually, metric
+from tests.fakes.telegram_api import FakeTelegramAPI
+
+pytestmark = [pytest.mark.e2e, needs_redis]
+
+GLOBAL_PER_S = 30  # Telegram's figure
+CHATS, PER_CHAT = 300, 10
+
+
+@pytest_asyncio.fixture
+async def cluster(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Cluster]:
+    """Webhook instances on the test database, stopped at the end (logs on failure)."""
+    async with aiohttp.ClientSession() as session:
+        group = Cluster(database_url, tmp_path, session)
+        try:
+            yield group
+        finally:
+            await group.stop_all()
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(group.logs())
+
+
+async def test_three_instances_keep_telegrams_limits_together(
+    fake_api: FakeTelegramAPI, cluster: Cluster, database_url: str, redis_prefix: str
+) -> None:
+    chats = chat_ids(CHATS)
+    for chat in chats:
+        fake_api.add_user(chat, f"U{chat}")
+    shared = {
+        "REDIS_URL": REDIS_URL or "",
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "RATE_GLOBAL_PER_S": str(GLOBAL_PER_S),
+        "SCHEDULER_ENABLED": "false",  # the senders alone deliver
+    }
+    instances = await asyncio.gather(
+        *(cluster.start(name, fake_api, **shared) for name in ("a", "b", "c"))
+    )
+    db = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        total = await seed_fanout(db, chats, PER_CHAT)
+        assert total == 3_000
+        # a cheap check, seldom: the fake shares this event loop and stamps arrivals in it
+        await eventually(lambda: _sends(fake_api) >= total, 200, "every send", interval_s=0.5)
+        statuses = dict(
+            await db.fetch("SELECT status, count(*) FROM pending_notifications GROUP BY 1")
+        )
+    finally:
+        await db.close()
+    arrivals = Arrivals.of(fake_api, set(chats))
+
+    assert statuses == {"sent": total}
+    assert len(arrivals.calls) == total  # each once
+    busiest = most_in_window(arrivals.times)
+    print(
+        f"rate {arrivals.rate():.2f}/s, busiest second {busiest}, per chat "
+        f"{arrivals.most_per_chat()}, smallest chat gap {arrivals.smallest_chat_gap():.3f} s"
+    )
+    assert busiest <= GLOBAL_PER_S
+    assert arrivals.most_per_chat() <= 1, f"smallest gap {arrivals.smallest_chat_gap():.3f} s"
+    assert arrivals.rate() >= 0.9 * GLOBAL_PER_S, f"{arrivals.rate():.2f} messages/s"
+    # every instance took its share of the sending
+    sent = [metric(await i.metrics(), "bot_notifications_total", outcome="sent") for i in instances]
+    assert sum(sent) == total and min(sent) > 0, sent
+    status, body = await instances[0].get("/readyz")
+    assert status == 200 and '"backend": "redis"' in body
+
+
+def _sends(api: FakeTelegramAPI) -> int:
+    return sum(1 for call in api.requests if call.method == "sendMessage")
