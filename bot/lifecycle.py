@@ -173,6 +173,9 @@ class BotInstance:
         if s.scheduler_enabled:
             self.scheduler = build_scheduler(self.services, self.runner)
             self.scheduler.start()
+            self.metrics.set_job_intervals(
+                {name: interval for name, (_, interval) in job_table(self.services).items()}
+            )
         self.sender_task = asyncio.create_task(self._sender_loop())
         self.heartbeat_task = asyncio.create_task(self._heartbeat_loop())
         log.info("instance %s ready (%s mode)", self.instance_id, self.mode)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -128,6 +128,11 @@ class Metrics:
             "Unix time this instance last finished the job successfully.",
             ["job"], registry=r,
         )  # fmt: skip
+        self.job_interval = Gauge(
+            "bot_job_interval_seconds",
+            "How often the job runs (JOB_*_INTERVAL_S); set while the scheduler is on.",
+            ["job"], registry=r,
+        )  # fmt: skip
         self.cleanup_removed = Counter(
             "bot_cleanup_removed_rows", "Rows removed by the cleanup job, by table.",
             ["table"], registry=r,
@@ -153,6 +158,12 @@ class Metrics:
         for name in names:
             for outcome in JOB_OUTCOMES:
                 self.job_runs.labels(name, outcome)
+
+    def set_job_intervals(self, intervals: Mapping[str, float]) -> None:
+        """Export each scheduled job's interval in seconds (alerts compare the time since
+        its last success with it)."""
+        for name, interval_s in intervals.items():
+            self.job_interval.labels(name).set(interval_s)
 
     def observe_error(self, category: str, severity: str) -> None:
         """Count one recorded error."""
