@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import structlog
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -20,7 +21,8 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.types import BotCommand
+from aiogram.types import BotCommand, Update
+from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.i18n import I18n
 
 from bot.embedded_db import start_embedded
@@ -36,7 +38,7 @@ from handlers import build_root_router
 from handlers.admin.alerts import mute_callback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
-from middlewares.user import UserMiddleware
+from middlewares.user import UserMiddleware, update_sender
 from recovery.alerts import AdminAlerts, AlertPolicy
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
@@ -231,6 +233,27 @@ def create_storage(settings: Settings) -> BaseStorage:
     return MemoryStorage()
 
 
+class ContextDispatcher(Dispatcher):
+    """aiogram's ``Dispatcher`` that binds the update's identity to every log line of its
+    handling (``bot.logs``): ``update_id``, ``update_type``, ``user_id``; an ``error_ref``
+    or ``request_id`` set inside ends with the update."""
+
+    async def feed_update(self, bot: Bot, update: Update, **kwargs: Any) -> Any:
+        sender = update_sender(update)
+        try:
+            update_type = update.event_type
+        except UpdateTypeLookupError:
+            update_type = "unknown"
+        with structlog.contextvars.bound_contextvars(
+            update_id=update.update_id,
+            update_type=update_type,
+            user_id=sender.id if sender is not None else None,
+            error_ref=None,
+            request_id=None,
+        ):
+            return await super().feed_update(bot, update, **kwargs)
+
+
 def build_dispatcher(
     services: Services,
     *,
@@ -244,7 +267,7 @@ def build_dispatcher(
     everything below it), then user loading; i18n wraps each event observer. ``storage``
     is the FSM storage (memory when None).
     """
-    dp = Dispatcher(storage=storage, **services.as_dispatcher_kwargs())
+    dp = ContextDispatcher(storage=storage, **services.as_dispatcher_kwargs())
     for middleware in outer_middlewares:
         dp.update.outer_middleware(middleware)
     dp.update.outer_middleware(

@@ -32,8 +32,11 @@ class MissingExtraError(RuntimeError):
 
 
 def installed(extra: str) -> bool:
-    """True when the extra's module can be imported."""
-    return importlib.util.find_spec(EXTRA_MODULES[extra]) is not None
+    """True when the extra's module can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(EXTRA_MODULES[extra]) is not None
+    except ImportError:  # a finder that refuses the name, a broken install
+        return False
 
 
 def require(extra: str, because: str, alternative: str = "") -> None:

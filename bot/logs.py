@@ -7,7 +7,7 @@ carries those fields:
 
 - ``instance``: this process (``INSTANCE_ID``, else host:pid), on every line;
 - ``update_id``, ``user_id``, ``update_type``: the Telegram update being handled
-  (``middlewares.updates``);
+  (``bot.app.ContextDispatcher``, around aiogram's own handling, so its lines too);
 - ``error_ref``: the error reference shown to the user, from the moment the error handler
   returned it (``middlewares.enhanced_error_handler``); the update id is unique per bot, so
   the reference's line leads to every line of that update on any instance;

@@ -20,7 +20,10 @@ WIDTH_IN, HEIGHT_IN, DPI = 10.0, 5.0, 100
 
 def charts_available() -> bool:
     """True when matplotlib (the ``charts`` extra) is installed."""
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ImportError:  # a finder that refuses the name, a broken install
+        return False
 
 
 def render_errors_per_hour(
