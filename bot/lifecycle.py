@@ -332,8 +332,8 @@ class BotInstance:
             return 0
 
     async def _leave(self) -> None:
-        """Stop the heartbeat and remove this instance's row: the others divide the rate
-        limits among fewer instances at once."""
+        """Stop the heartbeat and remove this instance's row: from their next heartbeat on,
+        the others count one instance fewer."""
         if self.heartbeat_task is not None:
             self.heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

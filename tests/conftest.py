@@ -24,6 +24,7 @@ import pytest_asyncio
 
 from database.migrate import upgrade_to_head
 from database.pool import create_pool
+from tests.redis_server import RedisServer
 
 _counter = itertools.count()
 
@@ -130,3 +131,17 @@ async def redis_prefix() -> AsyncIterator[str]:
             await redis.delete(*keys)
     finally:
         await redis.aclose()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test alone (``tests.redis_server``), to stop and start again;
+    skipped without ``redis-server``."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: cannot stop a Redis of this test's own")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -23,18 +23,20 @@ def chat_ids(count: int) -> list[int]:
 async def seed_fanout(pool: asyncpg.Pool, chats: list[int], per_chat: int, seed: int = 16) -> int:
     """``per_chat`` due notifications to every chat, in a shuffled order (fixed ``seed``): a
     chat's rows are spread over the outbox, some close enough that its one-per-second limit
-    holds them. One transaction (one NOTIFY wakes every sender). Returns the row count."""
+    holds them. One transaction (one NOTIFY wakes every sender); idempotency keys name the
+    seed, so fan-outs with different seeds add up. Returns the row count."""
     order = [chat for chat in chats for _ in range(per_chat)]
     random.Random(seed).shuffle(order)
     await pool.execute(
         """
         INSERT INTO pending_notifications
             (idempotency_key, chat_id, template_key, params, next_attempt_at)
-        SELECT 'fanout:' || n, chat, 'request.status_changed',
+        SELECT 'fanout:' || $2 || ':' || n, chat, 'request.status_changed',
                jsonb_build_object('request_id', n, 'state', 'review'), now()
           FROM unnest($1::bigint[]) WITH ORDINALITY AS t(chat, n)
         """,
         order,
+        str(seed),
     )
     return len(order)
 

@@ -1,10 +1,13 @@
 """Three bot instances in webhook mode share Telegram's limits through one Redis: 3,000
 notifications to 300 chats reach the Bot API fake at no more than the global limit in any
-second and one message a second per chat, at 90% or more of the global limit."""
+second and one message a second per chat, at 90% or more of the global limit. When Redis
+goes away each instance sends at its share (1/N) and says so; when it is back, they share
+again."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,10 +18,11 @@ import pytest_asyncio
 from database.pool import create_pool
 from tests.conftest import REDIS_URL, needs_redis
 from tests.e2e.fanout import Arrivals, chat_ids, most_in_window, seed_fanout
-from tests.e2e.instances import Cluster, eventually, metric
+from tests.e2e.instances import Cluster, WebhookInstance, eventually, metric
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.redis_server import RedisServer
 
-pytestmark = [pytest.mark.e2e, needs_redis]
+pytestmark = pytest.mark.e2e
 
 GLOBAL_PER_S = 30  # Telegram's figure
 CHATS, PER_CHAT = 300, 10
@@ -40,6 +44,7 @@ async def cluster(
                 print(group.logs())
 
 
+@needs_redis
 async def test_three_instances_keep_telegrams_limits_together(
     fake_api: FakeTelegramAPI, cluster: Cluster, database_url: str, redis_prefix: str
 ) -> None:
@@ -87,3 +92,69 @@ async def test_three_instances_keep_telegrams_limits_together(
 
 def _sends(api: FakeTelegramAPI) -> int:
     return sum(1 for call in api.requests if call.method == "sendMessage")
+
+
+async def test_redis_gone_each_instance_sends_at_its_share_and_says_so(
+    fake_api: FakeTelegramAPI, cluster: Cluster, database_url: str, own_redis: RedisServer
+) -> None:
+    chats = chat_ids(40)
+    for chat in chats:
+        fake_api.add_user(chat, f"U{chat}")
+    shared = {
+        "REDIS_URL": own_redis.url,
+        "RATE_GLOBAL_PER_S": str(GLOBAL_PER_S),
+        "INSTANCE_HEARTBEAT_S": "1",
+        "SCHEDULER_ENABLED": "false",
+    }
+    instances = await asyncio.gather(
+        *(cluster.start(name, fake_api, **shared) for name in ("a", "b"))
+    )
+    db = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await seed_fanout(db, chats[:20], 1, seed=1)
+        await eventually(lambda: _sends(fake_api) >= 20, 30, "sends while Redis is up")
+        for instance in instances:
+            assert await _rate_limits(instance) == {
+                "backend": "redis",
+                "shared": True,
+                "global_per_s": 30.0,
+            }
+
+        own_redis.stop()
+        await seed_fanout(db, chats[20:], 1, seed=2)
+        await eventually(lambda: _sends(fake_api) >= 40, 60, "sends while Redis is down")
+        fallen = [i for i in instances if (await _rate_limits(i)).get("fallback")]
+        assert fallen, "no instance noticed Redis gone"
+        for instance in fallen:  # 30/s shared by the two live instances
+            assert await _rate_limits(instance) == {
+                "backend": "local", "shared": False, "fallback": True,
+                "reason": "redis unreachable", "instances": 2, "global_per_s": 15.0,
+            }  # fmt: skip
+            assert metric(await instance.metrics(), "bot_rate_limit_fallback") == 1
+            assert "1/2 of the configured rates (15.00 messages/s overall)" in instance.log()
+
+        own_redis.start()  # same port, empty: the next sends share the limits again
+        await asyncio.sleep(5.5)  # the fallback tries Redis again every 5 s
+        await seed_fanout(db, chats, 1, seed=3)
+        await eventually(lambda: _sends(fake_api) >= 80, 60, "sends after Redis is back")
+        for instance in fallen:
+            await eventually(_shared_again(instance), 30, f"{instance.name} back on Redis")
+            assert "Redis reachable again" in instance.log()
+        statuses = dict(
+            await db.fetch("SELECT status, count(*) FROM pending_notifications GROUP BY 1")
+        )
+    finally:
+        await db.close()
+    assert statuses == {"sent": 80}
+
+
+async def _rate_limits(instance: WebhookInstance) -> dict[str, object]:
+    _, body = await instance.get("/readyz")
+    return json.loads(body)["rate_limits"]
+
+
+def _shared_again(instance: WebhookInstance):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return (await _rate_limits(instance)).get("backend") == "redis"
+
+    return check

@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -22,6 +19,7 @@ from redis.backoff import NoBackoff
 
 from recovery.redis_rate_limit import RedisRateLimiter
 from tests.conftest import REDIS_URL, needs_redis
+from tests.redis_server import RedisServer
 
 SCOPE = "123456789"
 
@@ -127,65 +125,6 @@ async def test_a_429_pause_holds_every_instance(limiters: list[RedisRateLimiter]
 
 
 # ----------------------------------------------------------------- Redis going away
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server of this test alone (nothing on disk), to stop and start again."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: cannot stop a Redis of this test's own")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def test_redis_down_falls_back_to_one_nth_and_comes_back(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
