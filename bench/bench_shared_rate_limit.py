@@ -18,7 +18,8 @@ figures and writes ``bench/results/shared_rate_limit.md``.
    any 1-second window and to one chat in any 1-second window (grant instants on the
    clients' clocks), Redis round trips per grant (calls counted in the clients), global
    slots spent on sends their chat then refused.
-2. The bot: ``python -m bot`` in webhook mode against the Bot API fake, Redis limiter at
+2. The bot: ``python -m bot`` in webhook mode against the Bot API fake (in a process of its
+   own), Redis limiter at
    Telegram's 30/s, 3,000 notifications to 300 chats (shuffled), one instance and then
    three instances sharing one Redis. Figures at the fake: achieved rate, the busiest
    second, per chat.
@@ -56,7 +57,7 @@ from database.pool import create_pool  # noqa: E402
 from recovery.redis_rate_limit import RedisRateLimiter  # noqa: E402
 from tests.e2e.fanout import Arrivals, chat_ids, most_in_window, seed_fanout  # noqa: E402
 from tests.e2e.instances import Cluster, eventually, metric  # noqa: E402
-from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegramAPI  # noqa: E402
+from tests.fakes.remote_api import RemoteTelegramAPI  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "shared_rate_limit.md"
 PROCESSES, SENDERS = 3, 8
@@ -274,9 +275,8 @@ class BotRun:
 async def run_bot(dsn: str, redis_url: str, instances: int, tmp: Path) -> BotRun:
     chats = chat_ids(BOT_CHATS)
     with fresh_database(dsn) as url:
-        async with FakeTelegramAPI(token=DEFAULT_TOKEN) as api, aiohttp.ClientSession() as http:
-            for chat in chats:
-                api.add_user(chat, f"U{chat}")
+        api = RemoteTelegramAPI(chats)
+        async with aiohttp.ClientSession() as http:
             cluster = Cluster(url, tmp, http)
             env = {
                 "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"bench-bot-{instances}",
@@ -292,17 +292,15 @@ async def run_bot(dsn: str, redis_url: str, instances: int, tmp: Path) -> BotRun
                 finally:
                     await pool.close()
 
-                def sends() -> bool:
-                    return sum(1 for c in api.requests if c.method == "sendMessage") >= total
-
-                await eventually(sends, 600, "every send", interval_s=0.5)
+                await eventually(lambda: api.sends() >= total, 600, "every send", interval_s=0.5)
                 sent_by = [
                     int(metric(await i.metrics(), "bot_notifications_total", outcome="sent"))
                     for i in started
                 ]
             finally:
                 await cluster.stop_all()
-            arrivals = Arrivals.of(api, set(chats))
+        arrivals = Arrivals.of(api, set(chats))
+        api.stop()
     return BotRun(
         instances=instances,
         rate=arrivals.rate(),

@@ -207,7 +207,8 @@ class BotInstance:
 
     async def _beat(self) -> None:
         """Say this instance is alive (``bot_instances``); the count of live instances goes
-        to the metrics and to the rate limiter (its divisor while Redis is away)."""
+        to the metrics and to the rate limiter (its divisor while Redis is away), which
+        also tries Redis again if it is falling back."""
         assert self.pool is not None
         s = self.settings
         count = await instances.beat(
@@ -217,6 +218,7 @@ class BotInstance:
             self.metrics.live_instances.set(count)
         if isinstance(self.rate_limiter, RedisRateLimiter):
             self.rate_limiter.set_live_instances(count)
+            await self.rate_limiter.probe()  # an idle instance notices Redis back too
 
     async def _heartbeat_loop(self) -> None:
         """``_beat`` every ``INSTANCE_HEARTBEAT_S`` seconds until cancelled; a failed beat

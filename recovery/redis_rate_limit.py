@@ -30,7 +30,8 @@ expiring with the window), ``{...}:pause`` the end of a 429 pause.
 When Redis does not answer (connection refused, ``timeout_s`` exceeded) the limiter holds
 the limits in this process alone, at ``1/N`` of each rate, ``N`` being the number of live
 instances (``set_live_instances``, fed by the heartbeat in ``bot_instances``), logs it once,
-reports it in ``status()`` and tries Redis again every ``probe_interval_s`` seconds.
+reports it in ``status()`` and tries Redis again every ``probe_interval_s`` seconds
+(``probe``).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class RedisRateLimiter:
         deadline = self.clock() + max_wait
         while True:
             if self.fallback is not None:
-                await self._probe()
+                await self.probe()
                 fallback = self.fallback
                 if fallback is not None:
                     return await fallback.acquire(chat_id, max_wait=deadline - self.clock())
@@ -348,10 +349,11 @@ class RedisRateLimiter:
             type(exc).__name__, self.live_instances, self.fallback.global_per_s,
         )  # fmt: skip
 
-    async def _probe(self) -> None:
-        """While falling back: every ``probe_interval_s`` seconds one PING; an answer ends
-        the fallback."""
-        if self._probing or self.clock() < self._next_probe:
+    async def probe(self) -> None:
+        """While falling back: at most every ``probe_interval_s`` seconds one PING; an
+        answer ends the fallback. Called before each send, and by the bot's heartbeat so
+        that an idle instance notices too."""
+        if self.fallback is None or self._probing or self.clock() < self._next_probe:
             return
         self._probing = True
         try:

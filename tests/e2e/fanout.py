@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.remote_api import RemoteTelegramAPI
 
 FIRST_CHAT = 300_000_001
 
@@ -54,18 +54,9 @@ class Arrivals:
     calls: list[tuple[int, float]]
 
     @classmethod
-    def of(cls, api: FakeTelegramAPI, chats: set[int]) -> Arrivals:
+    def of(cls, api: RemoteTelegramAPI, chats: set[int]) -> Arrivals:
         """The fake's successful sends to ``chats``."""
-        return cls(
-            sorted(
-                (
-                    (int(c.params["chat_id"]), c.timestamp)
-                    for c in api.calls("sendMessage")
-                    if c.ok and int(c.params["chat_id"]) in chats
-                ),
-                key=lambda item: item[1],
-            )
-        )
+        return cls(sorted((c for c in api.calls() if c[0] in chats), key=lambda item: item[1]))
 
     @property
     def times(self) -> list[float]:

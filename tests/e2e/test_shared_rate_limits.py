@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +19,7 @@ from database.pool import create_pool
 from tests.conftest import REDIS_URL, needs_redis
 from tests.e2e.fanout import Arrivals, chat_ids, most_in_window, seed_fanout
 from tests.e2e.instances import Cluster, WebhookInstance, eventually, metric
+from tests.fakes.remote_api import RemoteTelegramAPI
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.redis_server import RedisServer
 
@@ -44,13 +45,22 @@ async def cluster(
                 print(group.logs())
 
 
+@pytest.fixture
+def remote_api() -> Iterator[RemoteTelegramAPI]:
+    """The Bot API fake in a process of its own, with the fan-out's chats: arrivals are
+    stamped without waiting for this test process."""
+    api = RemoteTelegramAPI(chat_ids(CHATS))
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
 @needs_redis
 async def test_three_instances_keep_telegrams_limits_together(
-    fake_api: FakeTelegramAPI, cluster: Cluster, database_url: str, redis_prefix: str
+    remote_api: RemoteTelegramAPI, cluster: Cluster, database_url: str, redis_prefix: str
 ) -> None:
     chats = chat_ids(CHATS)
-    for chat in chats:
-        fake_api.add_user(chat, f"U{chat}")
     shared = {
         "REDIS_URL": REDIS_URL or "",
         "REDIS_KEY_PREFIX": redis_prefix,
@@ -58,20 +68,19 @@ async def test_three_instances_keep_telegrams_limits_together(
         "SCHEDULER_ENABLED": "false",  # the senders alone deliver
     }
     instances = await asyncio.gather(
-        *(cluster.start(name, fake_api, **shared) for name in ("a", "b", "c"))
+        *(cluster.start(name, remote_api, **shared) for name in ("a", "b", "c"))
     )
     db = await create_pool(database_url, min_size=1, max_size=2)
     try:
         total = await seed_fanout(db, chats, PER_CHAT)
         assert total == 3_000
-        # a cheap check, seldom: the fake shares this event loop and stamps arrivals in it
-        await eventually(lambda: _sends(fake_api) >= total, 200, "every send", interval_s=0.5)
+        await eventually(lambda: remote_api.sends() >= total, 200, "every send", interval_s=0.5)
         statuses = dict(
             await db.fetch("SELECT status, count(*) FROM pending_notifications GROUP BY 1")
         )
     finally:
         await db.close()
-    arrivals = Arrivals.of(fake_api, set(chats))
+    arrivals = Arrivals.of(remote_api, set(chats))
 
     assert statuses == {"sent": total}
     assert len(arrivals.calls) == total  # each once
@@ -88,10 +97,6 @@ async def test_three_instances_keep_telegrams_limits_together(
     assert sum(sent) == total and min(sent) > 0, sent
     status, body = await instances[0].get("/readyz")
     assert status == 200 and '"backend": "redis"' in body
-
-
-def _sends(api: FakeTelegramAPI) -> int:
-    return sum(1 for call in api.requests if call.method == "sendMessage")
 
 
 async def test_redis_gone_each_instance_sends_at_its_share_and_says_so(
@@ -158,3 +163,7 @@ def _shared_again(instance: WebhookInstance):  # type: ignore[no-untyped-def]
         return (await _rate_limits(instance)).get("backend") == "redis"
 
     return check
+
+
+def _sends(api: FakeTelegramAPI) -> int:
+    return sum(1 for call in api.requests if call.method == "sendMessage")

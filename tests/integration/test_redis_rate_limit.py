@@ -157,3 +157,25 @@ async def test_redis_down_falls_back_to_one_nth_and_comes_back(
         assert any("Redis reachable again" in r.getMessage() for r in caplog.records)
     finally:
         await limiter.close()
+
+
+async def test_the_heartbeat_probe_brings_an_idle_instance_back(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="recovery.redis_rate_limit")
+    limiter = RedisRateLimiter(_client(own_redis.url), scope=SCOPE, probe_interval_s=0.1)
+    try:
+        await limiter.probe()  # sharing: nothing to do, nothing said
+        assert limiter.status()["backend"] == "redis" and not caplog.records
+        own_redis.stop()
+        assert await limiter.acquire(5, max_wait=1)  # the call fails: it falls back
+        assert limiter.status()["backend"] == "local"
+        own_redis.start()
+        await asyncio.sleep(0.15)
+        await limiter.probe()  # what the heartbeat does on an instance with nothing to send
+        assert limiter.status()["backend"] == "redis"
+        assert [r.getMessage().split(" (")[0] for r in caplog.records][-1].startswith(
+            "Redis reachable again"
+        )
+    finally:
+        await limiter.close()
