@@ -146,23 +146,25 @@ def build_services(
         alerts=alerts,
         rate_limiter=rate_limiter,
     )
+    state_manager = EnhancedStateManager(
+        pool,
+        retry_policy=TransactionRetryPolicy(
+            attempts=settings.db_retry_attempts,
+            base_delay_s=settings.db_retry_base_delay_s,
+            max_delay_s=settings.db_retry_max_delay_s,
+        ),
+    )
     return Services(
         settings=settings,
         pool=pool,
         i18n=i18n,
         error_handler=error_handler,
-        state_manager=EnhancedStateManager(
-            pool,
-            retry_policy=TransactionRetryPolicy(
-                attempts=settings.db_retry_attempts,
-                base_delay_s=settings.db_retry_base_delay_s,
-                max_delay_s=settings.db_retry_max_delay_s,
-            ),
-        ),
+        state_manager=state_manager,
         workflow_recovery=WorkflowRecoveryManager(
             pool,
             default_threshold_s=settings.stuck_default_threshold_s,
             thresholds=settings.stuck_thresholds,
+            transactions=state_manager.transactions,  # one path for every state change
         ),
         health_monitor=HealthMonitor(
             pool,

@@ -26,19 +26,24 @@ VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)
 RETURNING id
 """
 
-# Did an attempt of this logical transaction commit? (its row was written inside it)
-FIND_COMMITTED_SQL = """
-SELECT steps FROM transaction_log
- WHERE transaction_id = $1 AND status = 'committed'
- ORDER BY id LIMIT 1
-"""
-
 # Rows by status and error category in the last $1 seconds (index
 # ix_transaction_log_created).
 COUNTS_SINCE_SQL = """
 SELECT status, error_category, count(*) AS n FROM transaction_log
  WHERE created_at > now() - make_interval(secs => $1)
  GROUP BY status, error_category
+"""
+
+# Did an attempt of this logical transaction commit (its row was written inside it)? And is
+# the backend that ran the attempt in doubt ($2) still inside a transaction
+# (pg_stat_activity.xact_start, visible for backends of the same role)? Until it is out, the
+# attempt's COMMIT may still be on its way to the server (a cut network), so a missing
+# committed row proves nothing yet. One statement, one snapshot.
+LOOKUP_SQL = """
+SELECT (SELECT steps FROM transaction_log
+         WHERE transaction_id = $1 AND status = 'committed' ORDER BY id LIMIT 1) AS steps,
+       EXISTS (SELECT 1 FROM pg_stat_activity
+                WHERE pid = $2 AND xact_start IS NOT NULL) AS attempt_open
 """
 
 FOR_TRANSACTION_SQL = "SELECT * FROM transaction_log WHERE transaction_id = $1 ORDER BY id"
@@ -85,14 +90,26 @@ async def insert(
     return row_id
 
 
-async def find_committed(
-    conn: asyncpg.Connection | asyncpg.Pool, transaction_id: uuid.UUID
-) -> CommittedEntry | None:
-    """The committed row of ``transaction_id``, or None when no attempt committed."""
-    row = await conn.fetchrow(FIND_COMMITTED_SQL, transaction_id)
-    if row is None:
-        return None
-    return CommittedEntry(steps=list(row["steps"] or []))
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What ``lookup`` found: the committed row (None: no attempt committed yet) and whether
+    the backend of the attempt in doubt is still inside a transaction."""
+
+    committed: CommittedEntry | None
+    attempt_open: bool
+
+
+async def lookup(
+    conn: asyncpg.Connection | asyncpg.Pool, transaction_id: uuid.UUID, backend_pid: int
+) -> Lookup:
+    """Did ``transaction_id`` commit, and is the attempt that ran on ``backend_pid`` over?"""
+    row = await conn.fetchrow(LOOKUP_SQL, transaction_id, backend_pid)
+    assert row is not None
+    steps = row["steps"]
+    return Lookup(
+        committed=CommittedEntry(steps=list(steps or [])) if steps is not None else None,
+        attempt_open=row["attempt_open"],
+    )
 
 
 async def counts_since(

@@ -83,3 +83,15 @@ class InsufficientStockError(DomainError):
         self.material_id = material_id
         self.requested = requested
         self.available = available
+
+
+class TransactionInDoubtError(Exception):
+    """A transaction's COMMIT was sent but its answer was lost, and ``transaction_log`` could
+    not be read afterwards to tell whether it committed. The change happened once or not at
+    all, never twice; ``transaction_id`` finds it in ``transaction_log`` (a ``committed`` row
+    exists exactly when it did). Not a domain error: nothing the user did caused it."""
+
+    def __init__(self, transaction_id: object, operation: str) -> None:
+        super().__init__(f"{operation} {transaction_id}: COMMIT outcome unknown")
+        self.transaction_id = transaction_id
+        self.operation = operation

@@ -42,6 +42,7 @@ from recovery.transactions import (
     TransactionContext,
     TransactionRetryPolicy,
     TransactionStats,
+    recorded,
 )
 from recovery.workflow_events import notify_state_change
 
@@ -113,15 +114,6 @@ def _snapshot(row: asyncpg.Record) -> dict[str, Any]:
         "status": row["status"],
         "version": row["version"],
     }
-
-
-def _recorded(steps: list[dict[str, Any]], entity: str) -> dict[str, Any] | None:
-    """The first change of ``entity`` recorded in a committed transaction's steps, or None."""
-    for step in steps:
-        for operation in step.get("operations", []):
-            if operation["entity"] == entity:
-                return operation
-    return None
 
 
 class EnhancedStateManager:
@@ -394,7 +386,7 @@ class EnhancedStateManager:
             use = await self._existing_use(
                 self.pool, idempotency_key, request_id, material_id, quantity
             )
-            taken = _recorded(steps, "material")
+            taken = recorded(steps, "material")
             if taken is None:  # the committed attempt had found a duplicate itself
                 return use
             return dataclasses.replace(
@@ -518,7 +510,7 @@ class EnhancedStateManager:
 
     async def _resume_request(self, steps: list[dict[str, Any]]) -> asyncpg.Record:
         """The request an earlier, committed attempt changed (its current row)."""
-        changed = _recorded(steps, "service_request")
+        changed = recorded(steps, "service_request")
         assert changed is not None  # every request operation records its request
         row = await requests.get(self.pool, changed["id"])
         assert row is not None  # requests are never deleted by the workflow

@@ -13,12 +13,21 @@ leaves the block:
   outcome is unknown) is written on another pooled connection, so it survives the rollback.
 
 ``TransactionalStateManager.run(operation, body)`` runs ``body(ctx)`` in such a transaction
-and retries the whole transaction (with tenacity) when ``classify(exc)`` says
-``RetryStrategy.TRANSACTION``: SQLSTATE 40001 serialization_failure, 40P01 deadlock_detected,
-class 08 connection exceptions, 57P01..57P03 and dropped connections. Every attempt of one
-call shares a ``transaction_id``; before a retry the log is checked for a ``committed`` row of
-that id, so an attempt whose COMMIT succeeded but whose answer was lost is never applied a
-second time (``resume`` builds the result instead).
+and retries the whole transaction (with tenacity) when ``is_transaction_retryable``: the
+connection-lost family (``recovery.classification.is_connection_lost``: class 08,
+57P01..57P03, asyncpg's "cannot switch to state", closed or released connections, dropped
+sockets, 25P02 caused by one of these or by 40001/40P01), 40001 serialization_failure,
+40P01 deadlock_detected and the other transient verdicts of ``classify``.
+
+In-doubt resolution: every attempt of one call shares a ``transaction_id``. An attempt that
+failed while its COMMIT was on its way (``commit_outcome_unknown``) may have committed; the
+next attempt first looks for a ``committed`` row of that id, and when the last attempt is
+the one in doubt the log is read after it (``TransactionRetryPolicy.in_doubt_lookups``).
+Found: the change is not applied again and ``resume`` builds the caller's result. Not found:
+the attempt rolled back. So ``run`` raising means nothing was committed, except for
+``TransactionInDoubtError`` (the log stayed unreadable). A failure to release the
+connection after COMMIT answered (asyncpg's reset of a connection the server ended) is not
+the operation's failure.
 
 Nested steps use savepoints: ``ctx.savepoint(name)``, or ``run(..., parent=ctx)``, which runs
 an operation inside the caller's transaction (no retry and no log row of its own; the
@@ -27,8 +36,10 @@ outer transaction owns both).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,7 +53,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from database import transaction_log
-from recovery.classification import RetryStrategy, classify
+from recovery.classification import RetryStrategy, classify, is_connection_lost
+from recovery.exceptions import TransactionInDoubtError
 from recovery.masking import mask_sensitive
 
 log = logging.getLogger(__name__)
@@ -68,18 +80,23 @@ class TransactionRetryPolicy:
     ``attempts`` counts every attempt, the first included. The wait before retry ``n``
     (n = 1, 2, ...) is exponential backoff with full jitter:
     ``uniform(0, min(max_delay_s, base_delay_s * 2 ** (n - 1)))`` seconds.
+    ``in_doubt_lookups``: after the last attempt failed with its COMMIT outcome unknown, how
+    many times (same backoff) ``transaction_log`` is read to settle it before giving up
+    with ``TransactionInDoubtError`` (10 lookups take at most about 7 s with the defaults).
 
     Raises:
-        ValueError: attempts < 1, a delay <= 0, or ``max_delay_s`` < ``base_delay_s``.
+        ValueError: attempts or in_doubt_lookups < 1, a delay <= 0, or ``max_delay_s`` <
+            ``base_delay_s``.
     """
 
     attempts: int = 3
     base_delay_s: float = 0.05
     max_delay_s: float = 1.0
+    in_doubt_lookups: int = 10
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        if self.attempts < 1 or self.in_doubt_lookups < 1:
+            raise ValueError("attempts and in_doubt_lookups must be at least 1")
         if self.base_delay_s <= 0 or self.max_delay_s <= 0:
             raise ValueError("delays must be positive")
         if self.max_delay_s < self.base_delay_s:
@@ -89,18 +106,30 @@ class TransactionRetryPolicy:
         """The tenacity wait implementing the formula above."""
         return wait_random_exponential(multiplier=self.base_delay_s, max=self.max_delay_s)
 
+    def delay_s(self, retry: int) -> float:
+        """The formula above for retry ``retry`` (1, 2, ...), outside tenacity."""
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1)))
+
 
 def is_transaction_retryable(exc: BaseException) -> bool:
-    """True when the whole transaction should be repeated (``RetryStrategy.TRANSACTION``)."""
-    return isinstance(exc, Exception) and classify(exc).strategy is RetryStrategy.TRANSACTION
+    """True when the whole transaction should be repeated (``RetryStrategy.TRANSACTION``):
+    the connection-lost family (``is_connection_lost``), 40001, 40P01 and the other
+    transient SQLSTATEs and timeouts of ``classify``."""
+    if not isinstance(exc, Exception):
+        return False
+    return is_connection_lost(exc) or classify(exc).strategy is RetryStrategy.TRANSACTION
 
 
-def _commit_outcome_unknown(exc: BaseException) -> bool:
-    """An error during COMMIT leaves the outcome unknown unless the server answered with an
-    error of its own (then it rolled back); connection classes 08/57 mean no answer."""
-    if isinstance(exc, asyncpg.PostgresError):
-        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("08", "57")
-    return True
+def commit_outcome_unknown(exc: BaseException) -> bool:
+    """Whether an error raised while COMMIT was on its way leaves its outcome unknown.
+
+    Known (rolled back) only when the server answered with an error of its own (a
+    ``PostgresError`` outside the connection-lost family, e.g. 40001 or a deferred 23xxx).
+    Everything else is unknown: the connection-lost family (08xxx, 57P01-57P03,
+    ``InternalClientError``, ``InterfaceError``, ``OSError``), timeouts, and any exception
+    of a step hook after COMMIT returned.
+    """
+    return not isinstance(exc, asyncpg.PostgresError) or is_connection_lost(exc)
 
 
 def _jsonable(value: Any) -> Any:
@@ -129,8 +158,10 @@ class TransactionStats:
     committed: int = 0
     rolled_back: int = 0
     retried: int = 0
-    in_doubt: int = 0
-    resumed: int = 0
+    in_doubt: int = 0  # attempts whose COMMIT outcome was unknown when they failed
+    resumed: int = 0  # operations found committed by such an attempt (answered from resume)
+    unresolved: int = 0  # operations that ended with TransactionInDoubtError
+    release_failures: int = 0  # connections the pool could not reset after the transaction
 
 
 class TransactionContext:
@@ -145,6 +176,9 @@ class TransactionContext:
         steps: the audit, JSON-native: ``[{"step", "status", "operations": [{"entity",
             "id", "before", "after"}]}]``; status running, done, failed or rolled_back (a
             savepoint rolled back).
+        outcome_unknown: set when the transaction failed while its COMMIT was on its way
+            and nobody knows yet whether it committed (``commit_outcome_unknown``).
+        backend_pid: the PostgreSQL backend process id of the connection.
     """
 
     def __init__(
@@ -163,12 +197,9 @@ class TransactionContext:
         self.attempt = attempt
         self.actor_id = actor_id
         self.steps: list[dict[str, Any]] = []
+        self.outcome_unknown = False
+        self.backend_pid: int = conn.get_server_pid()
         self._step_hook = step_hook
-
-    @property
-    def backend_pid(self) -> int:
-        """The PostgreSQL backend process id of the connection."""
-        return self.conn.get_server_pid()
 
     @property
     def failed_step(self) -> str | None:
@@ -233,8 +264,8 @@ class TransactionContext:
             entry["status"] = "rolled_back"
             try:
                 await savepoint.rollback()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.debug("rollback to savepoint %s failed: %s", name, exc)
+            except Exception as exc:  # the connection is gone: the whole transaction fails
+                log.debug("rollback to savepoint %s failed: %s", name, type(exc).__name__)
             raise
         await savepoint.commit()  # RELEASE SAVEPOINT
         if entry["status"] == "running":
@@ -242,6 +273,16 @@ class TransactionContext:
 
 
 ResumeFn = Callable[[list[dict[str, Any]]], Awaitable[T]]
+
+
+def recorded(steps: list[dict[str, Any]], entity: str) -> dict[str, Any] | None:
+    """The first change of ``entity`` in a committed transaction's steps (``{"entity", "id",
+    "before", "after"}``, as ``TransactionContext.record`` wrote it), or None."""
+    for step in steps:
+        for operation in step.get("operations", []):
+            if operation["entity"] == entity:
+                return operation
+    return None
 
 
 class TransactionalStateManager:
@@ -291,16 +332,16 @@ class TransactionalStateManager:
         self.stats.started += 1
         failure: BaseException | None = None
         commit_phase = False
-        ctx: TransactionContext | None = None
-        async with self.pool.acquire() as conn:
-            ctx = TransactionContext(
-                conn,
-                transaction_id=transaction_id,
-                operation=operation,
-                attempt=attempt,
-                actor_id=actor_id,
-                step_hook=self.step_hook,
-            )
+        conn = await self.pool.acquire()
+        ctx = TransactionContext(
+            conn,
+            transaction_id=transaction_id,
+            operation=operation,
+            attempt=attempt,
+            actor_id=actor_id,
+            step_hook=self.step_hook,
+        )
+        try:
             tr = conn.transaction(isolation=self.isolation)
             try:
                 await tr.start()
@@ -324,9 +365,13 @@ class TransactionalStateManager:
                 failure = exc
                 if not commit_phase:
                     await self._rollback(tr, operation)
+        finally:
+            await self._release(conn, operation)
         if failure is None:
             return
         if isinstance(failure, Exception):
+            if commit_phase and commit_outcome_unknown(failure):
+                ctx.outcome_unknown = True
             status = self._failure_status(failure, commit_phase, attempt, max_attempts)
             await self._log_failure(ctx, status, failure, started)
         raise failure
@@ -348,17 +393,20 @@ class TransactionalStateManager:
             actor_id: the user performing it.
             parent: run inside this open transaction instead, as a savepoint (no retry,
                 no log row of its own: the outer transaction owns them).
-            resume: builds the result from the committed steps when a retry finds that an
-                earlier attempt committed (its COMMIT answer was lost).
+            resume: builds the result from the committed steps when an attempt whose
+                COMMIT answer was lost is found committed (in-doubt resolution).
 
         Returns:
             What ``body`` returned (or ``resume``).
 
         Raises:
-            Whatever ``body`` raised, after the rollback: non-retryable errors at once,
-            retryable ones when the policy's attempts are used up.
-            TransactionAlreadyCommittedError: an earlier attempt committed and no
-                ``resume`` was given.
+            Whatever ``body`` raised, after the rollback, and only when nothing committed:
+            non-retryable errors at once, retryable ones when the policy's attempts are
+            used up.
+            TransactionAlreadyCommittedError: an attempt committed and no ``resume`` was
+                given (the change is applied once; only the result is missing).
+            TransactionInDoubtError: the last attempt's COMMIT outcome is unknown and
+                ``transaction_log`` could not be read to settle it.
         """
         if parent is not None:
             async with parent.savepoint(operation):
@@ -372,30 +420,136 @@ class TransactionalStateManager:
             before_sleep=self._before_retry,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                if number > 1:
-                    committed = await transaction_log.find_committed(self.pool, transaction_id)
-                    if committed is not None:
-                        self.stats.resumed += 1
-                        if resume is None:
-                            raise TransactionAlreadyCommittedError(transaction_id, operation)
-                        return await resume(committed.steps)
-                async with self.transaction(
-                    operation,
-                    actor_id=actor_id,
-                    transaction_id=transaction_id,
-                    attempt=number,
-                    max_attempts=policy.attempts,
-                ) as ctx:
-                    return await body(ctx)
+        # The backend of an attempt that failed with its COMMIT outcome unknown, until a
+        # lookup settled it; ``found``: the committed row, once a lookup saw it.
+        unsettled: int | None = None
+        found: transaction_log.CommittedEntry | None = None
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if unsettled is not None and found is None:
+                        found = await self._committed(transaction_id, operation, unsettled)
+                        unsettled = None
+                    if found is not None:
+                        return await self._resume(transaction_id, operation, found, resume)
+                    ctx: TransactionContext | None = None
+                    try:
+                        async with self.transaction(
+                            operation,
+                            actor_id=actor_id,
+                            transaction_id=transaction_id,
+                            attempt=attempt.retry_state.attempt_number,
+                            max_attempts=policy.attempts,
+                        ) as ctx:
+                            return await body(ctx)
+                    finally:
+                        if ctx is not None and ctx.outcome_unknown:
+                            unsettled = ctx.backend_pid
+        except Exception as failure:
+            if (unsettled is None and found is None) or isinstance(
+                failure, TransactionAlreadyCommittedError | TransactionInDoubtError
+            ):
+                raise
+            return await self._settle(transaction_id, operation, found, unsettled, resume, failure)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _resume(
+        self,
+        transaction_id: uuid.UUID,
+        operation: str,
+        found: transaction_log.CommittedEntry,
+        resume: ResumeFn[T] | None,
+    ) -> T:
+        """The result of an attempt that committed although its caller saw it fail."""
+        if resume is None:
+            raise TransactionAlreadyCommittedError(transaction_id, operation)
+        result = await resume(found.steps)
+        self.stats.resumed += 1
+        return result
+
+    async def _committed(
+        self, transaction_id: uuid.UUID, operation: str, backend_pid: int
+    ) -> transaction_log.CommittedEntry | None:
+        """The committed row of ``transaction_id``, or None when no attempt committed.
+
+        A missing row proves nothing while the backend that ran the attempt in doubt
+        (``backend_pid``) is still inside a transaction: its COMMIT may still reach the
+        server (a cut network; a terminated backend has ended by the time its client sees
+        the loss). So the lookup is repeated, backing off, up to ``in_doubt_lookups`` times.
+
+        Raises:
+            TransactionInDoubtError: that backend stayed inside its transaction.
+            The database's errors (the caller retries them).
+        """
+        policy = self.retry_policy
+        for check in range(1, policy.in_doubt_lookups + 1):
+            result = await transaction_log.lookup(self.pool, transaction_id, backend_pid)
+            if result.committed is not None or not result.attempt_open:
+                return result.committed
+            if check < policy.in_doubt_lookups:
+                await asyncio.sleep(policy.delay_s(check))
+        self.stats.unresolved += 1
+        log.warning("%s %s: the attempt in doubt is still open", operation, transaction_id)
+        raise TransactionInDoubtError(transaction_id, operation)
+
+    async def _settle(
+        self,
+        transaction_id: uuid.UUID,
+        operation: str,
+        found: transaction_log.CommittedEntry | None,
+        backend_pid: int | None,
+        resume: ResumeFn[T] | None,
+        failure: Exception,
+    ) -> T:
+        """The last attempt failed while the outcome of a COMMIT was unknown (or while
+        resuming one found committed): read ``transaction_log`` (up to
+        ``in_doubt_lookups`` times, backing off, while the connection keeps failing) to
+        answer with the real result.
+
+        A COMMIT that completed is visible before its answer is sent, and ``_committed``
+        waits until the attempt's backend has left its transaction, so a missing
+        ``committed`` row means the attempt rolled back.
+
+        Raises:
+            ``failure``: nothing committed.
+            TransactionInDoubtError (from ``failure``): the log (or, for a committed attempt,
+                the result) stayed unreadable, or the attempt stayed open.
+            TransactionAlreadyCommittedError: committed, and no ``resume`` was given.
+        """
+        policy = self.retry_policy
+        lookups = AsyncRetrying(
+            stop=stop_after_attempt(policy.in_doubt_lookups),
+            wait=policy.wait_strategy(),
+            retry=retry_if_exception(is_transaction_retryable),
+            reraise=True,
+        )
+        try:
+            async for lookup in lookups:
+                with lookup:
+                    if found is None and backend_pid is not None:
+                        found = await self._committed(transaction_id, operation, backend_pid)
+                    if found is not None:
+                        return await self._resume(transaction_id, operation, found, resume)
+        except TransactionInDoubtError as exc:
+            raise exc from failure
+        except Exception as exc:
+            if not is_transaction_retryable(exc):
+                raise
+            self.stats.unresolved += 1
+            log.warning(
+                "%s %s: COMMIT outcome unknown after %d lookups (%s)",
+                operation,
+                transaction_id,
+                policy.in_doubt_lookups,
+                type(exc).__name__,
+            )
+            raise TransactionInDoubtError(transaction_id, operation) from failure
+        raise failure
 
     def _failure_status(
         self, exc: Exception, commit_phase: bool, attempt: int, max_attempts: int
     ) -> str:
-        if commit_phase and _commit_outcome_unknown(exc):
+        if commit_phase and commit_outcome_unknown(exc):
             self.stats.in_doubt += 1
             return FAILED
         if attempt < max_attempts and is_transaction_retryable(exc):
@@ -416,9 +570,25 @@ class TransactionalStateManager:
     async def _rollback(self, tr: asyncpg.transaction.Transaction, operation: str) -> None:
         try:
             await tr.rollback()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            # the connection is gone: the server has rolled the transaction back itself
+        except Exception as exc:
+            # the connection is gone (any of ``is_connection_lost``): the server rolls the
+            # transaction back itself, and the release below terminates the connection
             log.debug("rollback of %s failed: %s", operation, type(exc).__name__)
+
+    async def _release(self, conn: asyncpg.Connection, operation: str) -> None:
+        """Return the connection to the pool; never raises an ``Exception``.
+
+        asyncpg resets a released connection first; on a connection the server ended that
+        reset fails (``InternalClientError`` "cannot switch to state ...", ``InterfaceError``,
+        ``OSError``) and asyncpg terminates the connection instead, freeing its pool slot.
+        The transaction's outcome is known by then (COMMIT answered, or rolled back), so the
+        failure is not the operation's: reporting it would call a committed change failed.
+        """
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:
+            self.stats.release_failures += 1
+            log.debug("release after %s failed: %s", operation, type(exc).__name__)
 
     async def _log_failure(
         self, ctx: TransactionContext | None, status: str, exc: Exception, started: float

@@ -12,8 +12,10 @@ locked row, writes ``workflow_transitions`` (kind force, reset, complete or reas
 ``workflow_recovery_log`` (admin, reason, before, after), reverses with ``return`` ledger
 rows the materials that a reset's undone step consumed (``database.compensation``), and
 enqueues the notifications to the people now responsible and to the client (transactional
-outbox). A refused action changes nothing and is logged with ``success = false`` outside
-the rolled-back transaction.
+outbox). Each runs through ``TransactionalStateManager.run`` like the staff operations (a
+``transaction_log`` row, whole-transaction retry of transient failures, in-doubt
+resolution). A refused or failed action changes nothing and is logged with
+``success = false`` outside the rolled-back transaction.
 
 Refusals are the project's typed errors (``recovery.exceptions``); ``refusal_code`` turns
 one into a short code the admin screens translate.
@@ -38,13 +40,16 @@ from database.compensation import Outstanding, Reversal
 from database.stuck import Limit
 from recovery import workflow_definitions as wf
 from recovery.alerts import AdminAlerts, AlertKind
+from recovery.classification import ErrorCategory, classify
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
     InputValidationError,
     InvalidTransitionError,
     NotFoundError,
+    TransactionInDoubtError,
 )
+from recovery.transactions import TransactionalStateManager, TransactionContext, recorded
 from recovery.workflow_events import notify_state_change
 
 log = logging.getLogger(__name__)
@@ -180,12 +185,14 @@ class Outcome:
 class BatchResult:
     """The outcome of one batch: every request was handled in its own transaction.
 
-    ``stale``: requests that moved since the review (refused, unchanged); ``failed``:
-    (request id, ``refusal_code``) of the other refusals and database errors.
+    ``requested``: how many requests the batch was given; each ends in exactly one of
+    ``succeeded``, ``stale`` (moved since the review: refused, unchanged) and ``failed``
+    ((request id, ``refusal_code`` or ``failure_code``)), in the order they were handled.
     """
 
     batch_id: uuid.UUID
     action: RecoveryAction
+    requested: int = 0
     succeeded: list[int] = field(default_factory=list)
     stale: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
@@ -265,6 +272,26 @@ def refusal_code(exc: DomainError) -> str:
     return "refused"
 
 
+def failure_code(exc: BaseException) -> str:
+    """A short code for an action that failed without a refusal: ``in_doubt`` (its COMMIT
+    outcome could not be settled: applied once or not at all), ``unavailable`` (a transient
+    failure, e.g. the database connection lost on every attempt: nothing was changed) or
+    ``error`` (anything else: nothing was changed)."""
+    if isinstance(exc, TransactionInDoubtError):
+        return "in_doubt"
+    if classify(exc).category is ErrorCategory.TRANSIENT:
+        return "unavailable"
+    return "error"
+
+
+def failure_text(exc: BaseException) -> str:
+    """``"<failure_code>: <exception type> <SQLSTATE>"`` for the audit log (never the
+    exception's text, which may hold user data)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    detail = f" {sqlstate}" if isinstance(sqlstate, str) else ""
+    return f"{failure_code(exc)}: {type(exc).__name__}{detail}"
+
+
 @dataclass(frozen=True, slots=True)
 class ResetTarget:
     """Where a reset goes and what it undoes.
@@ -322,6 +349,9 @@ class WorkflowRecoveryManager:
         default_threshold_s: seconds in a state before a request counts as stuck (24 h).
         thresholds: per ``"workflow_type:state"`` deadlines in seconds (settings
             ``STUCK_THRESHOLDS``).
+        transactions: runs the recovery actions (retry policy, step hook); share the state
+            manager's so that staff operations and recovery actions take one path. Default:
+            one on ``pool`` with the default ``TransactionRetryPolicy``.
 
     Raises:
         ValueError: a threshold names a workflow type or state that does not exist, or is
@@ -334,10 +364,12 @@ class WorkflowRecoveryManager:
         *,
         default_threshold_s: float = 24 * 3600.0,
         thresholds: dict[str, float] | None = None,
+        transactions: TransactionalStateManager | None = None,
     ) -> None:
         if default_threshold_s <= 0:
             raise ValueError("the default stuck threshold must be positive")
         self.pool = pool
+        self.transactions = transactions or TransactionalStateManager(pool)
         self.default_threshold_s = float(default_threshold_s)
         self.thresholds: dict[tuple[str, str], float] = {}
         for key, seconds in (thresholds or {}).items():
@@ -740,7 +772,11 @@ class WorkflowRecoveryManager:
         expected_fingerprint: int | None = None,
         batch_id: uuid.UUID | None = None,
     ) -> Outcome:
-        """Apply one recovery action in one transaction (see the module docstring).
+        """Apply one recovery action in one transaction (see the module docstring), through
+        ``TransactionalStateManager.run``: a ``transaction_log`` row, the whole transaction
+        retried on transient failures, and an attempt whose COMMIT answer was lost answered
+        from the log (done, never applied twice). Refusals and failures are logged in
+        ``workflow_recovery_log`` with ``success = false``.
 
         Args:
             expected_version: the request version the admin saw.
@@ -757,10 +793,18 @@ class WorkflowRecoveryManager:
             InvalidTransitionError: not active, terminal, no history to reset to, or already
                 assigned to that user.
             InputValidationError: reassign to a user of another role (or none given).
+            Any other exception (``failure_code`` names it): nothing was changed, except
+            ``TransactionInDoubtError`` (changed once or not at all).
         """
         before: dict[str, Any] | None = None
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
+        # the outcome each attempt built, by its workflow_recovery_log id: an attempt whose
+        # COMMIT answer was lost and that is found committed answers with its own outcome
+        built: dict[int, Outcome] = {}
+
+        async def body(ctx: TransactionContext) -> Outcome:
+            nonlocal before
+            conn = ctx.conn
+            async with ctx.step("lock"):
                 current = await requests.lock(conn, request_id)
                 if current is None:
                     raise NotFoundError("request", request_id)
@@ -770,6 +814,7 @@ class WorkflowRecoveryManager:
                 plan = await self._plan(conn, current, action, assignee_id)
                 if expected_fingerprint is not None and plan.fingerprint != expected_fingerprint:
                     raise PreviewOutdatedError("request", request_id, expected_version)
+            async with ctx.step("apply_state"):
                 updated = await requests.apply_state(
                     conn,
                     request_id=request_id,
@@ -781,6 +826,9 @@ class WorkflowRecoveryManager:
                 )
                 if updated is None:  # cannot happen under the row lock; kept as a guard
                     raise ConcurrentModificationError("request", request_id, expected_version)
+                after = _snapshot(updated)
+                ctx.record("service_request", request_id, before=before, after=after)
+            async with ctx.step("history"):
                 transition = await requests.insert_transition(
                     conn,
                     request_id=request_id,
@@ -794,23 +842,30 @@ class WorkflowRecoveryManager:
                     kind=action.transition_kind,
                     reason=reason,
                 )
+                ctx.record(
+                    "workflow_transition", transition["id"], after={"kind": action.transition_kind}
+                )
+            async with ctx.step("compensation"):
                 reversals = await compensation.reverse(
                     conn,
                     list(plan.returns),
                     actor_id=admin.user_id,
                     note=f"reset of request {request_id} from {current['current_state']}",
                 )
-                after = _snapshot(updated)
-                if reversals:
-                    after["returned"] = [
-                        {
-                            "ledger_id": r.ledger_id,
-                            "issue_id": r.issue_id,
-                            "material_id": r.material_id,
-                            "quantity": r.quantity,
-                        }
-                        for r in reversals
-                    ]
+                returned = [
+                    {
+                        "ledger_id": r.ledger_id,
+                        "issue_id": r.issue_id,
+                        "material_id": r.material_id,
+                        "quantity": r.quantity,
+                    }
+                    for r in reversals
+                ]
+                for item in returned:
+                    ctx.record("inventory_transaction", item["ledger_id"], after=item)
+            if returned:
+                after["returned"] = returned
+            async with ctx.step("recovery_log"):
                 log_id = await recovery_log.insert(
                     conn,
                     request_id=request_id,
@@ -823,12 +878,39 @@ class WorkflowRecoveryManager:
                     success=True,
                     batch_id=batch_id,
                 )
+                ctx.record("workflow_recovery_log", log_id, after={"success": True})
+            async with ctx.step("outbox"):
                 await notify_state_change(
                     conn, updated, transition_id=transition["id"], kind=action.transition_kind
                 )
-                return Outcome(updated, plan, tuple(reversals), log_id)
+            built[log_id] = Outcome(updated, plan, tuple(reversals), log_id)
+            return built[log_id]
+
+        async def resume(steps: list[dict[str, Any]]) -> Outcome:
+            entry = recorded(steps, "workflow_recovery_log")
+            if entry is None or entry["id"] not in built:  # pragma: no cover - a bug
+                raise RuntimeError(f"no outcome of the committed {action.value} {request_id}")
+            return built[entry["id"]]
+
+        try:
+            return await self.transactions.run(
+                f"recovery.{action.value}", body, actor_id=admin.user_id, resume=resume
+            )
         except DomainError as exc:
-            await self._log_refusal(request_id, action, admin, reason, before, exc, batch_id)
+            await self._log_outcome(
+                request_id if before is not None else None,
+                action,
+                admin,
+                reason,
+                before,
+                f"{refusal_code(exc)}: {exc}",
+                batch_id,
+            )
+            raise
+        except Exception as exc:
+            await self._log_outcome(
+                request_id, action, admin, reason, before, failure_text(exc), batch_id
+            )
             raise
 
     async def force_transition(
@@ -919,13 +1001,16 @@ class WorkflowRecoveryManager:
         assignee_id: int | None = None,
     ) -> BatchResult:
         """Apply ``action`` to each (request id, version seen at review), each in its own
-        transaction, all under one ``batch_id``.
+        transaction (``apply``), all under one ``batch_id``.
 
-        A request that moved since the review is counted stale; a refusal or a database
-        error on one request is counted failed and does not stop the others. Each outcome
-        is in ``workflow_recovery_log`` with the batch id.
+        A batch never aborts on one request: a request that moved since the review is
+        counted stale; a refusal is counted failed with its ``refusal_code``, any other
+        exception (a lost connection, a timeout, a bug) failed with its ``failure_code``,
+        and the batch goes on. Each outcome is in ``workflow_recovery_log`` with the batch
+        id (failures as far as the database takes the row). Only cancellation stops it
+        (``asyncio.CancelledError`` propagates).
         """
-        result = BatchResult(batch_id=uuid.uuid4(), action=action)
+        result = BatchResult(batch_id=uuid.uuid4(), action=action, requested=len(targets))
         for request_id, version in targets:
             try:
                 outcome = await self.apply(
@@ -941,59 +1026,33 @@ class WorkflowRecoveryManager:
                 result.stale.append(request_id)
             except DomainError as exc:
                 result.failed.append((request_id, refusal_code(exc)))
-            except asyncpg.PostgresError as exc:
+            except Exception as exc:
                 log.warning(
-                    "batch %s: request %s failed with SQLSTATE %s",
+                    "batch %s: request %s failed: %s",
                     result.batch_id,
                     request_id,
-                    exc.sqlstate,
+                    failure_text(exc),
                 )
-                await self._log_failure(request_id, action, admin, reason, exc, result.batch_id)
-                result.failed.append((request_id, "error"))
+                result.failed.append((request_id, failure_code(exc)))
             else:
                 result.succeeded.append(request_id)
                 result.returned_units += sum(r.quantity for r in outcome.reversals)
         return result
 
-    # --- audit of refusals ----------------------------------------------------------------
+    # --- audit of refusals and failures ---------------------------------------------------
 
-    async def _log_refusal(
+    async def _log_outcome(
         self,
-        request_id: int,
+        request_id: int | None,
         action: RecoveryAction,
         admin: AdminRef,
         reason: str | None,
         before: dict[str, Any] | None,
-        exc: DomainError,
-        batch_id: uuid.UUID | None = None,
+        error_message: str,
+        batch_id: uuid.UUID | None,
     ) -> None:
-        exists = before is not None
-        try:
-            await recovery_log.insert(
-                self.pool,
-                request_id=request_id if exists else None,
-                action=action.value,
-                admin_id=admin.user_id,
-                admin_telegram_id=admin.telegram_id,
-                reason=reason,
-                before=before,
-                after=None,
-                success=False,
-                error_message=f"{refusal_code(exc)}: {exc}",
-                batch_id=batch_id,
-            )
-        except asyncpg.PostgresError:
-            log.exception("could not log refused %s on request %s", action.value, request_id)
-
-    async def _log_failure(
-        self,
-        request_id: int,
-        action: RecoveryAction,
-        admin: AdminRef,
-        reason: str | None,
-        exc: asyncpg.PostgresError,
-        batch_id: uuid.UUID,
-    ) -> None:
+        """A ``success = false`` row, outside the rolled-back transaction; never raises (the
+        database may be what failed: the outcome is still the caller's to report)."""
         try:
             await recovery_log.insert(
                 self.pool,
@@ -1002,11 +1061,17 @@ class WorkflowRecoveryManager:
                 admin_id=admin.user_id,
                 admin_telegram_id=admin.telegram_id,
                 reason=reason,
-                before=None,
+                before=before,
                 after=None,
                 success=False,
-                error_message=f"error: SQLSTATE {exc.sqlstate}",
+                error_message=error_message,
                 batch_id=batch_id,
             )
-        except asyncpg.PostgresError:
-            log.exception("could not log failed %s on request %s", action.value, request_id)
+        except Exception as exc:
+            log.warning(
+                "could not log %s of %s on request %s: %s",
+                error_message.split(":", 1)[0],
+                action.value,
+                request_id,
+                type(exc).__name__,
+            )

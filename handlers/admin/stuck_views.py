@@ -36,6 +36,7 @@ Screen = tuple[str, InlineKeyboardMarkup]
 
 PAGE_SIZE = 5
 FAILURES_SHOWN = 10
+IDS_SHOWN = 30  # request numbers listed per outcome of a batch; the rest are counted
 MATERIALS_SHOWN = 20
 
 ACTION_OF: dict[ActionCode, RecoveryAction] = {
@@ -98,7 +99,9 @@ SHORT_REFUSALS = {
     "already_assigned": __("already assigned"),
     "assignee_unavailable": __("assignee unavailable"),
     "materials_changed": __("materials changed"),
-    "error": __("database error"),
+    "unavailable": __("database unavailable, nothing changed"),
+    "in_doubt": __("outcome unknown, applied at most once"),
+    "error": __("unexpected error, nothing changed"),
 }
 
 
@@ -587,8 +590,17 @@ def batch_outdated_screen() -> Screen:
     ), _keyboard([[(_("Stuck workflows"), StuckListCb())]])
 
 
+def _numbers(ids: Sequence[int]) -> str:
+    """``#1, #2, …`` for at most ``IDS_SHOWN`` request ids, then how many more."""
+    text = ", ".join(f"#{request_id}" for request_id in ids[:IDS_SHOWN])
+    if len(ids) > IDS_SHOWN:
+        text += " " + _("(+{n} more)").format(n=len(ids) - IDS_SHOWN)
+    return text
+
+
 def batch_result_screen(result: BatchResult) -> Screen:
-    """How many succeeded, were stale or failed, and why the first failures failed."""
+    """How many succeeded, were stale or failed, their request numbers, and why the first
+    failures failed."""
     lines = [
         _(
             "Batch {action} done: {ok} succeeded, {stale} stale (moved since the review), "
@@ -602,8 +614,17 @@ def batch_result_screen(result: BatchResult) -> Screen:
     ]
     if result.returned_units:
         lines.append(_("Units returned to stock: {n}.").format(n=result.returned_units))
+    if result.succeeded:
+        lines.append(_("Succeeded: {ids}").format(ids=_numbers(result.succeeded)))
+    if result.stale:
+        lines.append(_("Stale: {ids}").format(ids=_numbers(result.stale)))
+    if result.failed:
+        lines.append(_("Failed:"))
     for request_id, code in result.failed[:FAILURES_SHOWN]:
         lines.append(f"#{request_id}: {SHORT_REFUSALS.get(code, code)}")
+    if len(result.failed) > FAILURES_SHOWN:
+        others = [request_id for request_id, _code in result.failed[FAILURES_SHOWN:]]
+        lines.append(_numbers(others))
     return "\n".join(lines), _keyboard(
         [
             [(_("Recovery history"), StuckHistoryCb())],

@@ -276,6 +276,10 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
         "SELECT * FROM workflow_recovery_log WHERE batch_id IS NOT NULL AND success"
     )
     assert len(batch_rows) == 2 and len({r["batch_id"] for r in batch_rows}) == 1
+    succeeded_line = next(line for line in text.splitlines() if line.startswith("Succeeded:"))
+    assert sorted(succeeded_line.removeprefix("Succeeded: ").split(", ")) == sorted(
+        f"#{r['request_id']}" for r in batch_rows
+    )
     states = dict(
         await db.fetch(
             "SELECT description, current_state FROM service_requests WHERE workflow_type = 'repair'"

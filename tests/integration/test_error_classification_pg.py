@@ -1,17 +1,22 @@
 """``classify`` on errors a real PostgreSQL raises: the SQLSTATE rows of the table provoked
 for real (integrity and data errors, undefined table and column, serialization failure,
 deadlock, statement timeout, lock timeout, a terminated backend, too many connections, a
-missing database, a refused connection and a pool acquire timeout)."""
+missing database, a refused connection and a pool acquire timeout), and the connection-lost
+family (``is_connection_lost``) as asyncpg reports it after ``pg_terminate_backend``, on a
+closed connection and as a 25P02 after a deadlock."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from recovery.classification import is_connection_lost
 from recovery.errors import ErrorCategory, ErrorSeverity, RetryStrategy, classify
 from tests.conftest import with_database
 from tests.factories import make_user
@@ -103,7 +108,11 @@ async def test_serialization_failure_retries_the_whole_transaction(pool: asyncpg
     )
 
 
-async def test_deadlock_retries_the_whole_transaction(pool: asyncpg.Pool) -> None:
+async def _deadlock_victim(pool: asyncpg.Pool, *, go_on: bool = False) -> BaseException:
+    """Two transactions update two users in opposite orders; returns what the victim got:
+    the deadlock (40P01), or with ``go_on`` the error of a statement it then runs in the
+    aborted transaction while handling the deadlock (25P02; in the handling frame, where
+    CPython chains ``__context__``, not inside a coroutine that frame awaits)."""
     a = await make_user(pool)
     b = await make_user(pool)
     async with pool.acquire() as one, pool.acquire() as two:
@@ -119,13 +128,23 @@ async def test_deadlock_retries_the_whole_transaction(pool: asyncpg.Pool) -> Non
             try:
                 await conn.execute("UPDATE users SET full_name = 'x' WHERE id = $1", row_id)
             except asyncpg.PostgresError as exc:
-                return exc
+                if not go_on:
+                    return exc
+                try:
+                    await conn.fetchval("SELECT 1")
+                except asyncpg.PostgresError as then:
+                    return then
             return None
 
         results = await asyncio.gather(cross(one, b["id"]), cross(two, a["id"]))
         await tx1.rollback()
         await tx2.rollback()
     (exc,) = [r for r in results if r is not None]
+    return exc
+
+
+async def test_deadlock_retries_the_whole_transaction(pool: asyncpg.Pool) -> None:
+    exc = await _deadlock_victim(pool)
     assert exc.sqlstate == "40P01"  # type: ignore[attr-defined]
     assert classify(exc).strategy is R.TRANSACTION
     assert classify(exc).reason == "deadlock"
@@ -221,3 +240,117 @@ async def test_a_refused_connection_and_a_pool_timeout_are_transient(
     assert classify(timed_out).reason == "timeout"
     for exc in (refused, timed_out):
         assert classify(exc).strategy is R.TRANSACTION
+
+
+# --- the connection-lost family, provoked for real ------------------------------------------
+
+
+async def _spin(seconds: float) -> None:
+    """Yield to the event loop for ``seconds`` without sleeping in the selector (so that
+    the dying connection's bytes are read one at a time, as they arrive)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while loop.time() < until:  # noqa: ASYNC110 - a busy wait on purpose
+        await asyncio.sleep(0)
+
+
+async def _terminated_then(
+    database_url: str, act: Callable[[asyncpg.Pool, Any], Awaitable[object]], wanted: set[str]
+) -> dict[str, BaseException]:
+    """Terminate a pooled connection's backend while it is idle (in a transaction), then
+    ``act(pool, conn)`` after a varying pause, until every exception class in ``wanted`` was
+    seen (at most 500 tries). Which one asyncpg raises depends on how much of the server's
+    FATAL and of the closed socket it has read by then."""
+    seen: dict[str, BaseException] = {}
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    killer = await asyncpg.connect(database_url)
+    try:
+        for attempt in range(500):
+            conn = await pool.acquire()
+            try:
+                await conn.execute("BEGIN")
+                await killer.fetchval("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+                await _spin((attempt % 5) * 0.0005)
+                await act(pool, conn)
+            except Exception as exc:
+                seen.setdefault(type(exc).__name__, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pool.release(conn)
+            if wanted <= seen.keys():
+                break
+    finally:
+        await killer.close()
+        await pool.close()
+    return seen
+
+
+async def test_every_way_asyncpg_reports_a_terminated_backend_is_a_lost_connection(
+    database_url: str,
+) -> None:
+    async def statement(_pool: asyncpg.Pool, conn: Any) -> None:
+        await conn.fetchval("SELECT $1::int", 1)
+
+    seen = await _terminated_then(
+        database_url,
+        statement,
+        {"ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"},
+    )
+    # the socket closed under the statement: 08003
+    assert seen["ConnectionDoesNotExistError"].sqlstate == "08003"  # type: ignore[attr-defined]
+    # the pool had already released the closed connection: its proxy refuses
+    assert "released back to the pool" in str(seen["InterfaceError"])
+    # the FATAL was read while idle, the close not yet: the protocol refuses the statement
+    assert "cannot switch to state" in str(seen["InternalClientError"])
+    for exc in seen.values():
+        assert is_connection_lost(exc), exc
+        assert classify(exc).category is C.TRANSIENT
+        assert classify(exc).strategy is R.TRANSACTION
+
+
+async def test_internal_client_error_at_pool_release_after_a_terminated_backend(
+    database_url: str,
+) -> None:
+    async def release(pool: asyncpg.Pool, conn: Any) -> None:
+        await pool.release(conn)  # the reset query on a connection the server ended
+
+    seen = await _terminated_then(database_url, release, {"InternalClientError"})
+    exc = seen["InternalClientError"]
+    assert "cannot switch to state" in str(exc)
+    assert is_connection_lost(exc)
+    assert classify(exc).reason == "connection_lost"
+
+
+async def test_a_closed_connection_is_a_lost_connection(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    await conn.close()
+    exc = await _raised(lambda: conn.fetchval("SELECT 1"))
+    assert isinstance(exc, asyncpg.InterfaceError)
+    assert is_connection_lost(exc)
+    assert classify(exc).strategy is R.TRANSACTION
+
+
+async def test_25p02_after_a_real_deadlock_is_transient(pool: asyncpg.Pool) -> None:
+    exc = await _deadlock_victim(pool, go_on=True)
+    assert exc.sqlstate == "25P02"  # type: ignore[attr-defined]
+    assert isinstance(exc.__context__, asyncpg.DeadlockDetectedError)
+    assert is_connection_lost(exc)
+    verdict = classify(exc)
+    assert (verdict.category, verdict.strategy) == (C.TRANSIENT, R.TRANSACTION)
+    assert (verdict.reason, verdict.code) == ("deadlock", "25P02")
+
+
+async def test_25p02_after_a_real_unique_violation_is_not_transient(pool: asyncpg.Pool) -> None:
+    user = await make_user(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            await conn.execute(
+                "INSERT INTO users (telegram_id, full_name) VALUES ($1, 'x')", user["telegram_id"]
+            )
+        except asyncpg.UniqueViolationError:
+            exc = await _raised(lambda: conn.fetchval("SELECT 1"))
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute("ROLLBACK")
+    assert exc.sqlstate == "25P02"  # type: ignore[attr-defined]
+    assert not is_connection_lost(exc)
+    assert not classify(exc).retryable
