@@ -1,21 +1,22 @@
 """Notification templates: a template key and parameters stored on the outbox row are
 rendered at send time in the recipient's language.
 
-Every parameter that is not a number is escaped for HTML, the parse mode the bot uses
+The text is built like every other message (``handlers.render``): the template is trusted,
+every parameter is escaped for HTML, the parse mode the bot uses
 (``DefaultBotProperties(parse_mode=HTML)``), so user-supplied text (a description, a name)
-can never break the markup or inject tags; Telegram's HTML mode needs only ``< > &`` escaped
-(https://core.telegram.org/bots/api#html-style). Long values are cut (``MAX_PARAM_CHARS``
+can never break the markup or inject tags. Long values are cut (``MAX_PARAM_CHARS``
 per parameter, ``MAX_TEXT_CHARS`` for a whole-message ``{text}`` template) so that a message
 stays below Telegram's limit of 4096 characters.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
+
+from handlers.render import Html, cut, html_map
 
 
 def _(text: str) -> str:
@@ -77,9 +78,9 @@ class UnknownTemplateError(KeyError):
 
 
 def make_renderer(i18n: I18n):
-    """A renderer bound to ``i18n``: ``render(template_key, params, locale) -> str``."""
+    """A renderer bound to ``i18n``: ``render(template_key, params, locale) -> Html``."""
 
-    def render(template_key: str, params: dict[str, Any], locale: str) -> str:
+    def render(template_key: str, params: dict[str, Any], locale: str) -> Html:
         try:
             msgid = TEMPLATES[template_key]
         except KeyError as exc:
@@ -95,22 +96,19 @@ def make_renderer(i18n: I18n):
             ):
                 value = i18n.gettext(HEALTH_MSGIDS[value], locale=locale)
             limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
-            values[key] = escape_param(value, limit)
+            values[key] = limit_param(value, limit)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
-        return text.format_map(_Missing(values))
+        return html_map(text, _Missing(values))
 
     return render
 
 
-def escape_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:
-    """A parameter ready for an HTML message: numbers as they are, anything else as text cut
-    to ``limit`` characters and HTML-escaped."""
+def limit_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:
+    """A parameter ready for a message: numbers as they are, anything else as text cut to
+    ``limit`` characters (the template escapes it)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
-    text = str(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return html.escape(text, quote=False)
+    return cut(str(value), limit)
 
 
 class _Missing(dict[str, Any]):

@@ -2,9 +2,16 @@
 
 Only errors the ``ErrorHandler`` grades critical are sent (``report_critical``, an error
 observer), plus crashes of the process itself (sentry's excepthook integration). Log lines
-become breadcrumbs, never events. Every string of an event and of a breadcrumb goes through
-``recovery.masking.mask_sensitive`` (phone numbers, tokens, card numbers, the bot token and
-the webhook secret) in ``before_send``; local variables are not collected at all.
+become breadcrumbs, never events. Local variables are not collected at all. Every event and
+every breadcrumb is cleaned twice:
+
+1. by key name: Sentry's own ``EventScrubber`` with its default denylist extended by our
+   keys (``DENYLIST``: the settings that hold secrets, personal data fields, the ru/uz
+   words for a password), recursively, over the request, extra, user, breadcrumbs, frames
+   and spans, plus the contexts and tags our events carry (``ProjectEventScrubber``);
+2. by value: every remaining string goes through ``recovery.masking.mask_sensitive``
+   (phones, cards, IBANs, e-mail addresses, tokens, the bot token, the webhook secret) in
+   ``before_send`` / ``before_breadcrumb``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from bot.settings import Settings
 from recovery.errors import ErrorRecord, ErrorSeverity
 from recovery.masking import mask_sensitive
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # sentry-sdk is the optional ``sentry`` extra: imported when used
+    from sentry_sdk.scrubber import EventScrubber
     from sentry_sdk.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,40 @@ STRUCTURAL_KEYS = frozenset({
     "parent_span_id", "level", "platform", "sdk", "release", "environment", "server_name",
     "modules", "type", "module", "filename", "abs_path", "function", "lineno", "in_app",
 })  # fmt: skip
+
+
+# Key names whose values are removed whatever they hold, besides Sentry's DEFAULT_DENYLIST.
+DENYLIST: tuple[str, ...] = (
+    # our settings and their environment names
+    "bot_token", "webhook_secret", "sentry_dsn", "database_url", "redis_url", "dsn",
+    "access_token", "refresh_token", "client_secret", "secret_key", "x-api-key",
+    "x-telegram-bot-api-secret-token", "x_telegram_bot_api_secret_token",
+    # personal data
+    "phone", "phone_number", "telephone", "card", "card_number", "pan", "cvv", "cvc", "pin",
+    "iban", "email", "e-mail", "passport", "pinfl", "address", "first_name", "last_name",
+    "full_name", "username",
+    # the same in Russian and Uzbek
+    "пароль", "токен", "телефон", "паспорт", "parol", "telefon", "pasport",
+)  # fmt: skip
+
+
+def project_event_scrubber() -> EventScrubber:
+    """Sentry's ``EventScrubber`` with ``DEFAULT_DENYLIST`` + ``DENYLIST``, recursive, that
+    also scrubs ``contexts`` and ``tags`` (where ``report_critical`` puts the error context;
+    the stock scrubber does not look there). Needs the ``sentry`` extra."""
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+
+    class ProjectEventScrubber(EventScrubber):
+        def __init__(self) -> None:
+            super().__init__(denylist=[*DEFAULT_DENYLIST, *DENYLIST], recursive=True)
+
+        def scrub_event(self, event: Any) -> None:
+            super().scrub_event(event)
+            for key in ("contexts", "tags"):
+                if key in event:
+                    self.scrub_dict(event[key])
+
+    return ProjectEventScrubber()
 
 
 def mask_event(value: Any, secrets: Sequence[str] = ()) -> Any:
@@ -65,11 +107,13 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     from sentry_sdk.integrations.logging import LoggingIntegration
 
     secrets = _secrets(settings)
+    scrubber = project_event_scrubber()
 
     def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
         return mask_event(event, secrets)
 
     def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+        scrubber.scrub_dict(crumb.get("data"))
         return mask_event(crumb, secrets)
 
     options: dict[str, Any] = {}
@@ -81,6 +125,7 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
         server_name=settings.instance_id or None,
         before_send=before_send,
         before_breadcrumb=before_breadcrumb,
+        event_scrubber=scrubber,
         include_local_variables=False,
         auto_enabling_integrations=False,
         integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],

@@ -4,8 +4,10 @@
 Every instance behind the load balancer serves the same path, checks Telegram's secret
 token header (``X-Telegram-Bot-Api-Secret-Token`` must equal ``WEBHOOK_SECRET``, else 401)
 and answers 200 as soon as the update is accepted; the update is handled in the
-background. Once the instance is shutting down it answers 503, so that Telegram delivers
-the update again (to another instance) instead of losing it.
+background. A body that is not a Telegram Update (malformed JSON, JSON of another shape)
+is answered 400 with one log line, and nothing is started for it. Once the instance is
+shutting down it answers 503, so that Telegram delivers the update again (to another
+instance) instead of losing it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramRetryAfter
+from aiogram.methods import TelegramMethod
+from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
+from pydantic import ValidationError
 
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -52,8 +57,37 @@ class WebhookHandler(SimpleRequestHandler):
         self.metrics = metrics
         self.accepting = True
 
+    async def _handle_request_background(self, bot: Bot, request: web.Request) -> web.Response:
+        """Validate the body as an Update first: 400 (one log line, no task) when it is
+        not one; else handle it in the background and answer 200 at once."""
+        update = await self._read_update(bot, request)
+        if update is None:
+            return web.Response(status=400, text="not a Telegram Update")
+        task = asyncio.create_task(self._feed(bot, update))
+        self._background_feed_update_tasks.add(task)
+        task.add_done_callback(self._background_feed_update_tasks.discard)
+        return web.json_response({}, dumps=bot.session.json_dumps)
+
+    @staticmethod
+    async def _read_update(bot: Bot, request: web.Request) -> Update | None:
+        try:
+            payload = await request.json(loads=bot.session.json_loads)
+            return Update.model_validate(payload, context={"bot": bot})
+        except (ValueError, ValidationError) as exc:  # bad JSON, bad UTF-8, wrong shape
+            log.warning(
+                "webhook: refused a request whose body is not a Telegram Update (%s)",
+                type(exc).__name__,
+            )
+            return None
+
+    async def _feed(self, bot: Bot, update: Update) -> None:
+        result = await self.dispatcher.feed_update(bot, update, **self.data)
+        if isinstance(result, TelegramMethod):
+            await self.dispatcher.silent_call_request(bot=bot, result=result)
+
     async def handle(self, request: web.Request) -> web.Response:
-        """401 without the right secret token, 503 while shutting down, else 200."""
+        """401 without the right secret token, 503 while shutting down, 400 for a body that
+        is not an Update, else 200."""
         if not self.accepting:
             response = web.Response(status=503, text="shutting down", headers={"Retry-After": "1"})
         else:

@@ -420,6 +420,37 @@ async def discard(db: Db, row_id: int) -> bool:
     return bool(await db.fetchval(DISCARD_SQL, row_id))
 
 
+# A notification about a request's state ("state" in its params) next to the request's
+# state now: request_state / request_status are NULL when the request is gone.
+WITH_REQUEST_SQL = """
+SELECT n.id, n.request_id, n.params ->> 'state' AS said_state,
+       r.current_state AS request_state, r.status AS request_status
+  FROM pending_notifications n
+  LEFT JOIN service_requests r ON r.id = n.request_id
+ WHERE n.id = $1 AND n.request_id IS NOT NULL AND n.params ? 'state'
+"""
+
+# How many rows in statuses $1 speak of a request state that is no longer the request's.
+MOVED_COUNT_SQL = """
+SELECT count(*)
+  FROM pending_notifications n
+  LEFT JOIN service_requests r ON r.id = n.request_id
+ WHERE n.status = ANY($1::text[]) AND n.request_id IS NOT NULL AND n.params ? 'state'
+   AND (r.id IS NULL OR r.current_state IS DISTINCT FROM n.params ->> 'state')
+"""
+
+
+async def with_request(db: Db, row_id: int) -> asyncpg.Record | None:
+    """The state a notification names and its request's state now (``WITH_REQUEST_SQL``);
+    None when the row does not name a request state."""
+    return await db.fetchrow(WITH_REQUEST_SQL, row_id)
+
+
+async def moved_count(db: Db, statuses: tuple[str, ...]) -> int:
+    """Rows in ``statuses`` whose request has moved on from the state they name."""
+    return int(await db.fetchval(MOVED_COUNT_SQL, list(statuses)))
+
+
 async def get(db: Db, row_id: int) -> asyncpg.Record | None:
     """One outbox row, or None."""
     return await db.fetchrow("SELECT * FROM pending_notifications WHERE id = $1", row_id)

@@ -148,16 +148,25 @@ async def history(
     )
 
 
+# Active requests of a role, oldest first; with $3, only those nobody or that user holds
+LIST_FOR_ROLE_SQL = """
+SELECT * FROM service_requests
+ WHERE status = 'active' AND owner_role = $1
+   AND ($3::bigint IS NULL OR assignee_id IS NULL OR assignee_id = $3)
+ ORDER BY id LIMIT $2
+"""
+
+
 async def list_for_role(
-    conn: asyncpg.Connection | asyncpg.Pool, role: str, *, limit: int = 20
+    conn: asyncpg.Connection | asyncpg.Pool,
+    role: str,
+    *,
+    limit: int = 20,
+    assignee_id: int | None = None,
 ) -> list[asyncpg.Record]:
-    """Active requests owned by ``role``, oldest first."""
-    return await conn.fetch(
-        "SELECT * FROM service_requests WHERE status = 'active' AND owner_role = $1 "
-        "ORDER BY id LIMIT $2",
-        role,
-        limit,
-    )
+    """Active requests owned by ``role``, oldest first; with ``assignee_id``, only those
+    assigned to nobody or to that user."""
+    return await conn.fetch(LIST_FOR_ROLE_SQL, role, limit, assignee_id)
 
 
 async def list_for_client(

@@ -12,6 +12,18 @@ from typing import Annotated
 from aiogram.filters.callback_data import CallbackData
 from pydantic import Field
 
+# Out-of-range numbers fail validation, so the button counts as outdated (a clear answer and
+# a fresh menu) instead of reaching PostgreSQL: ids are BIGINT, versions INTEGER > 0.
+RequestId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+IdOrZero = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Page = Annotated[int, Field(ge=0, le=10**6)]
+AnyPage = Annotated[int, Field(ge=-(10**6), le=10**6)]
+"""A dashboard page: the screens clamp it into range (a forged -3 shows the first page)."""
+RowId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""Any other table's id (error group, discrepancy, notification): within BIGINT, so that it
+reaches the handler (which answers "does not exist" for an id that is not there)."""
+
 
 class LanguageCb(CallbackData, prefix="lang"):
     """Pick the interface language."""
@@ -28,8 +40,8 @@ class NewRequestCb(CallbackData, prefix="new"):
 class AdvanceCb(CallbackData, prefix="adv"):
     """Staff move a request to its next step; ``version`` is the one they saw."""
 
-    request_id: int
-    version: int
+    request_id: RequestId
+    version: Version
 
 
 class MenuCb(CallbackData, prefix="wr"):
@@ -45,13 +57,6 @@ class MenuCb(CallbackData, prefix="wr"):
 # case, with 19-digit ids and 10-digit versions, each packs into at most 64 bytes
 # (tests/unit/test_workflow_recovery_callbacks.py).
 ADMIN_MENU_PREFIX = "wr"
-
-# Out-of-range numbers fail validation, so the button counts as outdated (a clear answer and
-# a fresh menu) instead of reaching PostgreSQL: ids are BIGINT, versions INTEGER > 0.
-RequestId = Annotated[int, Field(ge=1, le=2**63 - 1)]
-IdOrZero = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
-Page = Annotated[int, Field(ge=0, le=10**6)]
 
 
 class ActionCode(StrEnum):
@@ -144,22 +149,22 @@ class ErrorsCb(CallbackData, prefix="es"):
     ``chart`` (``hours`` of the per-hour chart) or ``lookup`` (ask for a reference)."""
 
     view: str
-    page: int = 0
-    hours: int = 24
+    page: AnyPage = 0
+    hours: Annotated[int, Field(ge=1, le=24 * 366)] = 24
 
 
 class ErrorGroupCb(CallbackData, prefix="eg"):
     """One error group's detail; ``page`` is the top-groups page to go back to."""
 
-    record_id: int
-    page: int = 0
+    record_id: RowId
+    page: AnyPage = 0
 
 
 class ErrorResolveCb(CallbackData, prefix="ers"):
     """Mark an error group resolved (it reopens as regressed if it happens again)."""
 
-    record_id: int
-    page: int = 0
+    record_id: RowId
+    page: AnyPage = 0
 
 
 class AlertMuteCb(CallbackData, prefix="am"):
@@ -167,7 +172,7 @@ class AlertMuteCb(CallbackData, prefix="am"):
     button sits on the alert message itself."""
 
     kind: str
-    seconds: int
+    seconds: Annotated[int, Field(ge=1, le=10**7)]
 
 
 class AlertUnmuteCb(CallbackData, prefix="au"):
@@ -179,7 +184,7 @@ class AlertUnmuteCb(CallbackData, prefix="au"):
 class HistoryCb(CallbackData, prefix="hs"):
     """A page of the recovery history."""
 
-    page: int = 0
+    page: AnyPage = 0
 
 
 class InventoryCb(CallbackData, prefix="iv"):
@@ -192,7 +197,7 @@ class InventoryCb(CallbackData, prefix="iv"):
 class DiscrepancyListCb(CallbackData, prefix="ivl"):
     """A page of open inventory discrepancies."""
 
-    page: int = 0
+    page: AnyPage = 0
 
 
 class DiscrepancyCb(CallbackData, prefix="ivd"):
@@ -200,8 +205,8 @@ class DiscrepancyCb(CallbackData, prefix="ivd"):
     (apply) or ``accept`` (ask for the reason); ``page`` is the list page to go back to."""
 
     action: str
-    discrepancy_id: int
-    page: int = 0
+    discrepancy_id: RowId
+    page: AnyPage = 0
 
 
 class RetriesCb(CallbackData, prefix="nr"):
@@ -214,13 +219,16 @@ class RetriesCb(CallbackData, prefix="nr"):
 class RetryListCb(CallbackData, prefix="nrl"):
     """A page of dead and failing notifications."""
 
-    page: int = 0
+    page: AnyPage = 0
 
 
 class NotificationCb(CallbackData, prefix="nrn"):
-    """One notification: ``action`` is ``show``, ``retry``, ``discard`` (confirmation screen)
-    or ``discard_ok`` (apply); ``page`` is the list page to go back to."""
+    """One notification: ``action`` is ``show``, ``retry`` or ``discard`` (confirmation
+    screens), ``retry_ok`` or ``discard_ok`` (apply); ``page`` is the list page to go back
+    to; ``ack`` 1: the confirmation screen said that the request has moved on since the
+    notification was written."""
 
     action: str
-    notification_id: int
-    page: int = 0
+    notification_id: RowId
+    page: AnyPage = 0
+    ack: Annotated[int, Field(ge=0, le=1)] = 0

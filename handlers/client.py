@@ -12,8 +12,10 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import NewRequestCb
+from handlers.render import html, lines
 from handlers.texts import state_label, workflow_label
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.exceptions import InputValidationError
+from recovery.state_manager import MAX_DESCRIPTION_LENGTH, Actor, EnhancedStateManager
 from recovery.workflow_definitions import WORKFLOWS
 
 router = Router(name=__name__)
@@ -55,17 +57,31 @@ async def describe(
     user: asyncpg.Record,
     state_manager: EnhancedStateManager,
 ) -> None:
-    """Opens the request."""
+    """Opens the request. A description that cannot be one (blanks only, too long) is the
+    user's mistake: it is explained and the next message is taken instead."""
     data = await state.get_data()
-    request = await state_manager.create_request(
-        Actor(user["id"], user["role"]),
-        workflow_type=data.get("workflow_type", "repair"),
-        description=message.text or "",
-    )
+    try:
+        request = await state_manager.create_request(
+            Actor(user["id"], user["role"]),
+            workflow_type=data.get("workflow_type", "repair"),
+            description=message.text or "",
+        )
+    except InputValidationError as exc:
+        if exc.field != "description":
+            raise
+        await message.answer(
+            html(
+                _("Please describe the problem in words, at most {n} characters."),
+                n=MAX_DESCRIPTION_LENGTH,
+            )
+        )
+        return
     await state.clear()
     await message.answer(
-        _("Request #{id} is open ({workflow}). We will keep you informed.").format(
-            id=request["id"], workflow=workflow_label(request["workflow_type"])
+        html(
+            _("Request #{id} is open ({workflow}). We will keep you informed."),
+            id=request["id"],
+            workflow=workflow_label(request["workflow_type"]),
         )
     )
 
@@ -79,9 +95,13 @@ async def my_requests(
     if not rows:
         await message.answer(_("You have no requests yet. Send /new to open one."))
         return
-    lines = [_("Your requests:")]
-    lines += [
-        f"#{row['id']} {workflow_label(row['workflow_type'])}: {state_label(row['current_state'])}"
+    items = [
+        html(
+            "#{id} {workflow}: {state}",
+            id=row["id"],
+            workflow=workflow_label(row["workflow_type"]),
+            state=state_label(row["current_state"]),
+        )
         for row in rows
     ]
-    await message.answer("\n".join(lines))
+    await message.answer(lines(_("Your requests:"), items))

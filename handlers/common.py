@@ -13,6 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.settings import SUPPORTED_LOCALES
 from database import users
 from handlers.callbacks import LanguageCb
+from handlers.render import html, lines
 from handlers.texts import role_label
 
 router = Router(name=__name__)
@@ -23,23 +24,20 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uz": "Oʻzbekcha"}
 @router.message(CommandStart())
 async def start(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
     """Greets the (now registered) user and lists what their role can do."""
-    lines = [
-        _("Hello, {name}! You are registered as {role}.").format(
-            name=message.from_user.full_name if message.from_user else "",
-            role=role_label(user["role"]),
-        ),
-        "",
-        _("/new - open a service request"),
-        _("/my - your requests"),
-    ]
+    commands = [_("/new - open a service request"), _("/my - your requests")]
     if user["role"] not in ("client", "admin"):
-        lines.append(_("/tasks - requests waiting for your role"))
+        commands.append(_("/tasks - requests waiting for your role"))
     if user["role"] in ("technician", "warehouse"):
-        lines.append(_("/use - take materials from stock for a request"))
+        commands.append(_("/use - take materials from stock for a request"))
     if is_admin:
-        lines.append(_("/workflow_recovery - recovery menu"))
-    lines.append(_("/language - change the language"))
-    await message.answer("\n".join(lines))
+        commands.append(_("/workflow_recovery - recovery menu"))
+    commands.append(_("/language - change the language"))
+    greeting = html(
+        _("Hello, {name}! You are registered as {role}."),
+        name=message.from_user.full_name if message.from_user else "",
+        role=role_label(user["role"]),
+    )
+    await message.answer(lines(greeting, "", commands))
 
 
 @router.message(Command("help"))

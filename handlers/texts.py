@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
+from handlers.render import plain
+
 STATE_LABELS = {
     "new": __("new"),
     "assigned": __("assigned"),
@@ -50,7 +52,7 @@ def duration(seconds: float) -> str:
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
     if days:
-        return _("{days}d {hours}h").format(days=days, hours=hours)
+        return plain(_("{days}d {hours}h"), days=days, hours=hours)
     if hours:
-        return _("{hours}h {minutes}m").format(hours=hours, minutes=mins)
-    return _("{minutes}m").format(minutes=mins)
+        return plain(_("{hours}h {minutes}m"), hours=hours, minutes=mins)
+    return plain(_("{minutes}m"), minutes=mins)

@@ -27,6 +27,7 @@ from aiogram.dispatcher.event.bases import CancelHandler, SkipHandler
 from aiogram.exceptions import TelegramAPIError
 from aiogram.methods import SendMessage
 from aiogram.types import TelegramObject, Update, User
+from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.i18n import I18n
 
 from bot.i18n import pick_locale
@@ -92,17 +93,29 @@ def failed_send_of(
     return FailedSend(chat_id=chat_id, text=text, recipient_id=recipient_id, idempotency_key=key)
 
 
+def _update_type(update: Update | None, event: TelegramObject) -> str:
+    """``message``, ``callback_query``...; ``unknown`` for a kind aiogram does not know."""
+    if update is None:
+        return type(event).__name__
+    try:
+        return update.event_type
+    except UpdateTypeLookupError:
+        return "unknown"
+
+
 def _context(update: Update | None, event: TelegramObject, sender: User | None) -> dict[str, Any]:
+    """What the error record keeps of the update; built from any update whatever its text
+    (empty, blanks only, no-break spaces) or kind."""
     context: dict[str, Any] = {
         "update_id": update.update_id if update is not None else None,
-        "update_type": update.event_type if update is not None else type(event).__name__,
+        "update_type": _update_type(update, event),
         "telegram_user_id": sender.id if sender is not None else None,
         "chat_id": _chat_id(update) if update is not None else None,
     }
     if update is not None and update.message is not None and update.message.text:
-        first = update.message.text.split(maxsplit=1)[0]
-        if first.startswith("/"):
-            context["command"] = first[:64]
+        words = update.message.text.split(maxsplit=1)
+        if words and words[0].startswith("/"):
+            context["command"] = words[0][:64]
     if update is not None and update.callback_query is not None:
         context["callback_data"] = (update.callback_query.data or "")[:64]
     return context

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiogram.utils.i18n import I18n
 
+from handlers.render import plain
 from recovery.classification import Classification, ErrorCategory, ErrorSeverity
 
 
@@ -26,7 +27,12 @@ BY_REASON: dict[str, str] = {
         "This request was changed by someone else a moment ago. Open it again and retry."
     ),
     "invalid_transition": _("This action is not possible in the request's current state."),
-    "permission_denied": _("You do not have permission for this action."),
+    # the one refusal of a request a user may not act on, whether it exists, moved on or
+    # was never theirs: it says nothing about the request (no oracle)
+    "permission_denied": _(
+        "This is not waiting for you: it is not yours to act on, or it has moved on. "
+        "Send /tasks to see what is."
+    ),
     "not_found": _("It no longer exists. Open the menu again."),
     "validation": _("That input cannot be accepted. Please check it and try again."),
     "insufficient_stock": _("There is not enough of this material in stock."),
@@ -87,10 +93,10 @@ def user_message(
     """
     text = i18n.gettext(message_id_for(verdict, queued_resend=queued_resend), locale=locale)
     if "{seconds}" in text:
-        text = text.format(seconds=max(1, round(verdict.retry_after or 0)))
+        text = plain(text, seconds=max(1, round(verdict.retry_after or 0)))
     tail = ""
     if reference:
-        tail = "\n" + i18n.gettext(REFERENCE, locale=locale).format(reference=reference)
+        tail = "\n" + plain(i18n.gettext(REFERENCE, locale=locale), reference=reference)
     if limit is not None and len(text) + len(tail) > limit:
         text = text[: max(0, limit - len(tail) - 1)].rstrip() + "…"
     return text + tail

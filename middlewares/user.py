@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 from aiogram import BaseMiddleware
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update, User
 
 from bot.i18n import pick_locale
 from bot.settings import Settings
 from database import users
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL text cannot hold NUL; a name is stored without it
+_NUL = "\x00"
 
 
 def update_sender(update: Update) -> User | None:
@@ -33,6 +41,10 @@ class UserMiddleware(BaseMiddleware):
     A first contact registers the user (role admin when listed in ``ADMIN_IDS``, else
     client; language from Telegram's ``language_code`` when supported). Writing to the bot
     again clears a "blocked the bot" mark.
+
+    An update with no human sender (sent by a bot account, a channel post, an anonymous
+    sender, a kind the bot does not know) reaches no handler: every handler acts for a
+    user. Its callback query, if any, is answered silently, so that no button spins.
     """
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
@@ -45,15 +57,33 @@ class UserMiddleware(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        sender = update_sender(event) if isinstance(event, Update) else None
-        if sender is not None and not sender.is_bot:
-            user = await self._load(sender)
-            data["user"] = user
-            data["is_admin"] = user["role"] == "admin" or self.settings.is_admin_id(sender.id)
-            data["locale"] = pick_locale(
-                user["language"], sender.language_code, self.settings.default_locale
-            )
+        if not isinstance(event, Update):
+            return await handler(event, data)
+        sender = update_sender(event)
+        if sender is None or sender.is_bot:
+            await self._skip(event, sender)
+            return UNHANDLED
+        user = await self._load(sender)
+        data["user"] = user
+        data["is_admin"] = user["role"] == "admin" or self.settings.is_admin_id(sender.id)
+        data["locale"] = pick_locale(
+            user["language"], sender.language_code, self.settings.default_locale
+        )
         return await handler(event, data)
+
+    @staticmethod
+    async def _skip(update: Update, sender: User | None) -> None:
+        log.info(
+            "update %s skipped: no human sender (%s)",
+            update.update_id,
+            "a bot" if sender is not None else "none",
+        )
+        query = update.callback_query
+        if query is not None and query.bot is not None:
+            try:
+                await query.answer()
+            except TelegramAPIError as exc:
+                log.info("could not answer callback %s: %s", query.id, exc.message)
 
     async def _load(self, sender: User) -> asyncpg.Record:
         user = await users.get_by_telegram_id(self.pool, sender.id)
@@ -63,8 +93,8 @@ class UserMiddleware(BaseMiddleware):
             user = await users.upsert_from_telegram(
                 self.pool,
                 telegram_id=sender.id,
-                full_name=sender.full_name,
-                username=sender.username,
+                full_name=sender.full_name.replace(_NUL, ""),
+                username=(sender.username or "").replace(_NUL, "") or None,
                 language=user["language"] if user is not None else language,
                 role=user["role"] if user is not None else role,
             )

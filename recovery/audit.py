@@ -1,10 +1,16 @@
 """``AdminAuditLog``: every admin action taken from the dashboard, with who, what, on what,
 before and after, in ``admin_audit_log``. Workflow recovery actions keep their own
-``workflow_recovery_log``; ``history`` shows both, newest first."""
+``workflow_recovery_log``; ``history`` shows both, newest first.
+
+The trail says what happened: an action that was refused (a typed refusal raised, or a
+result that means "nothing was done", such as retrying a notification that was sent
+meanwhile) is recorded with ``success = false`` and its reason as ``<code>: <detail>``
+(``stale``, ``not_found``, ``not_retryable``...), never as a success."""
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +21,7 @@ import asyncpg
 from database import admin_audit
 from recovery.exceptions import DomainError
 from recovery.masking import mask_sensitive
-from recovery.workflows import AdminRef
+from recovery.workflows import AdminRef, refusal_code
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,8 @@ class HistoryEntry:
     target_id: str | None
     success: bool
     reason: str | None
+    error: str | None = None
+    """Why it was refused or failed: ``<code>: <detail>`` (None for a success)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +106,18 @@ class AdminAuditLog:
         before: dict[str, Any] | None = None,
         after: Callable[[T], dict[str, Any] | None] | None = None,
         reason: str | None = None,
+        refused: Callable[[T], str | Awaitable[str | None] | None] | None = None,
     ) -> T:
-        """Run ``operation`` and audit it: on success with ``after(result)``; on a
-        ``DomainError`` (refused: not found, stale, invalid) with ``success = false`` and the
-        error, then re-raise it. Other exceptions propagate unaudited to the error handler.
+        """Run ``operation`` and audit it.
+
+        - A ``DomainError`` (refused: not found, stale, invalid) is recorded with
+          ``success = false`` and ``<refusal code>: <type>: <error>``, then re-raised.
+        - Otherwise ``refused(result)`` (sync or async) may name a refusal the result
+          stands for (``"not_retryable: sent"``): recorded with ``success = false``, that
+          error and ``after(result)``; the result is returned.
+        - Otherwise a success with ``after(result)``.
+
+        Other exceptions propagate unaudited to the error handler.
         """
         try:
             result = await operation()
@@ -114,9 +130,12 @@ class AdminAuditLog:
                 before=before,
                 reason=reason,
                 success=False,
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{refusal_code(exc)}: {type(exc).__name__}: {exc}",
             )
             raise
+        refusal = refused(result) if refused is not None else None
+        if inspect.isawaitable(refusal):
+            refusal = await refusal
         await self.record(
             admin,
             action,
@@ -125,6 +144,8 @@ class AdminAuditLog:
             before=before,
             after=after(result) if after is not None else None,
             reason=reason,
+            success=refusal is None,
+            error=refusal,
         )
         return result
 
@@ -144,6 +165,7 @@ class AdminAuditLog:
                     target_id=row["target_id"],
                     success=row["success"],
                     reason=row["reason"],
+                    error=row["error_message"],
                 )
                 for row in rows
             ],

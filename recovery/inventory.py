@@ -687,6 +687,24 @@ class InventoryReconciliationManager:
             after=after,
         )
 
+    async def _log_refusal(self, d: Discrepancy, actor: str, run_id: uuid.UUID) -> None:
+        """Log an admin's fix or acceptance of a discrepancy that is no longer open as
+        ``refused``, with the status it had (the trail shows the attempt, and that nothing
+        was done)."""
+        values = {"balance": d.balance, "ledger_sum": d.ledger_sum}
+        await inv.insert_log(
+            self.pool,
+            run_id=run_id,
+            material_id=d.material_id,
+            discrepancy=str(d.kind),
+            discrepancy_id=d.id,
+            action="refused",
+            actor=actor,
+            before=values,
+            after=values,
+            reason=f"no longer open: {d.status}",
+        )
+
     # --- admin operations -----------------------------------------------------------------
 
     async def list_open(
@@ -727,12 +745,13 @@ class InventoryReconciliationManager:
         Raises:
             NotFoundError: no such id.
             ConcurrentModificationError: it is no longer open (fixed, accepted or resolved
-                by someone else meanwhile).
+                by someone else meanwhile); logged as ``refused`` with the status it had.
         """
         run_id = uuid.uuid4()
         async with inv.reconciliation_lock(self.pool):
             d = await self.get(discrepancy_id)
             if d.status != "open":
+                await self._log_refusal(d, actor, run_id)
                 raise ConcurrentModificationError("inventory_discrepancy", discrepancy_id)
             try:
                 outcomes = await self._fix_material(
@@ -775,28 +794,33 @@ class InventoryReconciliationManager:
         Raises:
             InputValidationError: empty reason.
             NotFoundError: no such id.
-            ConcurrentModificationError: it is no longer open.
+            ConcurrentModificationError: it is no longer open; logged as ``refused``.
         """
         reason = reason.strip()
         if not reason:
             raise InputValidationError("reason", "empty")
         async with inv.reconciliation_lock(self.pool):
             d = await self.get(discrepancy_id)
-            async with self.pool.acquire() as conn, conn.transaction():
-                if await inv.accept(conn, discrepancy_id, actor, reason) is None:
-                    raise ConcurrentModificationError("inventory_discrepancy", discrepancy_id)
-                values = {"balance": d.balance, "ledger_sum": d.ledger_sum}
-                await inv.insert_log(
-                    conn,
-                    run_id=uuid.uuid4(),
-                    material_id=d.material_id,
-                    discrepancy=str(d.kind),
-                    action="accepted",
-                    actor=actor,
-                    transaction_id=d.transaction_id,
-                    discrepancy_id=discrepancy_id,
-                    before=values,
-                    after=values,
-                    reason=reason,
-                )
+            accepted = d.status == "open"
+            if accepted:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    accepted = await inv.accept(conn, discrepancy_id, actor, reason) is not None
+                    if accepted:
+                        values = {"balance": d.balance, "ledger_sum": d.ledger_sum}
+                        await inv.insert_log(
+                            conn,
+                            run_id=uuid.uuid4(),
+                            material_id=d.material_id,
+                            discrepancy=str(d.kind),
+                            action="accepted",
+                            actor=actor,
+                            transaction_id=d.transaction_id,
+                            discrepancy_id=discrepancy_id,
+                            before=values,
+                            after=values,
+                            reason=reason,
+                        )
+            if not accepted:
+                await self._log_refusal(await self.get(discrepancy_id), actor, uuid.uuid4())
+                raise ConcurrentModificationError("inventory_discrepancy", discrepancy_id)
         return await self.get(discrepancy_id)

@@ -183,6 +183,22 @@ class _ClaimLostError(Exception):
     """The row's lease was taken over by another sender; nothing may be written for it."""
 
 
+@dataclass(frozen=True, slots=True)
+class RequestMoved:
+    """A notification names a request state the request has left since it was written.
+
+    Attributes:
+        request_id: the request.
+        said_state: the state the notification names.
+        state, status: the request's state and status now (both None: it is gone).
+    """
+
+    request_id: int
+    said_state: str
+    state: str | None
+    status: str | None
+
+
 class NotificationRetryManager:
     """Claims due outbox rows, renders them in the recipient's language and sends them.
 
@@ -616,6 +632,23 @@ class NotificationRetryManager:
     async def get(self, notification_id: int) -> asyncpg.Record | None:
         """One outbox row (its ``last_error`` is masked), or None: the admin detail screen."""
         return await sql.get(self.pool, notification_id)
+
+    async def request_moved(self, notification_id: int) -> RequestMoved | None:
+        """What changed since a notification about a request's state was written: None
+        when it names no request state or the request is still in that state."""
+        row = await sql.with_request(self.pool, notification_id)
+        if row is None or row["said_state"] == row["request_state"]:
+            return None
+        return RequestMoved(
+            request_id=row["request_id"],
+            said_state=row["said_state"],
+            state=row["request_state"],
+            status=row["request_status"],
+        )
+
+    async def moved_count(self, statuses: tuple[str, ...] = ("dead", "retrying")) -> int:
+        """How many notifications in ``statuses`` name a state their request has left."""
+        return await sql.moved_count(self.pool, statuses)
 
     async def retry_now(self, notification_id: int, *, actor: int | None = None) -> bool:
         """Make one dead, skipped or retrying notification due now (a dead letter gets a

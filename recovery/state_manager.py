@@ -12,6 +12,11 @@ the caller saw (optimistic locking on ``service_requests.version``), write
 ``workflow_transitions`` and enqueue their notifications into ``pending_notifications`` in
 the same transaction (transactional outbox; idempotency keys from the transition id).
 
+Permission comes before state: an actor who may not act on a request (``may_act``) gets one
+``PermissionDeniedError`` whether the request exists or not, whatever its version and
+status, so that a refusal tells nothing about a request the actor may not see. Only then
+are the version and the status checked.
+
 A material use does not change the request's state: it holds the request ``FOR SHARE`` (so
 the state cannot move meanwhile, other uses are not blocked), decrements the balance with a
 guarded UPDATE that can never go below zero, and writes an ``issue`` row to the ledger under
@@ -21,6 +26,7 @@ the caller's idempotency key, so a repeated use is counted once.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +64,20 @@ class Actor:
 
     user_id: int
     role: str
+
+
+def may_act(actor: Actor, request: asyncpg.Record | None) -> bool:
+    """Whether ``actor`` may work on ``request`` (None: it does not exist): an admin on any
+    request; staff on an active request of their role that is assigned to nobody or to
+    them; nobody else (clients, other roles, a missing or finished request)."""
+    if actor.role == "admin":
+        return True
+    return (
+        request is not None
+        and request["status"] == "active"
+        and request["owner_role"] == actor.role
+        and request["assignee_id"] in (None, actor.user_id)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +175,12 @@ class EnhancedStateManager:
         """Open a request in the first state of ``workflow_type``; returns the row.
 
         Raises:
-            InputValidationError: unknown workflow type or an empty/too long description.
+            InputValidationError: unknown workflow type or an empty/too long description
+                (``MAX_DESCRIPTION_LENGTH`` characters; blanks and NUL do not count).
         """
         if workflow_type not in wf.WORKFLOWS:
             raise InputValidationError("workflow_type", f"unknown workflow {workflow_type!r}")
-        description = description.strip()
+        description = description.replace("\x00", "").strip()  # PostgreSQL text has no NUL
         if not description:
             raise InputValidationError("description", "empty")
         if len(description) > MAX_DESCRIPTION_LENGTH:
@@ -202,17 +223,22 @@ class EnhancedStateManager:
         Returns the updated request.
 
         Raises:
-            NotFoundError: no such request.
-            PermissionDeniedError: the actor's role does not own the current state.
+            PermissionDeniedError: the actor may not act on it (``may_act``), whether or
+                not it exists, whatever its version and status.
+            NotFoundError: no such request (admins only).
             ConcurrentModificationError: the version moved on since the caller read it.
-            InvalidTransitionError: the request is not active or already terminal.
+            InvalidTransitionError: the request is not active or already terminal (admins).
         """
 
         async def body(ctx: TransactionContext) -> asyncpg.Record:
             async with ctx.step("lock"):
-                current = await self._lock_for_change(ctx, request_id, expected_version)
-                if current["owner_role"] != actor.role and actor.role != "admin":
-                    raise PermissionDeniedError("advance", actor.role)
+                current = await self._lock_for_change(
+                    ctx,
+                    request_id,
+                    expected_version,
+                    allowed=lambda row: may_act(actor, row),
+                    role=actor.role,
+                )
                 step = wf.next_step(current["workflow_type"], current["current_state"])
                 if step is None:
                     raise InvalidTransitionError(request_id, current["current_state"], "terminal")
@@ -246,8 +272,9 @@ class EnhancedStateManager:
         history gets a row of kind ``assign`` and the assignee is notified.
 
         Raises:
-            NotFoundError: no such request, or no such active user.
-            PermissionDeniedError: the actor may not assign this request.
+            PermissionDeniedError: the actor may not assign this request: neither an
+                assigner nor ``may_act`` (whether or not it exists, whatever its state).
+            NotFoundError: no such request (assigners), or no such active user.
             ConcurrentModificationError: the version moved on since the caller read it.
             InvalidTransitionError: the request is not active, terminal, or already assigned
                 to that user.
@@ -256,12 +283,17 @@ class EnhancedStateManager:
 
         async def body(ctx: TransactionContext) -> asyncpg.Record:
             async with ctx.step("lock"):
-                current = await self._lock_for_change(ctx, request_id, expected_version)
+                current = await self._lock_for_change(
+                    ctx,
+                    request_id,
+                    expected_version,
+                    allowed=lambda row: actor.role in ASSIGNER_ROLES or may_act(actor, row),
+                    action="assign",
+                    role=actor.role,
+                )
                 role = current["owner_role"]
                 if role is None:
                     raise InvalidTransitionError(request_id, current["current_state"], "terminal")
-                if actor.role != role and actor.role not in ASSIGNER_ROLES:
-                    raise PermissionDeniedError("assign", actor.role)
                 assignee = await users.get(ctx.conn, assignee_id)
                 if assignee is None or not assignee["is_active"]:
                     raise NotFoundError("user", assignee_id)
@@ -310,8 +342,9 @@ class EnhancedStateManager:
         Raises:
             InputValidationError: quantity not a positive integer, an empty or too long key,
                 or a key already used for a different use.
-            NotFoundError: no such request or material.
-            PermissionDeniedError: the actor's role does not own the current state.
+            PermissionDeniedError: the actor may not act on the request (``may_act``),
+                whether or not it exists, whatever its version and status.
+            NotFoundError: no such request (admins only) or material.
             ConcurrentModificationError: ``expected_version`` is stale.
             InvalidTransitionError: the request is not active or not in a material state.
             InsufficientStockError: the balance is below ``quantity`` (nothing is taken).
@@ -327,10 +360,10 @@ class EnhancedStateManager:
             conn = ctx.conn
             async with ctx.step("lock"):
                 current = await requests.lock_shared(conn, request_id)
+                if not may_act(actor, current):
+                    raise PermissionDeniedError("use_materials", actor.role)
                 if current is None:
                     raise NotFoundError("request", request_id)
-                if current["owner_role"] != actor.role and actor.role != "admin":
-                    raise PermissionDeniedError("use_materials", actor.role)
                 if expected_version is not None and current["version"] != expected_version:
                     raise ConcurrentModificationError("request", request_id, expected_version)
                 if current["status"] != "active" or current["current_state"] not in (
@@ -403,9 +436,12 @@ class EnhancedStateManager:
         """The client's latest requests, newest first."""
         return await requests.list_for_client(self.pool, client_id, limit=limit)
 
-    async def list_for_role(self, role: str, limit: int = 20) -> list[asyncpg.Record]:
-        """Active requests owned by ``role``, oldest first."""
-        return await requests.list_for_role(self.pool, role, limit=limit)
+    async def list_for_role(
+        self, role: str, limit: int = 20, *, user_id: int | None = None
+    ) -> list[asyncpg.Record]:
+        """Active requests owned by ``role``, oldest first; with ``user_id``, only those the
+        user may act on (assigned to nobody or to them)."""
+        return await requests.list_for_role(self.pool, role, limit=limit, assignee_id=user_id)
 
     async def health_figures(self, window_s: float = 3600.0) -> StateManagerHealth:
         """Active requests now and the transactions of the last ``window_s`` seconds
@@ -437,9 +473,20 @@ class EnhancedStateManager:
 
     @staticmethod
     async def _lock_for_change(
-        ctx: TransactionContext, request_id: int, expected_version: int
+        ctx: TransactionContext,
+        request_id: int,
+        expected_version: int,
+        *,
+        allowed: Callable[[asyncpg.Record | None], bool],
+        action: str = "advance",
+        role: str | None = None,
     ) -> asyncpg.Record:
+        """Lock the request, then: ``allowed`` (the permission, asked first, with None for
+        a missing request) or ``PermissionDeniedError``; then it must exist, be at
+        ``expected_version`` and be active."""
         current = await requests.lock(ctx.conn, request_id)
+        if not allowed(current):
+            raise PermissionDeniedError(action, role)
         if current is None:
             raise NotFoundError("request", request_id)
         if current["version"] != expected_version:

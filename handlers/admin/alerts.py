@@ -13,6 +13,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import AlertMuteCb, AlertUnmuteCb
+from handlers.render import plain
 from recovery.alerts import KIND_LABELS, MUTE_BUTTON_TEXTS, MUTE_DURATIONS_S, AdminAlerts, AlertKind
 from recovery.audit import AdminAuditLog
 from recovery.workflows import AdminRef
@@ -67,6 +68,14 @@ async def mute(
     """Mutes the kind for this admin for the chosen period (audited)."""
     kind, seconds = callback_data.kind, callback_data.seconds
     if kind not in KINDS or seconds not in MUTE_DURATIONS_S:
+        await audit.record(
+            AdminRef.of(user),
+            "alert.mute",
+            target_type="alert_kind",
+            target_id=kind,
+            success=False,
+            error=f"refused: no mute option {kind} for {seconds} s",
+        )
         await query.answer(_("This mute option is not available."), show_alert=True)
         return
     chat_id = query.from_user.id
@@ -81,8 +90,10 @@ async def mute(
         after=lambda end: {"muted_until": end.isoformat(), "seconds": seconds},
     )
     await query.answer(
-        _("Alerts about {kind} are muted for you until {until} UTC.").format(
-            kind=_(KIND_LABELS[AlertKind(kind)]), until=f"{until:%Y-%m-%d %H:%M}"
+        plain(
+            _("Alerts about {kind} are muted for you until {until} UTC."),
+            kind=_(KIND_LABELS[AlertKind(kind)]),
+            until=f"{until:%Y-%m-%d %H:%M}",
         ),
         show_alert=True,
     )
@@ -100,6 +111,14 @@ async def unmute(
     """Lifts this admin's mute of the kind (audited)."""
     kind = callback_data.kind
     if kind not in KINDS:
+        await audit.record(
+            AdminRef.of(user),
+            "alert.unmute",
+            target_type="alert_kind",
+            target_id=kind,
+            success=False,
+            error=f"refused: no alert kind {kind}",
+        )
         await query.answer(_("This mute option is not available."), show_alert=True)
         return
     chat_id = query.from_user.id
@@ -116,5 +135,5 @@ async def unmute(
         if ended is not None
         else _("Alerts about {kind} were not muted.")
     )
-    await query.answer(text.format(kind=_(KIND_LABELS[AlertKind(kind)])), show_alert=True)
+    await query.answer(plain(text, kind=_(KIND_LABELS[AlertKind(kind)])), show_alert=True)
     await _replace_keyboard(query, mute_markup(kind))

@@ -5,7 +5,6 @@ as a photo (text when Telegram refuses the photo)."""
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 
 import asyncpg
@@ -21,6 +20,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.admin.charts import charts_available, render_errors_per_hour
 from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
+from handlers.render import Html, bold, cut, html, join, plain
 from handlers.screens import edit_or_send
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import CategoryCount, ErrorStatistics, HourlySeries
@@ -70,51 +70,63 @@ def severity_label(severity: str) -> str:
 def window_label(hours: int) -> str:
     """``24 h`` or ``7 days``."""
     if hours % 24 == 0 and hours > 24:
-        return _("{n} days").format(n=hours // 24)
-    return _("{n} h").format(n=hours)
+        return plain(_("{n} days"), n=hours // 24)
+    return plain(_("{n} h"), n=hours)
 
 
-def render_counts(hours: int, counts: list[CategoryCount]) -> list[str]:
+def render_counts(hours: int, counts: list[CategoryCount]) -> list[Html]:
     """Lines of one window: totals, then each category and severity."""
     occurrences = sum(c.occurrences for c in counts)
     groups = sum(c.groups for c in counts)
     lines = [
-        "<b>"
-        + _("Last {window}: {occurrences} occurrence(s) in {groups} group(s)").format(
-            window=window_label(hours), occurrences=occurrences, groups=groups
+        bold(
+            html(
+                _("Last {window}: {occurrences} occurrence(s) in {groups} group(s)"),
+                window=window_label(hours),
+                occurrences=occurrences,
+                groups=groups,
+            )
         )
-        + "</b>"
     ]
     lines += [
-        f"• {category_label(c.category)} / {severity_label(c.severity)}: {c.occurrences} "
-        + _("(groups: {n})").format(n=c.groups)
+        html(
+            "• {category} / {severity}: {n} {groups}",
+            category=category_label(c.category),
+            severity=severity_label(c.severity),
+            n=c.occurrences,
+            groups=html(_("(groups: {n})"), n=c.groups),
+        )
         for c in counts
     ]
     return lines
 
 
-def render_group(row: asyncpg.Record) -> str:
-    """One error group's detail (HTML; stored text is already masked)."""
+def render_group(row: asyncpg.Record) -> Html:
+    """One error group's detail (stored text is already masked; every value escaped)."""
     lines = [
-        "<b>"
-        + _("Error {reference}").format(reference=html.escape(row["reference"]))
-        + "</b> · "
-        + str(GROUP_STATUS_LABELS.get(row["status"], row["status"])),
-        _("Category: {category}, severity: {severity}").format(
-            category=category_label(row["category"]), severity=severity_label(row["severity"])
+        html(
+            "{title} · {status}",
+            title=bold(html(_("Error {reference}"), reference=row["reference"])),
+            status=str(GROUP_STATUS_LABELS.get(row["status"], row["status"])),
         ),
-        _("Type: {type}").format(type=html.escape(row["error_type"])),
-        _("Where: {location}").format(location=html.escape(row["location"] or "-")),
-        _("Message: {message}").format(message=html.escape(row["message"][:500])),
-        _("Occurrences: {n}").format(n=row["occurrence_count"]),
-        _("First seen: {first}, last seen: {last} UTC").format(
+        html(
+            _("Category: {category}, severity: {severity}"),
+            category=category_label(row["category"]),
+            severity=severity_label(row["severity"]),
+        ),
+        html(_("Type: {type}"), type=row["error_type"]),
+        html(_("Where: {location}"), location=row["location"] or "-"),
+        html(_("Message: {message}"), message=cut(row["message"], 500)),
+        html(_("Occurrences: {n}"), n=row["occurrence_count"]),
+        html(
+            _("First seen: {first}, last seen: {last} UTC"),
             first=f"{row['first_seen_at']:%Y-%m-%d %H:%M}",
             last=f"{row['last_seen_at']:%Y-%m-%d %H:%M}",
         ),
     ]
     if row["resolved_at"] is not None:
-        lines.append(_("Resolved: {when} UTC").format(when=f"{row['resolved_at']:%Y-%m-%d %H:%M}"))
-    return "\n".join(lines)
+        lines.append(html(_("Resolved: {when} UTC"), when=f"{row['resolved_at']:%Y-%m-%d %H:%M}"))
+    return join("\n", lines)
 
 
 def group_markup(row: asyncpg.Record, page: int) -> InlineKeyboardMarkup:
@@ -129,7 +141,7 @@ def group_markup(row: asyncpg.Record, page: int) -> InlineKeyboardMarkup:
     return keyboard.as_markup()
 
 
-def render_series_text(series: HourlySeries, hours: int) -> str:
+def render_series_text(series: HourlySeries, hours: int) -> Html:
     """Text fallback of the chart: non-empty hours (days for windows over 48 h), newest
     last, each with its total and categories; at most 60 lines."""
     daily = hours > 48
@@ -141,19 +153,25 @@ def render_series_text(series: HourlySeries, hours: int) -> str:
             if values[i]:
                 bucket[category] = bucket.get(category, 0) + values[i]
     lines = [
-        _("Errors per {unit} over the last {window} (UTC): {total}").format(
-            unit=_("day") if daily else _("hour"), window=window_label(hours), total=series.total
+        html(
+            _("Errors per {unit} over the last {window} (UTC): {total}"),
+            unit=_("day") if daily else _("hour"),
+            window=window_label(hours),
+            total=series.total,
         )
     ]
     rows = [
-        f"{label}: {sum(counts.values())} ("
-        + ", ".join(f"{category_label(c)} {n}" for c, n in sorted(counts.items()))
-        + ")"
+        html(
+            "{label}: {total} ({categories})",
+            label=label,
+            total=sum(counts.values()),
+            categories=", ".join(f"{category_label(c)} {n}" for c, n in sorted(counts.items())),
+        )
         for label, counts in buckets.items()
         if counts
     ]
     lines += rows[-60:] or [_("none")]
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
 def stats_markup() -> InlineKeyboardMarkup:
@@ -162,7 +180,7 @@ def stats_markup() -> InlineKeyboardMarkup:
     keyboard.button(text=_("Top error groups"), callback_data=ErrorsCb(view="top"))
     for hours in CHART_WINDOWS_H:
         keyboard.button(
-            text=_("Chart: {window}").format(window=window_label(hours)),
+            text=plain(_("Chart: {window}"), window=window_label(hours)),
             callback_data=ErrorsCb(view="chart", hours=hours),
         )
     keyboard.button(text=_("Look up a reference"), callback_data=ErrorsCb(view="lookup"))
@@ -176,10 +194,10 @@ def stats_markup() -> InlineKeyboardMarkup:
 async def stats(query: CallbackQuery, error_stats: ErrorStatistics, state: FSMContext) -> None:
     """Counts by category and severity for 24 h and 7 days."""
     await state.clear()
-    lines = [_("Error statistics")]
+    lines: list[str] = [_("Error statistics")]
     for hours in STATS_WINDOWS_H:
         lines += ["", *render_counts(hours, await error_stats.counts(hours))]
-    await edit_or_send(query, "\n".join(lines), stats_markup())
+    await edit_or_send(query, join("\n", lines), stats_markup())
 
 
 @router.callback_query(ErrorsCb.filter(F.view == "top"))
@@ -207,7 +225,8 @@ async def top_groups(
     keyboard.button(text=_("« Back"), callback_data=ErrorsCb(view="stats"))
     keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
     if result.total:
-        text = _("Unresolved error groups: {total}. Page {page} of {pages}.").format(
+        text = html(
+            _("Unresolved error groups: {total}. Page {page} of {pages}."),
             total=f"{result.total}+" if result.capped else result.total,
             page=page + 1,
             pages=f"{pages}+" if result.capped else pages,
@@ -238,9 +257,18 @@ async def resolve(
     error_handler: ErrorHandler,
     audit: AdminAuditLog,
 ) -> None:
-    """Marks the group resolved (audited); if it happens again it reopens as regressed."""
+    """Marks the group resolved (audited; a group that is gone is audited as refused); if
+    it happens again it reopens as regressed."""
     row = await error_stats.group(callback_data.record_id)
     if row is None:
+        await audit.record(
+            AdminRef.of(user),
+            "error.resolve",
+            target_type="error",
+            target_id=callback_data.record_id,
+            success=False,
+            error=f"not_found: error group {callback_data.record_id}",
+        )
         await query.answer(_("This error group does not exist (any more)."), show_alert=True)
         return
     await audit.audited(
@@ -251,6 +279,7 @@ async def resolve(
         target_id=row["reference"],
         before={"status": row["status"], "occurrences": row["occurrence_count"]},
         after=lambda group: {"status": group.status if group else None},
+        refused=lambda group: None if group else f"not_found: {row['reference']}",
     )
     updated = await error_stats.group(callback_data.record_id)
     if updated is None:  # removed by the cleanup meanwhile
@@ -286,8 +315,9 @@ async def lookup(message: Message, error_stats: ErrorStatistics, state: FSMConte
         keyboard = InlineKeyboardBuilder()
         keyboard.button(text=_("Cancel"), callback_data=ErrorsCb(view="stats"))
         await message.answer(
-            _("No error has the reference {reference}. Check it and send it again.").format(
-                reference=html.escape(reference[:64])
+            html(
+                _("No error has the reference {reference}. Check it and send it again."),
+                reference=cut(reference, 64),
             ),
             reply_markup=keyboard.as_markup(),
         )
@@ -311,7 +341,7 @@ async def chart(
     if not charts_available() and isinstance(query.message, Message):
         await query.message.answer(render_series_text(series, hours))
         return
-    title = _("Errors per hour over the last {window} (UTC)").format(window=window_label(hours))
+    title = plain(_("Errors per hour over the last {window} (UTC)"), window=window_label(hours))
     png = await asyncio.to_thread(
         render_errors_per_hour,
         series,
@@ -325,7 +355,7 @@ async def chart(
     try:
         await message.answer_photo(
             BufferedInputFile(png, filename=f"errors-{hours}h.png"),
-            caption=_("{title}: {total}").format(title=title, total=series.total),
+            caption=html(_("{title}: {total}"), title=title, total=series.total),
         )
     except TelegramAPIError as exc:
         log.info("chart photo refused (%s); sending the figures as text", exc.message)

@@ -11,6 +11,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb
+from handlers.render import Html, bold, html, italic, join, plain
 from handlers.screens import edit_or_send
 from handlers.texts import duration
 from recovery.health import (
@@ -57,46 +58,52 @@ def figure_delta(name: str, delta: float | None) -> str:
 def _age(snapshot: Snapshot | None, now: dt.datetime) -> str:
     if snapshot is None:
         return _("none yet")
-    return _("{age} ago").format(age=duration((now - snapshot.created_at).total_seconds()))
+    return plain(_("{age} ago"), age=duration((now - snapshot.created_at).total_seconds()))
 
 
-def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> str:
-    """The health screen's text (HTML)."""
+def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> Html:
+    """The health screen's text."""
     now = now or dt.datetime.now(dt.UTC)
     report = overview.report
     since_previous = HealthOverview.delta(report, overview.previous)
     over_day = HealthOverview.delta(report, overview.baseline)
-    lines = [
-        f"{STATUS_MARKS[report.status]} <b>"
-        + _("System health: {status}").format(status=status_label(report.status))
-        + "</b>"
+    lines: list[str] = [
+        html(
+            "{mark} {title}",
+            mark=STATUS_MARKS[report.status],
+            title=bold(html(_("System health: {status}"), status=status_label(report.status))),
+        )
     ]
     for reason in report.reasons:
         lines.append(
-            "• "
-            + _("{figure}: {value} (threshold {threshold}, {level})").format(
+            html(
+                "• " + _("{figure}: {value} (threshold {threshold}, {level})"),
                 figure=_(FIGURE_LABELS[reason.figure]),
                 value=figure_value(reason.figure, reason.value),
                 threshold=figure_value(reason.figure, reason.threshold),
                 level=status_label(reason.level),
             )
         )
-    lines += ["", "<i>" + _("Figure: now (since the previous snapshot / over 24 h)") + "</i>"]
+    lines += ["", italic(_("Figure: now (since the previous snapshot / over 24 h)"))]
     for name, msgid in FIGURE_LABELS.items():
         value = report.figures.get(name)
         if value is None:
             continue
         lines.append(
-            f"{_(msgid)}: <b>{figure_value(name, value)}</b> "
-            f"({figure_delta(name, since_previous.get(name))} / "
-            f"{figure_delta(name, over_day.get(name))})"
+            html(
+                "{figure}: {value} ({previous} / {day})",
+                figure=_(msgid),
+                value=bold(figure_value(name, value)),
+                previous=figure_delta(name, since_previous.get(name)),
+                day=figure_delta(name, over_day.get(name)),
+            )
         )
     lines += [
         "",
-        _("Previous snapshot: {age}.").format(age=_age(overview.previous, now)),
-        _("24 h comparison with the snapshot from {age}.").format(age=_age(overview.baseline, now)),
+        html(_("Previous snapshot: {age}."), age=_age(overview.previous, now)),
+        html(_("24 h comparison with the snapshot from {age}."), age=_age(overview.baseline, now)),
     ]
-    return "\n".join(lines)
+    return join("\n", lines)
 
 
 @router.callback_query(MenuCb.filter(F.section == "health"))

@@ -1,9 +1,7 @@
 """Recovery history screen: the latest admin actions (dashboard and workflow recovery) with
-who, what and when, paginated."""
+who, what and when, paginated. A refused action reads as refused, with why."""
 
 from __future__ import annotations
-
-import html
 
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
@@ -12,6 +10,7 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import HistoryCb, MenuCb
+from handlers.render import Html, html, join
 from handlers.screens import edit_or_send
 from recovery.alerts import KIND_LABELS, AlertKind
 from recovery.audit import AdminAuditLog, HistoryEntry
@@ -45,20 +44,71 @@ TARGET_LABELS = {
 }
 
 
-def render_entry(entry: HistoryEntry) -> str:
-    """One line: when, outcome, what, on what, who (HTML)."""
-    outcome = "✓" if entry.success else "✗"
-    action = str(ACTION_LABELS.get(entry.action, entry.action))
-    target = ""
+REFUSED_LABELS = {
+    "force_transition": __("forced transition refused"),
+    "reset_state": __("reset refused"),
+    "complete": __("forced completion refused"),
+    "reassign": __("reassignment refused"),
+    "error.resolve": __("resolving an error group refused"),
+    "alert.mute": __("muting alerts refused"),
+    "alert.unmute": __("unmuting alerts refused"),
+    "inventory.check": __("inventory check refused"),
+    "inventory.fix_one": __("discrepancy fix refused"),
+    "inventory.fix_all": __("fixing all discrepancies refused"),
+    "inventory.accept": __("discrepancy acceptance refused"),
+    "notification.retry": __("notification retry refused"),
+    "notification.retry_all": __("retrying all notifications refused"),
+    "notification.discard": __("notification discard refused"),
+}
+# why, by the code before the first ":" of the stored error (recovery.audit,
+# recovery.workflows.refusal_code)
+WHY_LABELS = {
+    "stale": __("it changed meanwhile"),
+    "materials_changed": __("the materials changed"),
+    "not_found": __("it does not exist"),
+    "not_active": __("no longer active"),
+    "terminal": __("at the end of its workflow"),
+    "no_history": __("no earlier state"),
+    "already_assigned": __("already assigned"),
+    "assignee_unavailable": __("assignee unavailable"),
+    "not_retryable": __("it was sent, discarded or is being sent"),
+    "not_discardable": __("it was sent or is being sent"),
+    "error": __("database error"),
+    "refused": __("not possible now"),
+}
+
+
+def why_label(error: str | None) -> str:
+    """The localized reason of a refusal from its stored ``<code>: <detail>``."""
+    code = (error or "").split(":", 1)[0].strip()
+    return str(WHY_LABELS.get(code, code or "-"))
+
+
+def render_entry(entry: HistoryEntry) -> Html:
+    """One line: when, outcome, what (refused, and why), on what, who, the reason given."""
+    if entry.success:
+        outcome, action = "✓", str(ACTION_LABELS.get(entry.action, entry.action))
+    else:
+        outcome = "✗"
+        action = str(REFUSED_LABELS.get(entry.action, entry.action))
+    target: str | Html = ""
     if entry.target_type == "alert_kind" and entry.target_id in KIND_LABELS:
-        target = ": " + _(KIND_LABELS[AlertKind(entry.target_id)])
+        target = html(": {kind}", kind=_(KIND_LABELS[AlertKind(entry.target_id)]))
     elif entry.target_type is not None:
         label = str(TARGET_LABELS.get(entry.target_type, entry.target_type))
-        target = f": {label} {html.escape(entry.target_id or '')}".rstrip()
-    who = entry.admin_name or str(entry.admin_telegram_id or "?")
-    line = f"{entry.created_at:%Y-%m-%d %H:%M} {outcome} {action}{target} — {html.escape(who)}"
+        target = html(": {label} {id}", label=label, id=entry.target_id or "").rstrip()
+    line = html(
+        "{when} {outcome} {action}{target} — {who}",
+        when=f"{entry.created_at:%Y-%m-%d %H:%M}",
+        outcome=outcome,
+        action=action,
+        target=target,
+        who=entry.admin_name or str(entry.admin_telegram_id or "?"),
+    )
+    if not entry.success:
+        line += html(" [{why}]", why=why_label(entry.error))
     if entry.reason:
-        line += f" ({html.escape(entry.reason[:80])})"
+        line += html(" ({reason})", reason=entry.reason[:80])
     return line
 
 
@@ -76,8 +126,11 @@ async def history(
     if page != requested:
         result = await audit.history(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
     lines = [
-        _("Recovery history. Actions: {total}. Page {page} of {pages}.").format(
-            total=result.total, page=page + 1, pages=pages
+        html(
+            _("Recovery history. Actions: {total}. Page {page} of {pages}."),
+            total=result.total,
+            page=page + 1,
+            pages=pages,
         )
     ]
     lines += [render_entry(entry) for entry in result.items] or [_("none")]
@@ -91,4 +144,4 @@ async def history(
         navigation += 1
     keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
     keyboard.adjust(*([navigation] if navigation else []), 1)
-    await edit_or_send(query, "\n".join(lines), keyboard.as_markup())
+    await edit_or_send(query, join("\n", lines), keyboard.as_markup())

@@ -4,7 +4,6 @@ with a reason (asked in a second step). Every action is audited."""
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 
@@ -20,6 +19,7 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
+from handlers.render import Html, bold, html, join, plain
 from handlers.screens import edit_or_send
 from recovery.audit import AdminAuditLog
 from recovery.exceptions import (
@@ -102,7 +102,7 @@ class ProgressMessage:
             if self.phase <= 0
             else _("Fixing: {done} of {total} materials…")
         )
-        text = template.format(done=done, total=total)
+        text = plain(template, done=done, total=total)
         if text == self.last_text:
             return
         try:
@@ -113,7 +113,7 @@ class ProgressMessage:
 
 
 def _counts_lines(counts: dict[str, int]) -> list[str]:
-    return [f"• {kind_label(kind)}: {n}" for kind, n in sorted(counts.items())]
+    return [html("• {kind}: {n}", kind=kind_label(kind), n=n) for kind, n in sorted(counts.items())]
 
 
 def menu_markup(open_total: int) -> InlineKeyboardMarkup:
@@ -121,7 +121,7 @@ def menu_markup(open_total: int) -> InlineKeyboardMarkup:
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("Run a check now"), callback_data=InventoryCb(action="check"))
     keyboard.button(
-        text=_("Open discrepancies ({n})").format(n=open_total),
+        text=plain(_("Open discrepancies ({n})"), n=open_total),
         callback_data=DiscrepancyListCb(page=0),
     )
     keyboard.button(text=_("Fix all"), callback_data=InventoryCb(action="fixall"))
@@ -130,19 +130,23 @@ def menu_markup(open_total: int) -> InlineKeyboardMarkup:
     return keyboard.as_markup()
 
 
-def render_report(report: RunReport) -> list[str]:
+def render_report(report: RunReport) -> list[Html]:
     """Lines describing a finished run."""
     lines = [
-        _("Materials checked: {n}.").format(n=report.materials_checked),
-        _("Discrepancies found: {n} (accepted ones skipped: {accepted}).").format(
-            n=len(report.discrepancies), accepted=report.accepted
+        html(_("Materials checked: {n}."), n=report.materials_checked),
+        html(
+            _("Discrepancies found: {n} (accepted ones skipped: {accepted})."),
+            n=len(report.discrepancies),
+            accepted=report.accepted,
         ),
     ]
     lines += _counts_lines(report.counts)
     if report.fixed or report.failed:
         lines.append(
-            _("Fixed: {fixed}, failed: {failed}.").format(
-                fixed=len(report.fixed), failed=len(report.failed)
+            html(
+                _("Fixed: {fixed}, failed: {failed}."),
+                fixed=len(report.fixed),
+                failed=len(report.failed),
             )
         )
     return lines
@@ -158,11 +162,11 @@ async def menu(
     counts = await inventory.open_counts()
     total = sum(counts.values())
     lines = [
-        "<b>" + _("Inventory reconciliation") + "</b>",
-        _("Open discrepancies: {n}").format(n=total),
+        bold(_("Inventory reconciliation")),
+        html(_("Open discrepancies: {n}"), n=total),
         *_counts_lines(counts),
     ]
-    await edit_or_send(query, "\n".join(lines), menu_markup(total))
+    await edit_or_send(query, join("\n", lines), menu_markup(total))
 
 
 @router.callback_query(InventoryCb.filter(F.action == "check"))
@@ -184,7 +188,7 @@ async def check(
         after=lambda r: r.summary(),
     )
     total = sum((await inventory.open_counts()).values())
-    text = "\n".join(["<b>" + _("Check done.") + "</b>", *render_report(report)])
+    text = join("\n", [bold(_("Check done.")), *render_report(report)])
     await _show(query.message, text, menu_markup(total))
 
 
@@ -224,33 +228,40 @@ async def open_list(
     keyboard.button(text=_("« Back"), callback_data=InventoryCb(action="menu"))
     keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
     if result.items:
-        text = _("Open discrepancies: {total}. Page {page} of {pages}.").format(
-            total=total, page=page + 1, pages=pages
+        text = html(
+            _("Open discrepancies: {total}. Page {page} of {pages}."),
+            total=total,
+            page=page + 1,
+            pages=pages,
         )
     else:
         text = _("No open discrepancies.")
     await edit_or_send(query, text, keyboard.as_markup())
 
 
-def render_discrepancy(d: Discrepancy) -> str:
-    """One discrepancy's detail (HTML)."""
+def render_discrepancy(d: Discrepancy) -> Html:
+    """One discrepancy's detail (every value escaped)."""
     lines = [
-        "<b>"
-        + _("Discrepancy #{id}: {kind}").format(id=d.id, kind=kind_label(d.kind))
-        + "</b> · "
-        + str(STATUS_LABELS.get(d.status, d.status)),
-        _("Material: {sku} (#{id})").format(sku=html.escape(d.sku or "-"), id=d.material_id),
-        _("Balance: {balance}, ledger: {ledger}, correction: {amount}").format(
-            balance=d.balance, ledger=d.ledger_sum, amount=f"{d.amount:+d}"
+        html(
+            "{title} · {status}",
+            title=bold(html(_("Discrepancy #{id}: {kind}"), id=d.id, kind=kind_label(d.kind))),
+            status=str(STATUS_LABELS.get(d.status, d.status)),
+        ),
+        html(_("Material: {sku} (#{id})"), sku=d.sku or "-", id=d.material_id),
+        html(
+            _("Balance: {balance}, ledger: {ledger}, correction: {amount}"),
+            balance=d.balance,
+            ledger=d.ledger_sum,
+            amount=f"{d.amount:+d}",
         ),
     ]
     if d.request_id is not None:
-        lines.append(_("Request: #{id}").format(id=d.request_id))
+        lines.append(html(_("Request: #{id}"), id=d.request_id))
     if d.transaction_id is not None:
-        lines.append(_("Ledger row: #{id}").format(id=d.transaction_id))
+        lines.append(html(_("Ledger row: #{id}"), id=d.transaction_id))
     if d.reason:
-        lines.append(_("Reason: {reason}").format(reason=html.escape(d.reason)))
-    return "\n".join(lines)
+        lines.append(html(_("Reason: {reason}"), reason=d.reason))
+    return join("\n", lines)
 
 
 async def _discrepancy_or_refuse(
@@ -297,11 +308,15 @@ async def confirm_fix(
     d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
     if d is None:
         return
-    text = _(
-        "Fix discrepancy #{id} ({kind}) of {sku}? A correction of {amount} is written and "
-        "logged; the fix uses the figures current at that moment."
-    ).format(
-        id=d.id, kind=kind_label(d.kind), sku=html.escape(d.sku or "-"), amount=f"{d.amount:+d}"
+    text = html(
+        _(
+            "Fix discrepancy #{id} ({kind}) of {sku}? A correction of {amount} is written and "
+            "logged; the fix uses the figures current at that moment."
+        ),
+        id=d.id,
+        kind=kind_label(d.kind),
+        sku=d.sku or "-",
+        amount=f"{d.amount:+d}",
     )
     keyboard = InlineKeyboardBuilder()
     keyboard.button(
@@ -319,12 +334,15 @@ async def confirm_fix(
     await edit_or_send(query, text, keyboard.as_markup())
 
 
-def _outcome_text(discrepancy_id: int, outcome: FixOutcome) -> str:
-    text = _("Discrepancy #{id}: {action}.").format(
-        id=discrepancy_id, action=str(ACTION_LABELS.get(outcome.action, outcome.action))
+def _outcome_text(discrepancy_id: int, outcome: FixOutcome) -> Html:
+    text = html(
+        _("Discrepancy #{id}: {action}."),
+        id=discrepancy_id,
+        action=str(ACTION_LABELS.get(outcome.action, outcome.action)),
     )
     if outcome.before and outcome.after:
-        text += "\n" + _("Balance {b0} → {b1}, ledger {l0} → {l1}.").format(
+        text += "\n" + html(
+            _("Balance {b0} → {b1}, ledger {l0} → {l1}."),
             b0=outcome.before.get("balance"),
             b1=outcome.after.get("balance"),
             l0=outcome.before.get("ledger_sum"),
@@ -349,9 +367,18 @@ async def fix_one(
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
 ) -> None:
-    """Fixes one discrepancy (audited); a stale one is refused with a clear answer."""
+    """Fixes one discrepancy (audited); a stale or missing one is refused with a clear
+    answer, and audited as refused."""
     d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
     if d is None:
+        await audit.record(
+            AdminRef.of(user),
+            "inventory.fix_one",
+            target_type="discrepancy",
+            target_id=callback_data.discrepancy_id,
+            success=False,
+            error=f"not_found: discrepancy {callback_data.discrepancy_id}",
+        )
         return
     back = InlineKeyboardBuilder()
     back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=callback_data.page))
@@ -383,10 +410,13 @@ async def confirm_fix_all(query: CallbackQuery, inventory: InventoryReconciliati
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("Confirm"), callback_data=InventoryCb(action="fixall_ok"))
     keyboard.button(text=_("Cancel"), callback_data=InventoryCb(action="menu"))
-    text = _(
-        "Fix every discrepancy ({n} open now)? The inventory is checked again first; "
-        "accepted discrepancies are left alone. Each fix is logged."
-    ).format(n=total)
+    text = html(
+        _(
+            "Fix every discrepancy ({n} open now)? The inventory is checked again first; "
+            "accepted discrepancies are left alone. Each fix is logged."
+        ),
+        n=total,
+    )
     await edit_or_send(query, text, keyboard.as_markup())
 
 
@@ -409,7 +439,7 @@ async def fix_all(
         after=lambda r: r.summary(),
     )
     total = sum((await inventory.open_counts()).values())
-    text = "\n".join(["<b>" + _("Fix all done.") + "</b>", *render_report(report)])
+    text = join("\n", [bold(_("Fix all done.")), *render_report(report)])
     await _show(query.message, text, menu_markup(total))
 
 
@@ -435,8 +465,10 @@ async def ask_reason(
     )
     await edit_or_send(
         query,
-        _("Send the reason for accepting discrepancy #{id} (at most {n} characters).").format(
-            id=d.id, n=REASON_MAX
+        html(
+            _("Send the reason for accepting discrepancy #{id} (at most {n} characters)."),
+            id=d.id,
+            n=REASON_MAX,
         ),
         keyboard.as_markup(),
     )
@@ -453,10 +485,10 @@ async def accept(
     """Accepts the discrepancy with the reason sent (audited)."""
     data = await state.get_data()
     discrepancy_id, page = int(data.get("discrepancy_id", 0)), int(data.get("page", 0))
-    reason = (message.text or "").strip()
+    reason = (message.text or "").replace("\x00", "").strip()  # PostgreSQL text has no NUL
     if len(reason) > REASON_MAX:
         await message.answer(
-            _("The reason is too long: at most {n} characters.").format(n=REASON_MAX)
+            html(_("The reason is too long: at most {n} characters."), n=REASON_MAX)
         )
         return
     back = InlineKeyboardBuilder()
@@ -481,8 +513,6 @@ async def accept(
         return
     await state.clear()
     await message.answer(
-        _("Discrepancy #{id} accepted: {reason}").format(
-            id=accepted.id, reason=html.escape(reason)
-        ),
+        html(_("Discrepancy #{id} accepted: {reason}"), id=accepted.id, reason=reason),
         reply_markup=back.as_markup(),
     )

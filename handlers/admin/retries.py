@@ -1,9 +1,13 @@
 """Notification retries screen: notifications by status, the dead and failing ones with
-their last error, retry one or all now, discard one. Every action is audited."""
+their last error, retry one or all now, discard one. Every action is audited, a refused one
+(the notification was sent or discarded meanwhile) as refused.
+
+Retrying asks first: the confirmation says when the notification's request has moved on
+since it was written (the notification would tell an old state), and a retry confirmed on a
+screen that did not say so, while the request has moved meanwhile, shows the screen again
+instead of sending."""
 
 from __future__ import annotations
-
-import html
 
 import asyncpg
 from aiogram import F, Router
@@ -13,9 +17,11 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
+from handlers.render import Html, bold, cut, html, join, plain
 from handlers.screens import edit_or_send
+from handlers.texts import state_label
 from recovery.audit import AdminAuditLog
-from recovery.notifications import FailingNotification, NotificationRetryManager
+from recovery.notifications import FailingNotification, NotificationRetryManager, RequestMoved
 from recovery.workflows import AdminRef
 
 router = Router(name=__name__)
@@ -57,27 +63,26 @@ async def menu(query: CallbackQuery, notifications: NotificationRetryManager) ->
     """Counts by status, the retry queue, and the actions."""
     counts = await notifications.status_counts()
     failing = sum(counts.get(status, 0) for status in FAILING)
-    lines = ["<b>" + _("Notification retries") + "</b>"]
+    lines: list[str] = [bold(_("Notification retries"))]
     lines += [
-        f"• {status_label(status)}: {counts.get(status, 0)}"
+        html("• {status}: {n}", status=status_label(status), n=counts.get(status, 0))
         for status in STATUS_LABELS
         if counts.get(status) or status in FAILING
     ]
-    lines.append(_("Waiting in the retry queue: {n}").format(n=await notifications.queue_depth()))
+    lines.append(html(_("Waiting in the retry queue: {n}"), n=await notifications.queue_depth()))
     keyboard = InlineKeyboardBuilder()
     keyboard.button(
-        text=_("Dead and failing ({n})").format(n=failing), callback_data=RetryListCb(page=0)
+        text=plain(_("Dead and failing ({n})"), n=failing), callback_data=RetryListCb(page=0)
     )
     if failing:
         keyboard.button(text=_("Retry all now"), callback_data=RetriesCb(action="retry_all"))
     keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
     keyboard.adjust(1)
-    await edit_or_send(query, "\n".join(lines), keyboard.as_markup())
+    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
 
 
 def _short_error(item: FailingNotification, limit: int = 80) -> str:
-    error = item.last_error or item.dead_reason or "-"
-    return html.escape(error if len(error) <= limit else error[: limit - 1] + "…")
+    return cut(item.last_error or item.dead_reason or "-", limit)
 
 
 @router.callback_query(RetryListCb.filter())
@@ -96,15 +101,25 @@ async def failing_list(
             statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
         )
     keyboard = InlineKeyboardBuilder()
-    lines = [
-        _("Dead and failing notifications: {total}. Page {page} of {pages}.").format(
-            total=total, page=page + 1, pages=pages
+    lines: list[str] = [
+        html(
+            _("Dead and failing notifications: {total}. Page {page} of {pages}."),
+            total=total,
+            page=page + 1,
+            pages=pages,
         )
         if items
         else _("No dead or failing notifications.")
     ]
     for item in items:
-        lines.append(f"#{item.id} {status_label(item.status)}: {_short_error(item)}")
+        lines.append(
+            html(
+                "#{id} {status}: {error}",
+                id=item.id,
+                status=status_label(item.status),
+                error=_short_error(item),
+            )
+        )
         keyboard.button(
             text=f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
             f"{item.template_key}",
@@ -119,37 +134,80 @@ async def failing_list(
         navigation += 1
     keyboard.button(text=_("« Back"), callback_data=RetriesCb(action="menu"))
     keyboard.adjust(*([1] * len(items)), *([navigation] if navigation else []), 1)
-    await edit_or_send(query, "\n".join(lines), keyboard.as_markup())
+    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
 
 
 async def _notification_or_refuse(
-    query: CallbackQuery, notifications: NotificationRetryManager, notification_id: int
+    query: CallbackQuery,
+    notifications: NotificationRetryManager,
+    notification_id: int,
+    *,
+    audit_as: tuple[AdminAuditLog, AdminRef, str] | None = None,
 ) -> asyncpg.Record | None:
+    """The notification, or None after a "does not exist" answer (recorded as a refused
+    ``audit_as`` = (log, admin, action) when the button was an action)."""
     row = await notifications.get(notification_id) if _valid_id(notification_id) else None
     if row is None:
+        if audit_as is not None:
+            log, admin, action = audit_as
+            await log.record(
+                admin,
+                action,
+                target_type="notification",
+                target_id=notification_id,
+                success=False,
+                error=f"not_found: notification {notification_id}",
+            )
         await query.answer(_("This notification does not exist."), show_alert=True)
     return row
 
 
-def render_notification(row: asyncpg.Record) -> str:
-    """One notification's detail (HTML; the stored error is already masked)."""
+def render_notification(row: asyncpg.Record) -> Html:
+    """One notification's detail (the stored error is already masked; values escaped)."""
     lines = [
-        "<b>"
-        + _("Notification #{id}: {status}").format(id=row["id"], status=status_label(row["status"]))
-        + "</b>",
-        _("To chat {chat}, template {template}").format(
-            chat=row["chat_id"], template=html.escape(row["template_key"])
+        bold(
+            html(
+                _("Notification #{id}: {status}"),
+                id=row["id"],
+                status=status_label(row["status"]),
+            )
         ),
-        _("Attempts: {n}; next attempt: {when} UTC").format(
-            n=row["attempts"], when=f"{row['next_attempt_at']:%Y-%m-%d %H:%M}"
+        html(
+            _("To chat {chat}, template {template}"),
+            chat=row["chat_id"],
+            template=row["template_key"],
         ),
-        _("Last error: {error}").format(error=html.escape((row["last_error"] or "-")[:500])),
+        html(
+            _("Attempts: {n}; next attempt: {when} UTC"),
+            n=row["attempts"],
+            when=f"{row['next_attempt_at']:%Y-%m-%d %H:%M}",
+        ),
+        html(_("Last error: {error}"), error=cut(row["last_error"] or "-", 500)),
     ]
     if row["dead_reason"]:
-        lines.append(_("Why it stopped: {reason}").format(reason=html.escape(row["dead_reason"])))
+        lines.append(html(_("Why it stopped: {reason}"), reason=cut(row["dead_reason"], 500)))
     if row["request_id"] is not None:
-        lines.append(_("Request: #{id}").format(id=row["request_id"]))
-    return "\n".join(lines)
+        lines.append(html(_("Request: #{id}"), id=row["request_id"]))
+    return join("\n", lines)
+
+
+def moved_text(moved: RequestMoved) -> Html:
+    """The warning of a notification whose request has moved on since it was written."""
+    if moved.state is None:
+        return html(
+            _("⚠ Request #{id} no longer exists; this notification speaks of it as {said}."),
+            id=moved.request_id,
+            said=state_label(moved.said_state),
+        )
+    return html(
+        _(
+            "⚠ Request #{id} has moved on since this notification was written: it says "
+            "«{said}», the request is now «{now}». It is sent as it was written."
+        ),
+        id=moved.request_id,
+        said=state_label(moved.said_state),
+        now=state_label(moved.state),
+    )
 
 
 @router.callback_query(NotificationCb.filter(F.action == "show"))
@@ -177,7 +235,45 @@ async def detail(
     await edit_or_send(query, render_notification(row), keyboard.as_markup())
 
 
+async def _confirm_retry(
+    query: CallbackQuery, row: asyncpg.Record, moved: RequestMoved | None, page: int
+) -> None:
+    keyboard = InlineKeyboardBuilder()
+    keyboard.button(
+        text=_("Confirm"),
+        callback_data=NotificationCb(
+            action="retry_ok", notification_id=row["id"], page=page, ack=int(moved is not None)
+        ),
+    )
+    keyboard.button(
+        text=_("Cancel"),
+        callback_data=NotificationCb(action="show", notification_id=row["id"], page=page),
+    )
+    text = html(_("Retry notification #{id} now?"), id=row["id"])
+    if moved is not None:
+        text = join("\n", [text, moved_text(moved)])
+    await edit_or_send(query, text, keyboard.as_markup())
+
+
 @router.callback_query(NotificationCb.filter(F.action == "retry"))
+async def confirm_retry(
+    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+) -> None:
+    """Asks before sending a notification again, saying so when its request has moved on."""
+    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    if row is None:
+        return
+    moved = await notifications.request_moved(row["id"])
+    await _confirm_retry(query, row, moved, callback_data.page)
+
+
+async def _refusal(notifications: NotificationRetryManager, notification_id: int) -> str:
+    """``not_retryable`` / ``not_discardable`` detail: the status the row has now."""
+    now = await notifications.get(notification_id)
+    return now["status"] if now is not None else "gone"
+
+
+@router.callback_query(NotificationCb.filter(F.action == "retry_ok"))
 async def retry_one(
     query: CallbackQuery,
     callback_data: NotificationCb,
@@ -185,10 +281,25 @@ async def retry_one(
     notifications: NotificationRetryManager,
     audit: AdminAuditLog,
 ) -> None:
-    """Makes one notification due now (audited)."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    """Makes one notification due now (audited; refused when it is no longer retryable)."""
+    row = await _notification_or_refuse(
+        query,
+        notifications,
+        callback_data.notification_id,
+        audit_as=(audit, AdminRef.of(user), "notification.retry"),
+    )
     if row is None:
         return
+    moved = await notifications.request_moved(row["id"])
+    if moved is not None and not callback_data.ack:  # moved after the screen was shown
+        await _confirm_retry(query, row, moved, callback_data.page)
+        return
+
+    async def refused(done: bool) -> str | None:
+        if done:
+            return None
+        return f"not_retryable: {await _refusal(notifications, row['id'])}"
+
     done = await audit.audited(
         AdminRef.of(user),
         "notification.retry",
@@ -197,12 +308,16 @@ async def retry_one(
         target_id=row["id"],
         before={"status": row["status"], "attempts": row["attempts"]},
         after=lambda ok: {"done": ok},
+        refused=refused,
     )
-    text = (
+    text = html(
         _("Notification #{id} is due again; it goes out within seconds.")
         if done
-        else _("Notification #{id} cannot be retried now: it was sent, discarded or is being sent.")
-    ).format(id=row["id"])
+        else _(
+            "Notification #{id} cannot be retried now: it was sent, discarded or is being sent."
+        ),
+        id=row["id"],
+    )
     await edit_or_send(query, text, _back(RetryListCb(page=callback_data.page)))
 
 
@@ -229,8 +344,9 @@ async def confirm_discard(
     )
     await edit_or_send(
         query,
-        _("Discard notification #{id}? It will not be sent; it stays visible as discarded.").format(
-            id=row["id"]
+        html(
+            _("Discard notification #{id}? It will not be sent; it stays visible as discarded."),
+            id=row["id"],
         ),
         keyboard.as_markup(),
     )
@@ -244,10 +360,21 @@ async def discard(
     notifications: NotificationRetryManager,
     audit: AdminAuditLog,
 ) -> None:
-    """Discards one notification (audited)."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    """Discards one notification (audited; refused when it was sent or is being sent)."""
+    row = await _notification_or_refuse(
+        query,
+        notifications,
+        callback_data.notification_id,
+        audit_as=(audit, AdminRef.of(user), "notification.discard"),
+    )
     if row is None:
         return
+
+    async def refused(done: bool) -> str | None:
+        if done:
+            return None
+        return f"not_discardable: {await _refusal(notifications, row['id'])}"
+
     done = await audit.audited(
         AdminRef.of(user),
         "notification.discard",
@@ -256,29 +383,43 @@ async def discard(
         target_id=row["id"],
         before={"status": row["status"]},
         after=lambda ok: {"done": ok, "status": "discarded" if ok else row["status"]},
+        refused=refused,
     )
-    text = (
+    text = html(
         _("Notification #{id} discarded.")
         if done
-        else _("Notification #{id} cannot be discarded now: it was sent or is being sent.")
-    ).format(id=row["id"])
+        else _("Notification #{id} cannot be discarded now: it was sent or is being sent."),
+        id=row["id"],
+    )
     await edit_or_send(query, text, _back(RetryListCb(page=callback_data.page)))
 
 
 @router.callback_query(RetriesCb.filter(F.action == "retry_all"))
 async def confirm_retry_all(query: CallbackQuery, notifications: NotificationRetryManager) -> None:
-    """Asks before retrying every dead and failing notification."""
+    """Asks before retrying every dead and failing notification, saying how many of them
+    name a state their request has left."""
     counts = await notifications.status_counts()
+    moved = await notifications.moved_count(FAILING)
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("Confirm"), callback_data=RetriesCb(action="retry_all_ok"))
     keyboard.button(text=_("Cancel"), callback_data=RetriesCb(action="menu"))
-    await edit_or_send(
-        query,
-        _("Retry all {n} dead and failing notifications now?").format(
-            n=sum(counts.get(status, 0) for status in FAILING)
-        ),
-        keyboard.as_markup(),
-    )
+    lines = [
+        html(
+            _("Retry all {n} dead and failing notifications now?"),
+            n=sum(counts.get(status, 0) for status in FAILING),
+        )
+    ]
+    if moved:
+        lines.append(
+            html(
+                _(
+                    "⚠ {n} of them speak of a request that has moved on since; they are sent "
+                    "as they were written."
+                ),
+                n=moved,
+            )
+        )
+    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
 
 
 @router.callback_query(RetriesCb.filter(F.action == "retry_all_ok"))
@@ -297,6 +438,6 @@ async def retry_all(
     )
     await edit_or_send(
         query,
-        _("{n} notifications are due again; they go out within seconds.").format(n=count),
+        html(_("{n} notifications are due again; they go out within seconds."), n=count),
         _back(RetriesCb(action="menu")),
     )

@@ -4,7 +4,6 @@ in ``stuck_workflows.py`` fetch, the core decides, these functions only render."
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from handlers.callbacks import (
     StuckHistoryCb,
     StuckListCb,
 )
+from handlers.render import html, join, plain
 from handlers.texts import duration, role_label, state_label, workflow_label
 from recovery import workflow_definitions as wf
 from recovery.workflows import BatchResult, Outcome, Plan, RecoveryAction, RequestDetail, StuckPage
@@ -105,10 +105,6 @@ SHORT_REFUSALS = {
 }
 
 
-def _esc(text: Any) -> str:
-    return html.escape(str(text))
-
-
 def _pages(total: int) -> int:
     return max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
 
@@ -150,8 +146,7 @@ def _materials(items: Sequence[Outstanding]) -> list[str]:
         entry = totals.setdefault(item.material_id, [item.name, item.sku, item.unit, 0])
         entry[3] += item.quantity
     lines = [
-        f"• {_esc(name)} ({_esc(sku)}): {quantity} {_esc(unit)}"
-        for name, sku, unit, quantity in totals.values()
+        f"• {name} ({sku}): {quantity} {unit}" for name, sku, unit, quantity in totals.values()
     ]
     if len(lines) > MATERIALS_SHOWN:  # keep the message far below Telegram's 4096 characters
         lines = [*lines[:MATERIALS_SHOWN], f"… (+{len(lines) - MATERIALS_SHOWN})"]
@@ -172,16 +167,19 @@ def list_screen(
     lines: list[str] = []
     if result.total:
         lines.append(
-            _("Stuck workflows: {total}. Page {page} of {pages}.").format(
-                total=result.total, page=page + 1, pages=_pages(result.total)
+            html(
+                _("Stuck workflows: {total}. Page {page} of {pages}."),
+                total=result.total,
+                page=page + 1,
+                pages=_pages(result.total),
             )
         )
     else:
         lines.append(_("No stuck workflows."))
-    lines.append(_("Filter: {filter}").format(filter=filter_text(workflow_type, state)))
+    lines.append(html(_("Filter: {filter}"), filter=filter_text(workflow_type, state)))
     rows: list[list[tuple[str, CallbackData]]] = []
     for item in result.items:
-        holder = _esc(item.assignee_name) if item.assignee_name else role_label(item.role)
+        holder = item.assignee_name if item.assignee_name else role_label(item.role)
         deadline = duration(item.threshold_s) if item.threshold_s else "-"
         lines.append(
             f"#{item.request_id} {workflow_label(item.workflow_type)} · "
@@ -206,7 +204,7 @@ def list_screen(
     rows.append(tools)
     rows.append([(_("Recovery history"), StuckHistoryCb())])
     rows.append([(_("« Back"), MenuCb(section="main"))])
-    return "\n".join(lines), _keyboard(rows)
+    return join("\n", lines), _keyboard(rows)
 
 
 def filter_screen(workflow_type: str | None) -> Screen:
@@ -221,7 +219,7 @@ def filter_screen(workflow_type: str | None) -> Screen:
             for step in wf.workflow(workflow_type)
             if step.role is not None
         ]
-        text += "\n" + _("Type: {workflow}").format(workflow=workflow_label(workflow_type))
+        text += "\n" + html(_("Type: {workflow}"), workflow=workflow_label(workflow_type))
     rows.append([(_("« Back"), StuckListCb(wf=workflow_type))])
     return text, _keyboard(rows)
 
@@ -230,10 +228,13 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     """The request, why it is stuck, its history, its recovery actions and the actions."""
     request = detail.request
     lines = [
-        _("Request #{id} ({workflow})").format(
-            id=request["id"], workflow=workflow_label(request["workflow_type"])
+        html(
+            _("Request #{id} ({workflow})"),
+            id=request["id"],
+            workflow=workflow_label(request["workflow_type"]),
         ),
-        _("State: {state}, owner: {role}, status: {status}").format(
+        html(
+            _("State: {state}, owner: {role}, status: {status}"),
             state=state_label(request["current_state"]),
             role=role_label(request["owner_role"]),
             status=request["status"],
@@ -249,12 +250,13 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
         if assignee["blocked_bot_at"] is not None:
             marks.append(str(REASON_LABELS["assignee_blocked"]))
         lines.append(
-            _("Assignee: {name}").format(name=_esc(assignee["full_name"]))
+            html(_("Assignee: {name}"), name=assignee["full_name"])
             + (f" ({', '.join(marks)})" if marks else "")
         )
     if detail.stuck is not None:
         lines.append(
-            _("Stuck for {time} (deadline {deadline}): {reasons}").format(
+            html(
+                _("Stuck for {time} (deadline {deadline}): {reasons}"),
                 time=duration(detail.stuck.stuck_for_s),
                 deadline=duration(detail.stuck.threshold_s) if detail.stuck.threshold_s else "-",
                 reasons=_reasons(detail.stuck.reasons),
@@ -262,13 +264,13 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
         )
     else:
         lines.append(_("Not stuck now."))
-    lines.append(_("Description: {text}").format(text=_esc(request["description"][:300])))
+    lines.append(html(_("Description: {text}"), text=request["description"][:300]))
     lines += ["", _("History:")]
     for row in detail.history:
         lines.append(
             f"{row['created_at']:%Y-%m-%d %H:%M} {row['kind']}: "
             f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
-            + (f" ({_esc(row['actor_name'])})" if row["actor_name"] else "")
+            + (f" ({row['actor_name']})" if row["actor_name"] else "")
         )
     if detail.recovery:
         lines += ["", _("Recovery actions:")]
@@ -307,7 +309,7 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
             rows.append([(str(BUTTON_LABELS[RecoveryAction.REASSIGN]), StuckAssigneesCb(**ident))])
     rows.append([(_("Recovery log"), StuckHistoryCb(request_id=request["id"]))])
     rows.append([(_("« Back"), StuckListCb(page=back.page, wf=back.wf, st=back.st))])
-    return "\n".join(lines), _keyboard(rows)
+    return join("\n", lines), _keyboard(rows)
 
 
 # --- single actions ------------------------------------------------------------------------
@@ -321,8 +323,10 @@ def candidates_screen(
     buttons: list[list[tuple[str, CallbackData]]] = [
         [
             (
-                _("{name} · {n} active").format(
-                    name=row["full_name"] or row["telegram_id"], n=row["active_requests"]
+                plain(
+                    _("{name} · {n} active"),
+                    name=row["full_name"] or row["telegram_id"],
+                    n=row["active_requests"],
                 ),
                 StuckActionCb(
                     action=ActionCode.REASSIGN,
@@ -345,11 +349,15 @@ def candidates_screen(
     )
     buttons.append([(_("« Back"), StuckDetailCb(request_id=request["id"]))])
     if total:
-        text = _(
-            "Reassign request #{id}: choose an active {role} (page {page} of {pages}):"
-        ).format(id=request["id"], role=role, page=page + 1, pages=_pages(total))
+        text = html(
+            _("Reassign request #{id}: choose an active {role} (page {page} of {pages}):"),
+            id=request["id"],
+            role=role,
+            page=page + 1,
+            pages=_pages(total),
+        )
     else:
-        text = _("No active {role} can take request #{id} now.").format(role=role, id=request["id"])
+        text = html(_("No active {role} can take request #{id} now."), role=role, id=request["id"])
     return text, _keyboard(buttons)
 
 
@@ -359,14 +367,20 @@ def confirm_screen(plan: Plan) -> Screen:
     lines: list[str] = []
     if plan.action is RecoveryAction.FORCE:
         lines.append(
-            _("Force request #{id} from {current} to {next}?").format(
-                id=rid, current=current, next=state_label(plan.to_state)
+            html(
+                _("Force request #{id} from {current} to {next}?"),
+                id=rid,
+                current=current,
+                next=state_label(plan.to_state),
             )
         )
     elif plan.action is RecoveryAction.RESET:
         lines.append(
-            _("Reset request #{id} from {current} back to {previous}?").format(
-                id=rid, current=current, previous=state_label(plan.to_state)
+            html(
+                _("Reset request #{id} from {current} back to {previous}?"),
+                id=rid,
+                current=current,
+                previous=state_label(plan.to_state),
             )
         )
         if plan.returns:
@@ -380,12 +394,13 @@ def confirm_screen(plan: Plan) -> Screen:
             )
     elif plan.action is RecoveryAction.COMPLETE:
         lines.append(
-            _("Force request #{id} from {current} to completion?").format(id=rid, current=current)
+            html(_("Force request #{id} from {current} to completion?"), id=rid, current=current)
         )
         if plan.skipped_states:
             lines.append(
-                _("Steps skipped: {steps}.").format(
-                    steps=", ".join(state_label(s) for s in plan.skipped_states)
+                html(
+                    _("Steps skipped: {steps}."),
+                    steps=", ".join(state_label(s) for s in plan.skipped_states),
                 )
             )
         if plan.kept:
@@ -395,8 +410,11 @@ def confirm_screen(plan: Plan) -> Screen:
             lines.append(_("No materials were issued for it."))
     else:
         lines.append(
-            _("Reassign request #{id} ({state}) to {name}?").format(
-                id=rid, state=current, name=_esc(plan.to_assignee_name)
+            html(
+                _("Reassign request #{id} ({state}) to {name}?"),
+                id=rid,
+                state=current,
+                name=plan.to_assignee_name,
             )
         )
         lines.append(_("The state and its deadline clock do not change."))
@@ -405,7 +423,7 @@ def confirm_screen(plan: Plan) -> Screen:
     code = CODE_OF[plan.action]
     arg = plan.to_assignee_id if plan.action is RecoveryAction.REASSIGN else plan.fingerprint
     confirm = StuckActionCb(action=code, request_id=rid, version=plan.version, arg=arg or 0, step=1)
-    return "\n".join(lines), _keyboard(
+    return join("\n", lines), _keyboard(
         [[(_("Confirm"), confirm), (_("Cancel"), StuckDetailCb(request_id=rid))]]
     )
 
@@ -414,9 +432,9 @@ def _notified(plan: Plan) -> str:
     if plan.to_status == "completed":
         return _("The client will be notified that the request is completed.")
     if plan.to_assignee_name:
-        return _("{name} and the client will be notified.").format(name=_esc(plan.to_assignee_name))
-    return _("The {role} staff and the client will be notified.").format(
-        role=role_label(plan.to_role)
+        return html(_("{name} and the client will be notified."), name=plan.to_assignee_name)
+    return html(
+        _("The {role} staff and the client will be notified."), role=role_label(plan.to_role)
     )
 
 
@@ -431,13 +449,16 @@ def outcome_screen(outcome: Outcome) -> Screen:
     request, plan = outcome.request, outcome.plan
     if plan.action is RecoveryAction.REASSIGN:
         lines = [
-            _("Done: request #{id} is now assigned to {name}.").format(
-                id=request["id"], name=_esc(plan.to_assignee_name)
+            html(
+                _("Done: request #{id} is now assigned to {name}."),
+                id=request["id"],
+                name=plan.to_assignee_name,
             )
         ]
     else:
         lines = [
-            _("Done: request #{id} moved from {old} to {new}.").format(
+            html(
+                _("Done: request #{id} moved from {old} to {new}."),
                 id=request["id"],
                 old=state_label(plan.from_state),
                 new=state_label(request["current_state"]),
@@ -448,12 +469,12 @@ def outcome_screen(outcome: Outcome) -> Screen:
         lines.append(_("Returned to stock:"))
         lines += _materials([by_id[r.issue_id] for r in outcome.reversals if r.issue_id in by_id])
     lines.append(_notified(plan))
-    return "\n".join(lines), _after_keyboard(request["id"])
+    return join("\n", lines), _after_keyboard(request["id"])
 
 
 def refusal_screen(code: str, request_id: int) -> Screen:
     """A refused action: why, and that nothing changed."""
-    text = str(REFUSALS.get(code, REFUSALS["refused"])).format(id=request_id)
+    text = html(str(REFUSALS.get(code, REFUSALS["refused"])), id=request_id)
     return text, _after_keyboard(request_id)
 
 
@@ -489,7 +510,7 @@ def batch_menu_screen(total: int, workflow_type: str | None, state: str | None) 
         if action is not RecoveryAction.REASSIGN or batch_role(workflow_type, state)
     ]
     rows.append([(_("« Back"), back)])
-    return text.format(n=total, filter=filter_text(workflow_type, state)), _keyboard(rows)
+    return html(text, n=total, filter=filter_text(workflow_type, state)), _keyboard(rows)
 
 
 def batch_role(workflow_type: str | None, state: str | None) -> str | None:
@@ -507,8 +528,10 @@ def batch_candidates_screen(
     buttons: list[list[tuple[str, CallbackData]]] = [
         [
             (
-                _("{name} · {n} active").format(
-                    name=row["full_name"] or row["telegram_id"], n=row["active_requests"]
+                plain(
+                    _("{name} · {n} active"),
+                    name=row["full_name"] or row["telegram_id"],
+                    n=row["active_requests"],
                 ),
                 StuckBatchCb(wf=callback.wf, st=callback.st, action=callback.action, arg=row["id"]),
             )
@@ -523,8 +546,11 @@ def batch_candidates_screen(
         )
     )
     buttons.append([(_("« Back"), StuckBatchCb(wf=callback.wf, st=callback.st))])
-    text = _("Reassign all of them to an active {role} (page {page} of {pages}):").format(
-        role=role_label(role), page=callback.page + 1, pages=_pages(total)
+    text = html(
+        _("Reassign all of them to an active {role} (page {page} of {pages}):"),
+        role=role_label(role),
+        page=callback.page + 1,
+        pages=_pages(total),
     )
     return text, _keyboard(buttons)
 
@@ -541,13 +567,16 @@ def batch_review_screen(
 ) -> Screen:
     """How many requests the batch touches and what it does, before the admin agrees."""
     lines = [
-        _("Review: {action} on {n} stuck requests ({filter}).").format(
-            action=ACTION_NAMES[action], n=count, filter=filter_text(workflow_type, state)
+        html(
+            _("Review: {action} on {n} stuck requests ({filter})."),
+            action=ACTION_NAMES[action],
+            n=count,
+            filter=filter_text(workflow_type, state),
         )
     ]
     if capped:
         lines.append(
-            _("Only the {n} longest stuck are included; run it again for the rest.").format(n=count)
+            html(_("Only the {n} longest stuck are included; run it again for the rest."), n=count)
         )
     if action is RecoveryAction.RESET:
         if materials:
@@ -559,7 +588,7 @@ def batch_review_screen(
         lines.append(_("Materials that stay charged:"))
         lines += _materials(materials)
     elif action is RecoveryAction.REASSIGN:
-        lines.append(_("New assignee: {name}.").format(name=_esc(assignee_name)))
+        lines.append(html(_("New assignee: {name}."), name=assignee_name))
     lines.append(
         _(
             "Each request is handled in its own transaction; a request that moved since this "
@@ -567,7 +596,7 @@ def batch_review_screen(
         )
     )
     lines.append(_("Press Confirm, then send a reason or press Skip."))
-    return "\n".join(lines), _keyboard(
+    return join("\n", lines), _keyboard(
         [
             [
                 (_("Confirm"), StuckBatchRunCb(token=token, step=1)),
@@ -579,7 +608,7 @@ def batch_review_screen(
 
 def batch_progress_text(action: RecoveryAction, count: int) -> str:
     """Shown while a batch runs."""
-    return _("Applying {action} to {n} requests…").format(action=ACTION_NAMES[action], n=count)
+    return html(_("Applying {action} to {n} requests…"), action=ACTION_NAMES[action], n=count)
 
 
 def batch_outdated_screen() -> Screen:
@@ -594,7 +623,7 @@ def _numbers(ids: Sequence[int]) -> str:
     """``#1, #2, …`` for at most ``IDS_SHOWN`` request ids, then how many more."""
     text = ", ".join(f"#{request_id}" for request_id in ids[:IDS_SHOWN])
     if len(ids) > IDS_SHOWN:
-        text += " " + _("(+{n} more)").format(n=len(ids) - IDS_SHOWN)
+        text += " " + plain(_("(+{n} more)"), n=len(ids) - IDS_SHOWN)
     return text
 
 
@@ -602,10 +631,11 @@ def batch_result_screen(result: BatchResult) -> Screen:
     """How many succeeded, were stale or failed, their request numbers, and why the first
     failures failed."""
     lines = [
-        _(
-            "Batch {action} done: {ok} succeeded, {stale} stale (moved since the review), "
-            "{failed} failed."
-        ).format(
+        html(
+            _(
+                "Batch {action} done: {ok} succeeded, {stale} stale (moved since the review), "
+                "{failed} failed."
+            ),
             action=ACTION_NAMES[result.action],
             ok=len(result.succeeded),
             stale=len(result.stale),
@@ -613,11 +643,11 @@ def batch_result_screen(result: BatchResult) -> Screen:
         )
     ]
     if result.returned_units:
-        lines.append(_("Units returned to stock: {n}.").format(n=result.returned_units))
+        lines.append(html(_("Units returned to stock: {n}."), n=result.returned_units))
     if result.succeeded:
-        lines.append(_("Succeeded: {ids}").format(ids=_numbers(result.succeeded)))
+        lines.append(html(_("Succeeded: {ids}"), ids=_numbers(result.succeeded)))
     if result.stale:
-        lines.append(_("Stale: {ids}").format(ids=_numbers(result.stale)))
+        lines.append(html(_("Stale: {ids}"), ids=_numbers(result.stale)))
     if result.failed:
         lines.append(_("Failed:"))
     for request_id, code in result.failed[:FAILURES_SHOWN]:
@@ -625,7 +655,7 @@ def batch_result_screen(result: BatchResult) -> Screen:
     if len(result.failed) > FAILURES_SHOWN:
         others = [request_id for request_id, _code in result.failed[FAILURES_SHOWN:]]
         lines.append(_numbers(others))
-    return "\n".join(lines), _keyboard(
+    return join("\n", lines), _keyboard(
         [
             [(_("Recovery history"), StuckHistoryCb())],
             [(_("Stuck workflows"), StuckListCb())],
@@ -639,7 +669,7 @@ def batch_result_screen(result: BatchResult) -> Screen:
 def _history_line(row: asyncpg.Record) -> str:
     outcome = "✓" if row["success"] else "✗"
     action = ACTION_NAMES.get(RecoveryAction(row["action"]), row["action"])
-    who = _esc(row["admin_name"] or row["admin_telegram_id"] or "-")
+    who = row["admin_name"] or row["admin_telegram_id"] or "-"
     line = (
         f"{row['created_at']:%Y-%m-%d %H:%M} {outcome} {action} #{row['request_id'] or '-'} {who}"
     )
@@ -652,7 +682,7 @@ def _history_line(row: asyncpg.Record) -> str:
     if row["batch_id"] is not None:
         line += " " + _("(batch)")
     if row["reason"]:
-        line += f" «{_esc(row['reason'][:100])}»"
+        line += f" «{row['reason'][:100]}»"
     return line
 
 
@@ -661,13 +691,16 @@ def history_screen(
 ) -> Screen:
     """A page of the recovery history (of one request, or all)."""
     if request_id:
-        header = _("Recovery history of request #{id}, page {page} of {pages}:").format(
-            id=request_id, page=page + 1, pages=_pages(total)
+        header = html(
+            _("Recovery history of request #{id}, page {page} of {pages}:"),
+            id=request_id,
+            page=page + 1,
+            pages=_pages(total),
         )
         back: CallbackData = StuckDetailCb(request_id=request_id)
     else:
-        header = _("Recovery history, page {page} of {pages}:").format(
-            page=page + 1, pages=_pages(total)
+        header = html(
+            _("Recovery history, page {page} of {pages}:"), page=page + 1, pages=_pages(total)
         )
         back = StuckListCb()
     lines = [header] + ([_history_line(row) for row in rows] or [_("none")])
@@ -675,4 +708,4 @@ def history_screen(
         _nav(page, total, lambda p: StuckHistoryCb(request_id=request_id, page=p)),
         [(_("« Back"), back)],
     ]
-    return "\n".join(lines), _keyboard(buttons)
+    return join("\n", lines), _keyboard(buttons)

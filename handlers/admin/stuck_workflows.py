@@ -335,7 +335,8 @@ async def reason_given(
         text, markup = views.expired_screen()
         await message.answer(text, reply_markup=markup)
         return
-    reason = (message.text or "").strip()[:REASON_MAX] or None
+    # PostgreSQL text cannot hold NUL
+    reason = (message.text or "").replace("\x00", "").strip()[:REASON_MAX] or None
     if pending.get("message_id") and message.bot is not None:  # retire the Skip button
         with contextlib.suppress(TelegramBadRequest):
             await message.bot.edit_message_reply_markup(

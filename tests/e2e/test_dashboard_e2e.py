@@ -454,8 +454,18 @@ async def test_admin_reconciles_the_inventory_from_the_menu(
 
         # --- the history lists the inventory actions with who
         admin.forge(MenuCb(section="history").pack())
-        text = await admin.see("Recovery history. Actions: 5.")  # the refused one too
-        assert f"✗ discrepancy fixed: discrepancy {drift} — Admin" in text
+        # the refused ones too: the stale fix and the forged fix of a missing discrepancy
+        text = await admin.see("Recovery history. Actions: 6.")
+        assert f"✗ discrepancy fix refused: discrepancy {2**62} — Admin [it does not exist]" in text
+        # the refused repeat reads as refused, with why (not as a failed "fixed")
+        assert (
+            f"✗ discrepancy fix refused: discrepancy {drift} — Admin [it changed meanwhile]" in text
+        )
+        assert await db.fetchval(
+            "SELECT reason FROM inventory_reconciliation_log "
+            "WHERE action = 'refused' AND discrepancy_id = $1",
+            drift,
+        ) == ("no longer open: fixed")
         assert f"✓ discrepancy fixed: discrepancy {drift} — Admin" in text
         assert f"✓ discrepancy accepted: discrepancy {neg} — Admin (written off" in text
         assert "✓ inventory check — Admin" in text
@@ -515,6 +525,8 @@ async def test_admin_retries_and_discards_failed_notifications(
         assert "Last error: TelegramServerError: Telegram server says - Bad Gateway" in text
         assert "Why it stopped: max attempts" in text
         await admin.press("Retry now")
+        await admin.see(f"Retry notification #{ids[0]} now?")
+        await admin.press("Confirm")
         await admin.see(f"Notification #{ids[0]} is due again")
         await fake_api.wait_for(lambda: "hello 1" in client_texts(), 20)
         assert await db.fetchval(

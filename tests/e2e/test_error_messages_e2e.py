@@ -39,10 +39,26 @@ REFERENCE_LABEL = {"en": "Error reference", "ru": "Код ошибки", "uz": "
 
 # What each user must read, as the catalogs translate it (keyed by the reason or the kind).
 TEXTS: dict[str, dict[str, str]] = {
+    # data: a material that does not exist
     "data": {
-        "en": "That input cannot be accepted. Please check it and try again.",
-        "ru": "Эти данные нельзя принять. Проверьте их и попробуйте снова.",
-        "uz": "Bu maʼlumotni qabul qilib boʻlmaydi. Tekshirib, qayta urinib koʻring.",
+        "en": "It no longer exists. Open the menu again.",
+        "ru": "Это больше не существует. Откройте меню снова.",
+        "uz": "Bu endi mavjud emas. Menyuni qayta oching.",
+    },
+    # the user's own mistake: explained, no error reference, not recorded
+    "description": {
+        "en": "Please describe the problem in words, at most 1000 characters.",
+        "ru": "Опишите проблему словами, не более 1000 символов.",
+        "uz": "Muammoni soʻz bilan tasvirlab bering, 1000 belgidan oshmasin.",
+    },
+    # a request the user may not act on (any more): one refusal, whatever the request
+    "permission_denied": {
+        "en": "This is not waiting for you: it is not yours to act on, or it has moved on. "
+        "Send /tasks to see what is.",
+        "ru": "Это не ждёт вас: это не ваша задача или она уже продвинулась. Отправьте "
+        "/tasks, чтобы увидеть ваши задачи.",
+        "uz": "Bu sizni kutmayapti: bu sizning vazifangiz emas yoki u allaqachon oldinga "
+        "siljigan. Vazifalaringizni koʻrish uchun /tasks yuboring.",
     },
     # the stale button: the version the staff saw has moved on
     "concurrent_modification": {
@@ -163,13 +179,16 @@ async def test_each_category_is_answered_in_each_language(
         for lang, chat in chats.items():
             user = await _user_row(db, chat.user_id)
 
-            # data: /new, pick a type, then a description over the 1000-character limit
+            # the user's mistake: /new, pick a type, then a description over the limit is
+            # explained in the user's language, with no error reference and no record
             await chat.send("/new")
             await chat.press(NewRequestCb(workflow_type="repair").pack())
             await fake_api.wait_for(lambda c=chat: len(c.texts()) >= 3, 20)
             (reply,) = await chat.send("x" * 1001)
-            _assert_reply(reply, TEXTS["data"][lang], lang)
-            assert (await _group(db, reply))["category"] == "data"
+            assert reply == TEXTS["description"][lang]
+            assert await db.fetchval(
+                "SELECT count(*) FROM error_records WHERE category = 'data'"
+            ) == (0 if lang == "en" else 1)
             # the user is still at the description step: a valid one opens the request (the
             # reply, and the client's status notification from the outbox)
             opened = await chat.send("Router is broken, flat 5", replies=2)
@@ -182,13 +201,23 @@ async def test_each_category_is_answered_in_each_language(
             button = AdvanceCb(request_id=request["id"], version=request["version"]).pack()
             first = await chat.press(button)
             assert f"#{request['id']}" in first
-            stale = await chat.press(button)
-            group = await _group(db, stale)
+            # pressed again: the request is the junior managers' now, so the manager may
+            # not act on it and gets the one refusal (it says nothing about the request)
+            again = await chat.press(button)
+            group = await _group(db, again)
             assert group["category"] == "business_logic"
-            assert group["context"]["reason"] == "concurrent_modification"
-            _assert_reply(stale, TEXTS["concurrent_modification"][lang], lang)
+            assert group["context"]["reason"] == "permission_denied"
+            _assert_reply(again, TEXTS["permission_denied"][lang], lang)
             moved = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", request["id"])
             assert moved["version"] == request["version"] + 1  # applied once, not twice
+            # someone else changed a request that is still the manager's: told so
+            other = await make_request(db, client_id=client["id"], state="new", role="manager")
+            await chat.send("/tasks")
+            await db.execute("UPDATE service_requests SET version = 2 WHERE id = $1", other["id"])
+            stale = await chat.press(AdvanceCb(request_id=other["id"], version=1).pack())
+            group = await _group(db, stale)
+            assert group["context"]["reason"] == "concurrent_modification"
+            _assert_reply(stale, TEXTS["concurrent_modification"][lang], lang)
 
             # inventory: a technician uses 5 units of a material with 1 in stock
             await db.execute("UPDATE users SET role = 'technician' WHERE id = $1", user["id"])
@@ -205,6 +234,11 @@ async def test_each_category_is_answered_in_each_language(
             assert balance == 1
             (ok,) = await chat.send(f"/use {work['id']} {material['id']} 1")
             assert "#" + str(material["id"]) in ok and not REFERENCE.search(ok)
+
+            # data: a material that does not exist
+            (reply,) = await chat.send(f"/use {work['id']} 987654 1")
+            _assert_reply(reply, TEXTS["data"][lang], lang)
+            assert (await _group(db, reply))["category"] == "data"
 
             # transient: Telegram answers 502 to the reply; it is queued and arrives later
             await db.execute("UPDATE users SET role = 'client' WHERE id = $1", user["id"])

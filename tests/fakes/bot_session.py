@@ -4,7 +4,13 @@ It records every method the bot calls and answers it the way Telegram does, thro
 aiogram's own response parsing (``BaseSession.check_response`` on a JSON body): a Message
 for ``sendMessage``/``editMessageText``, ``true`` for the rest. Queued Telegram error bodies
 (``fail_next``) come back as the exceptions aiogram raises for them. A callback query can
-be answered once; a second answer gets Telegram's "query is too old" error::
+be answered once; a second answer gets Telegram's "query is too old" error.
+
+Like Telegram, it refuses what Telegram refuses, with Telegram's 400 answers (the checks of
+``tests.fakes.telegram_api``): text in HTML parse mode that is not valid Telegram HTML
+("can't parse entities"), an empty text, a text over 4096 characters (a caption over 1024)
+after entity parsing, callback data outside 1..64 bytes, a button without text, a callback
+answer over 200 characters. ``rejected`` lists the refused calls::
 
     session = FakeBotSession()
     bot = Bot(TOKEN, session=session)
@@ -22,11 +28,21 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aiogram.client.default import Default
 from aiogram.client.session.base import BaseSession
 from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.methods.base import TelegramType
+from aiogram.types import InlineKeyboardMarkup
 
-from tests.fakes.telegram_api import QUERY_TOO_OLD
+from tests.fakes.telegram_api import QUERY_TOO_OLD, ApiError, _trim, _u16, parse_html
+
+# Telegram's limits (https://core.telegram.org/bots/api): message text 1-4096 characters
+# after entities parsing, caption 0-1024, callback data 1-64 bytes, callback answer text
+# 0-200 characters.
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+CALLBACK_DATA_LIMIT = 64
+CALLBACK_ANSWER_LIMIT = 200
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -51,6 +67,8 @@ class FakeBotSession(BaseSession):
         self._failures: list[_Failure] = []
         self._answered: set[str] = set()
         self._message_ids = itertools.count(1)
+        self.rejected: list[tuple[TelegramMethod[Any], str]] = []
+        """Calls refused the way Telegram refuses invalid input, with the description."""
 
     def fail_next(
         self,
@@ -94,10 +112,56 @@ class FakeBotSession(BaseSession):
     ) -> TelegramType:
         self.calls.append(method)
         self._outcomes.append(False)
-        status, body = self._answer(method)
+        try:
+            self._validate(bot, method)
+        except ApiError as exc:
+            self.rejected.append((method, exc.description))
+            status, body = exc.error_code, exc.body()
+        else:
+            status, body = self._answer(method)
         result = self.check_response(bot, method, status, json.dumps(body))
         self._outcomes[-1] = True
         return result.result  # type: ignore[return-value]
+
+    @staticmethod
+    def _validate(bot: Bot, method: TelegramMethod[Any]) -> None:
+        """Raise Telegram's error for input Telegram refuses (see the module docstring)."""
+        api = method.__api_method__
+        mode = getattr(method, "parse_mode", None)
+        if isinstance(mode, Default):
+            mode = bot.default[mode.name]
+        mode = getattr(mode, "value", mode)  # ParseMode.HTML -> "HTML"
+        for field, limit in (("text", TEXT_LIMIT), ("caption", CAPTION_LIMIT)):
+            if not hasattr(method, field) or api == "answerCallbackQuery":
+                continue
+            value = getattr(method, field)
+            if value is None:
+                if field == "text":
+                    raise ApiError(400, "Bad Request: message text is empty")
+                continue
+            text = str(value)
+            if str(mode or "").lower() == "html" and not getattr(method, "entities", None):
+                text, entities = parse_html(text)  # raises "can't parse entities"
+            else:
+                entities = []
+            text, _ = _trim(text, entities)
+            if field == "text" and not text:
+                raise ApiError(400, "Bad Request: message text is empty")
+            if _u16(text) > limit:
+                what = "message" if field == "text" else "message caption"
+                raise ApiError(400, f"Bad Request: {what} is too long")
+        markup = getattr(method, "reply_markup", None)
+        if isinstance(markup, InlineKeyboardMarkup):
+            for row in markup.inline_keyboard:
+                for button in row:
+                    if not button.text:
+                        raise ApiError(400, "Bad Request: BUTTON_TEXT_EMPTY")
+                    data = button.callback_data
+                    if data is not None and not 1 <= len(data.encode()) <= CALLBACK_DATA_LIMIT:
+                        raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        answer = method.text if isinstance(method, AnswerCallbackQuery) else None
+        if answer is not None and len(answer) > CALLBACK_ANSWER_LIMIT:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
 
     def _answer(self, method: TelegramMethod[Any]) -> tuple[int, dict[str, Any]]:
         api = method.__api_method__

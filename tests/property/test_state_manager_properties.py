@@ -216,16 +216,16 @@ def expect(model: Model, op: Op, request_id: int | None, use: tuple | None) -> t
     request = model.requests[request_id]
     actor = _actor(model, op, request)
     if op.kind in ("advance", "assign"):
+        # permission first (recovery.state_manager.may_act), then version, then status
+        allowed = _may_act(actor, request) or (op.kind == "assign" and actor.role in ASSIGNER_ROLES)
+        if not allowed:
+            return PermissionDeniedError
         if op.stale:
             return ConcurrentModificationError
         if not request.active:
             return InvalidTransitionError
         if op.kind == "advance":
-            if actor.role not in (request.step.role, "admin"):
-                return PermissionDeniedError
             return None
-        if actor.role != request.step.role and actor.role not in ASSIGNER_ROLES:
-            return PermissionDeniedError
         assignee = _assignee(model, op, request)
         if assignee.role != request.step.role:
             return InputValidationError
@@ -235,7 +235,7 @@ def expect(model: Model, op: Op, request_id: int | None, use: tuple | None) -> t
     assert use is not None
     key, material_id, _, quantity, actor_name = use
     actor = model.users[actor_name] if actor_name != "owner" else model.owner(request.step.role)
-    if actor.role not in (request.step.role, "admin"):
+    if not _may_act(actor, request):
         return PermissionDeniedError
     if not request.active or request.step.state not in wf.MATERIAL_STATES:
         return InvalidTransitionError
@@ -244,6 +244,18 @@ def expect(model: Model, op: Op, request_id: int | None, use: tuple | None) -> t
     if model.balances[material_id] < quantity:
         return InsufficientStockError
     return None
+
+
+def _may_act(actor: Actor, request: ModelRequest) -> bool:
+    """The model of ``recovery.state_manager.may_act``: an admin on any request; staff on an
+    active request of their role held by nobody or by them."""
+    if actor.role == "admin":
+        return True
+    return (
+        request.active
+        and actor.role == request.step.role
+        and request.assignee in (None, actor.user_id)
+    )
 
 
 def _actor(model: Model, op: Op, request: ModelRequest) -> Actor:

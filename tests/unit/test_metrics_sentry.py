@@ -110,3 +110,23 @@ def test_mask_event_masks_every_string_inside() -> None:
     assert masked["extra"]["nested"][1:] == [3, None]
     assert masked["level"] == "error"
     assert masked["event_id"] == event["event_id"]
+
+
+def test_denylisted_keys_are_removed_wherever_they_are(transport: CapturingTransport) -> None:
+    """Sentry's EventScrubber with our denylist: values under sensitive key names go,
+    whatever they look like, in extra, contexts, tags and breadcrumbs; other values are
+    masked by pattern."""
+    sentry_sdk.add_breadcrumb(message="login", data={"parol": "plain words", "step": 2})
+    with sentry_sdk.new_scope() as scope:
+        scope.set_context("error", {"pinfl": "looks harmless", "chat_id": 42})
+        scope.set_extra("payload", {"password": "no pattern here", "note": f"call {PHONE}"})
+        scope.set_tag("email", "not-an-address")
+        sentry_sdk.capture_message("scrub me")
+    close_sentry()
+    (event,) = transport.events
+    text = json.dumps(event, ensure_ascii=False)
+    for value in ("no pattern here", "looks harmless", "not-an-address", "plain words", "123 45"):
+        assert value not in text
+    assert event["contexts"]["error"]["chat_id"] == 42
+    assert event["extra"]["payload"]["note"] == "call ***67"
+    assert event["breadcrumbs"]["values"][-1]["data"]["step"] == 2
