@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 GLOBAL_PER_S = 30  # Telegram's figure
 CHATS, PER_CHAT = 300, 10
+MARGIN_S = 0.08
 
 
 @pytest_asyncio.fixture
@@ -65,6 +66,10 @@ async def test_three_instances_keep_telegrams_limits_together(
         "REDIS_URL": REDIS_URL or "",
         "REDIS_KEY_PREFIX": redis_prefix,
         "RATE_GLOBAL_PER_S": str(GLOBAL_PER_S),
+        # this machine is shared with other work: a send can reach the fake 50 ms or more
+        # after its grant (the default margin), so the windows here are 80 ms longer: at
+        # most 30 per 1.08 s = 27.8/s, still above 90% of 30/s
+        "RATE_WINDOW_MARGIN_S": str(MARGIN_S),
         "SCHEDULER_ENABLED": "false",  # the senders alone deliver
     }
     instances = await asyncio.gather(
