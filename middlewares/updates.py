@@ -14,14 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
 from aiogram.types.update import UpdateTypeLookupError
 
 from bot.metrics import Metrics
-from middlewares.user import update_sender
 from recovery.masking import mask_sensitive
 
 log = logging.getLogger(__name__)
@@ -78,22 +76,6 @@ class UpdateTrackingMiddleware(BaseMiddleware):
     ) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
-        sender = update_sender(event)
-        with structlog.contextvars.bound_contextvars(
-            update_id=event.update_id,
-            update_type=_update_type(event),
-            user_id=sender.id if sender is not None else None,
-            error_ref=None,
-            request_id=None,
-        ):
-            return await self._track(handler, event, data)
-
-    async def _track(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: Update,
-        data: dict[str, Any],
-    ) -> Any:
         update_type = _update_type(event)
         task = asyncio.current_task()
         if task is not None:
