@@ -129,8 +129,9 @@ async def test_redis_down_falls_back_to_one_nth_and_comes_back(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     limiter = RedisRateLimiter(
-        _client(own_redis.url), scope=SCOPE, global_per_s=30.0, probe_interval_s=0.5
-    )
+        _client(own_redis.url), scope=SCOPE, global_per_s=30.0, probe_interval_s=0.5,
+        window_margin_s=0.05,  # the grants are timed after acquire returns: some jitter
+    )  # fmt: skip
     limiter.set_live_instances(3)
     try:
         assert await limiter.acquire(1)
