@@ -31,18 +31,23 @@ def main(argv: list[str]) -> int:
         )
         print(f"invalid settings: {problems}", file=sys.stderr)
         return 2
-    from bot.app import configure_logging, run_bot
+    from bot.app import run_bot
+    from bot.features import MissingExtraError, check, describe
+    from bot.logs import configure_logging
     from bot.seed_demo import seed_demo
 
     configure_logging(settings)
     try:
+        if command == "run":
+            settings.require_bot_token()
+        check(settings)
         if command == "seed-demo":
             counts = asyncio.run(seed_demo(settings))
             print(f"demo data loaded: {counts}" if counts else "demo data already present")
             return 0
-        settings.require_bot_token()
+        logging.getLogger("bot").info("optional features: %s", describe(settings))
         asyncio.run(run_bot(settings))
-    except MissingSettingError as exc:
+    except (MissingSettingError, MissingExtraError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SchemaNotAtHeadError as exc:

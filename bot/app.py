@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import structlog
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -20,11 +21,13 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.types import BotCommand
+from aiogram.types import BotCommand, Update
+from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.i18n import I18n
 
 from bot.embedded_db import start_embedded
 from bot.error_observers import ErrorObserver, ObservedErrorHandler, count_errors
+from bot.features import require
 from bot.metrics import Metrics
 from bot.notification_texts import inline_keyboard, make_renderer
 from bot.sentry import report_critical
@@ -40,36 +43,20 @@ from handlers import build_root_router
 from handlers.admin.alerts import mute_callback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
-from middlewares.user import UserMiddleware
+from middlewares.user import UserMiddleware, update_sender
 from recovery.alerts import AdminAlerts, AlertPolicy
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
-from recovery.masking import MaskingFilter
 from recovery.notifications import build_notification_manager
+from recovery.rate_limit import RateLimiter, TelegramRateLimiter
+from recovery.redis_rate_limit import RedisRateLimiter
 from recovery.state_manager import EnhancedStateManager
 from recovery.transactions import TransactionRetryPolicy
 from recovery.workflows import WorkflowRecoveryManager
 
 log = logging.getLogger(__name__)
-
-
-def configure_logging(settings: Settings) -> None:
-    """Log to stderr with sensitive data (and the bot token) masked in every line."""
-    secrets = tuple(
-        s.get_secret_value()
-        for s in (settings.bot_token, settings.webhook_secret, settings.sentry_dsn)
-        if s
-    )
-    handler = logging.StreamHandler()
-    handler.addFilter(MaskingFilter(extra_secrets=secrets))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
-    # one line per job firing is APScheduler's INFO; bot.scheduler logs each run's outcome
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # pgserver logs every pg_ctl command line and its output at INFO
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 async def resolve_database_url(settings: Settings) -> str:
@@ -111,11 +98,13 @@ def build_services(
     i18n: I18n,
     bot: Bot,
     metrics: Metrics | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> Services:
     """Create the recovery core objects for one process.
 
     With ``metrics``, recorded errors and notification deliveries are counted, and critical
-    errors go to Sentry when it is initialised (``bot.sentry``).
+    errors go to Sentry when it is initialised (``bot.sentry``). ``rate_limiter``: Telegram's
+    limits for the notification sender (``create_rate_limiter``; default: this process's).
     """
     secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
     alerts = AdminAlerts(
@@ -161,6 +150,7 @@ def build_services(
         renderer=make_renderer(i18n),
         error_handler=error_handler,
         alerts=alerts,
+        rate_limiter=rate_limiter,
     )
     state_manager = EnhancedStateManager(
         pool,
@@ -188,6 +178,7 @@ def build_services(
             stuck_threshold_s=settings.stuck_default_threshold_s,
             stuck_thresholds=settings.stuck_thresholds,
             alerts=alerts,
+            rate_limits=notifications.rate_limiter.status,
         ),
         notifications=notifications,
         alerts=alerts,
@@ -204,17 +195,71 @@ def build_services(
     )
 
 
+def create_rate_limiter(settings: Settings) -> TelegramRateLimiter | RedisRateLimiter:
+    """Telegram's limits (``RATE_*``): with ``REDIS_URL`` in Redis, shared by every instance
+    of the bot (keys under ``REDIS_KEY_PREFIX``, scoped by the bot's id); otherwise held by
+    this process.
+
+    The Redis client fails fast (``REDIS_TIMEOUT_S``, no retries): a failed call makes the
+    limiter fall back to this process at 1/N of the rates (``recovery.redis_rate_limit``).
+    """
+    rates: dict[str, Any] = {
+        "enabled": settings.rate_limit_enabled,
+        "global_per_s": settings.rate_global_per_s,
+        "per_chat_per_s": settings.rate_per_chat_per_s,
+        "per_group_per_min": settings.rate_per_group_per_min,
+        "window_margin_s": settings.rate_window_margin_s,
+    }
+    if not settings.redis_url:
+        return TelegramRateLimiter(**rates)
+    require("redis", "REDIS_URL is set")
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    bot_id = settings.require_bot_token().split(":", 1)[0]
+    return RedisRateLimiter(client, scope=bot_id, key_prefix=settings.redis_key_prefix, **rates)
+
+
 def create_storage(settings: Settings) -> BaseStorage:
     """FSM storage: Redis when ``REDIS_URL`` is set (conversations survive a restart and
     continue on any instance), process memory otherwise. Keys start with
     ``REDIS_KEY_PREFIX``."""
     if settings.redis_url:
+        require("redis", "REDIS_URL is set")
         from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage
 
         return RedisStorage.from_url(
             settings.redis_url, key_builder=DefaultKeyBuilder(prefix=settings.redis_key_prefix)
         )
     return MemoryStorage()
+
+
+class ContextDispatcher(Dispatcher):
+    """aiogram's ``Dispatcher`` that binds the update's identity to every log line of its
+    handling (``bot.logs``): ``update_id``, ``update_type``, ``user_id``; an ``error_ref``
+    or ``request_id`` set inside ends with the update."""
+
+    async def feed_update(self, bot: Bot, update: Update, **kwargs: Any) -> Any:
+        sender = update_sender(update)
+        try:
+            update_type = update.event_type
+        except UpdateTypeLookupError:
+            update_type = "unknown"
+        with structlog.contextvars.bound_contextvars(
+            update_id=update.update_id,
+            update_type=update_type,
+            user_id=sender.id if sender is not None else None,
+            error_ref=None,
+            request_id=None,
+        ):
+            return await super().feed_update(bot, update, **kwargs)
 
 
 def build_dispatcher(
@@ -230,7 +275,7 @@ def build_dispatcher(
     everything below it), then user loading; i18n wraps each event observer. ``storage``
     is the FSM storage (memory when None).
     """
-    dp = Dispatcher(storage=storage, **services.as_dispatcher_kwargs())
+    dp = ContextDispatcher(storage=storage, **services.as_dispatcher_kwargs())
     for middleware in outer_middlewares:
         dp.update.outer_middleware(middleware)
     dp.update.outer_middleware(

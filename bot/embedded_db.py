@@ -19,8 +19,16 @@ def start_embedded(data_dir: Path, database: str = DATABASE_NAME) -> str:
     code. The server keeps running until the last process using it exits.
 
     Raises:
+        bot.features.MissingExtraError: pgserver (the ``embedded`` extra) is not installed.
         RuntimeError: the server could not be initialised or started.
     """
+    from bot.features import require
+
+    require(
+        "embedded",
+        "DATABASE_URL is not set (the embedded PostgreSQL is the default)",
+        ", or set DATABASE_URL=postgresql://user:password@host:5432/db",
+    )
     import pgserver
 
     data_dir = data_dir.expanduser().resolve()

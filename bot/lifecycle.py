@@ -39,6 +39,7 @@ from bot.app import (
     build_dispatcher,
     build_services,
     create_bot,
+    create_rate_limiter,
     create_storage,
     resolve_database_url,
     set_commands,
@@ -50,11 +51,13 @@ from bot.sentry import close_sentry, init_sentry
 from bot.services import Services
 from bot.settings import Settings
 from bot.webhook import WebhookHandler, add_webhook_route, set_webhook
-from database import processed_updates
+from database import instances, processed_updates
 from database.migrate import head_revision
 from database.pool import create_pool
 from middlewares.updates import UpdateTrackingMiddleware
 from recovery.notifications import default_instance_id
+from recovery.rate_limit import TelegramRateLimiter
+from recovery.redis_rate_limit import RedisRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class BotInstance:
         self.web_runner: web.AppRunner | None = None
         self.polling_task: asyncio.Task[None] | None = None
         self.sender_task: asyncio.Task[None] | None = None
+        self.heartbeat_task: asyncio.Task[None] | None = None
+        self.rate_limiter: TelegramRateLimiter | RedisRateLimiter | None = None
         self._stop_requested: asyncio.Event | None = None
         self._sender_stop: asyncio.Event | None = None
 
@@ -130,8 +135,13 @@ class BotInstance:
             command_timeout_s=s.db_command_timeout_s,
         )
         self.metrics = Metrics(self.instance_id, self.mode)
+        self.rate_limiter = limiter = create_rate_limiter(s)
+        self.metrics.rate_limit_fallback.set_function(
+            lambda: 1.0 if limiter.status().get("fallback") else 0.0
+        )
+        await self._beat()  # the number of instances is known before the first send
         self.services = build_services(s, self.pool, create_i18n(s.default_locale), self.bot,
-                                       self.metrics)  # fmt: skip
+                                       self.metrics, limiter)  # fmt: skip
         self.metrics.add_jobs(job_table(self.services))
         claim = self._claim_update if self.mode in CLAIM_UPDATES_IN else None
         self.tracker = UpdateTrackingMiddleware(self.metrics, claim=claim)
@@ -140,7 +150,10 @@ class BotInstance:
             self.services, storage=self.storage, outer_middlewares=[self.tracker]
         )
         self.runner = JobRunner(self.services, self.instance_id)
-        self.readiness = Readiness(self.pool, head_revision(), s.readiness_timeout_s, self.metrics)
+        self.readiness = Readiness(
+            self.pool, head_revision(), s.readiness_timeout_s, self.metrics,
+            rate_limits=limiter.status,
+        )  # fmt: skip
         await set_commands(self.bot)
         if self.mode == "webhook":
             assert s.webhook_secret is not None
@@ -166,7 +179,11 @@ class BotInstance:
         if s.scheduler_enabled:
             self.scheduler = build_scheduler(self.services, self.runner)
             self.scheduler.start()
+            self.metrics.set_job_intervals(
+                {name: interval for name, (_, interval) in job_table(self.services).items()}
+            )
         self.sender_task = asyncio.create_task(self._sender_loop())
+        self.heartbeat_task = asyncio.create_task(self._heartbeat_loop())
         log.info("instance %s ready (%s mode)", self.instance_id, self.mode)
 
     async def _start_web_server(self) -> None:
@@ -193,6 +210,38 @@ class BotInstance:
             return (await recovery.find_stuck(limit=1)).total
 
         await refresh_shared_gauges(self.metrics, self.pool, count_stuck)
+
+    async def _beat(self) -> None:
+        """Say this instance is alive (``bot_instances``); the count of live instances goes
+        to the metrics and to the rate limiter (its divisor while Redis is away), which
+        also tries Redis again if it is falling back."""
+        assert self.pool is not None
+        s = self.settings
+        count = await instances.beat(
+            self.pool, self.instance_id, self.mode, stale_after_s=3 * s.instance_heartbeat_s
+        )
+        if self.metrics is not None:
+            self.metrics.live_instances.set(count)
+        if isinstance(self.rate_limiter, RedisRateLimiter):
+            self.rate_limiter.set_live_instances(count)
+            await self.rate_limiter.probe()  # an idle instance notices Redis back too
+
+    async def _heartbeat_loop(self) -> None:
+        """``_beat`` every ``INSTANCE_HEARTBEAT_S`` seconds until cancelled; a failed beat
+        is logged and the next one tried on time (the last count stays in force)."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.settings.instance_heartbeat_s)
+            try:
+                await self._beat()
+            except Exception as exc:
+                if not failing:
+                    log.warning("instance heartbeat failed: %s", type(exc).__name__)
+                failing = True
+                continue
+            if failing:
+                log.info("instance heartbeat recorded again")
+            failing = False
 
     async def _sender_loop(self) -> None:
         """The notification sender (``NotificationRetryManager.run``) until shutdown: it
@@ -243,6 +292,7 @@ class BotInstance:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         released = await self._release_claims()
+        await self._leave()
         await self._close()
         log.info(
             "instance %s stopped: %d update(s) cut short, %d job run(s) cancelled, "
@@ -289,6 +339,20 @@ class BotInstance:
             log.error("could not release claimed notifications: %s", type(exc).__name__)
             return 0
 
+    async def _leave(self) -> None:
+        """Stop the heartbeat and remove this instance's row: from their next heartbeat on,
+        the others count one instance fewer."""
+        if self.heartbeat_task is not None:
+            self.heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat_task
+        if self.pool is None:
+            return
+        try:
+            await instances.leave(self.pool, self.instance_id)
+        except Exception as exc:  # the row goes stale after three heartbeats instead
+            log.warning("could not remove the instance row: %s", type(exc).__name__)
+
     async def _close(self) -> None:
         if self.web_runner is not None:
             await self.web_runner.cleanup()
@@ -300,6 +364,9 @@ class BotInstance:
         if self.storage is not None:
             with contextlib.suppress(Exception):
                 await self.storage.close()
+        if isinstance(self.rate_limiter, RedisRateLimiter):
+            with contextlib.suppress(Exception):
+                await self.rate_limiter.close()
         if self.pool is not None:
             await self.pool.close()
         if self.bot is not None:

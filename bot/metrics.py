@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -128,6 +128,11 @@ class Metrics:
             "Unix time this instance last finished the job successfully.",
             ["job"], registry=r,
         )  # fmt: skip
+        self.job_interval = Gauge(
+            "bot_job_interval_seconds",
+            "How often the job runs (JOB_*_INTERVAL_S); set while the scheduler is on.",
+            ["job"], registry=r,
+        )  # fmt: skip
         self.cleanup_removed = Counter(
             "bot_cleanup_removed_rows", "Rows removed by the cleanup job, by table.",
             ["table"], registry=r,
@@ -136,12 +141,29 @@ class Metrics:
             "bot_database_up", "1 when the last readiness check or scrape reached PostgreSQL.",
             registry=r,
         )  # fmt: skip
+        self.live_instances = Gauge(
+            "bot_live_instances",
+            "Instances whose heartbeat is recent (bot_instances; shared state).",
+            registry=r,
+        )
+        self.rate_limit_fallback = Gauge(
+            "bot_rate_limit_fallback",
+            "1 while Redis is unreachable and this instance holds Telegram's limits alone "
+            "at 1/N of the rates; 0 otherwise.",
+            registry=r,
+        )
 
     def add_jobs(self, names: Iterable[str]) -> None:
         """Create the label sets of these jobs, so that their counters start at 0."""
         for name in names:
             for outcome in JOB_OUTCOMES:
                 self.job_runs.labels(name, outcome)
+
+    def set_job_intervals(self, intervals: Mapping[str, float]) -> None:
+        """Export each scheduled job's interval in seconds (alerts compare the time since
+        its last success with it)."""
+        for name, interval_s in intervals.items():
+            self.job_interval.labels(name).set(interval_s)
 
     def observe_error(self, category: str, severity: str) -> None:
         """Count one recorded error."""
@@ -197,10 +219,15 @@ class Readiness:
     metrics: Metrics | None = None
     draining: bool = False
     last: dict[str, object] = field(default_factory=dict)
+    rate_limits: Callable[[], dict[str, object]] | None = None
+    """Where Telegram's limits are held (``RateLimiter.status``): shown, never a reason to be
+    not ready (falling back to this process still sends, more slowly)."""
 
     async def check(self) -> tuple[bool, dict[str, object]]:
         """(ready, details) with ``details`` naming each check's result."""
         details: dict[str, object] = {"draining": self.draining, "head": self.head}
+        if self.rate_limits is not None:
+            details["rate_limits"] = self.rate_limits()
         try:
             revision = await asyncio.wait_for(
                 schema_revision(self.pool, self.timeout_s), self.timeout_s

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -168,7 +169,8 @@ class JobRunner:
         if task is not None:
             self._tasks.add(task)
         try:
-            return await self._run(name, func, interval_s)
+            with structlog.contextvars.bound_contextvars(job=name):
+                return await self._run(name, func, interval_s)
         except asyncio.CancelledError:
             if self.stopping:  # our own shutdown cancelled it; the run is marked cancelled
                 return None

@@ -21,11 +21,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from bot.features import require
 from bot.settings import Settings
 from recovery.errors import ErrorRecord, ErrorSeverity
 from recovery.masking import mask_sensitive
 
-if TYPE_CHECKING:  # sentry_sdk is imported only when SENTRY_DSN is set (start-up time)
+if TYPE_CHECKING:  # sentry-sdk is the optional ``sentry`` extra: imported when used
+    from sentry_sdk.scrubber import EventScrubber
     from sentry_sdk.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,13 @@ DENYLIST: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def project_event_scrubber() -> Any:
+def project_event_scrubber() -> EventScrubber:
     """Sentry's ``EventScrubber`` with ``DEFAULT_DENYLIST`` + ``DENYLIST``, recursive, that
     also scrubs ``contexts`` and ``tags`` (where ``report_critical`` puts the error context;
-    the stock scrubber does not look there). Imports ``sentry_sdk``."""
+    the stock scrubber does not look there). Needs the ``sentry`` extra."""
     from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
-    class ProjectEventScrubber(EventScrubber):  # type: ignore[misc]
+    class ProjectEventScrubber(EventScrubber):
         def __init__(self) -> None:
             super().__init__(denylist=[*DEFAULT_DENYLIST, *DENYLIST], recursive=True)
 
@@ -101,6 +103,7 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     """
     if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value().strip():
         return False
+    require("sentry", "SENTRY_DSN is set")
     import sentry_sdk
     from sentry_sdk.integrations.logging import LoggingIntegration
 

@@ -49,9 +49,16 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     db_command_timeout_s: float = Field(default=30.0, gt=0)
     redis_url: str | None = Field(
-        default=None, description="FSM storage shared by several instances; memory if unset."
+        default=None,
+        description="FSM storage and Telegram's rate limits shared by several instances; "
+        "memory and this process if unset.",
     )
-    redis_key_prefix: str = Field(default="fsm", min_length=1)
+    redis_key_prefix: str = Field(
+        default="fsm", min_length=1, description="Start of every key the bot writes in Redis."
+    )
+    redis_timeout_s: float = Field(
+        default=1.0, gt=0, description="Seconds a rate-limit call to Redis may take."
+    )
 
     # --- Webhook (polling when webhook_url is unset) --------------------------------------
     webhook_url: str | None = Field(
@@ -70,6 +77,9 @@ class Settings(BaseSettings):
 
     # --- Operations -----------------------------------------------------------------------
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for a terminal, json (one object a line) for shippers."
+    )
     instance_id: str | None = Field(
         default=None, description="Name of this process in leases and logs; host:pid if unset."
     )
@@ -78,6 +88,9 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_environment: str = "production"
     job_run_retention_days: int = Field(default=30, ge=1)
+    instance_heartbeat_s: float = Field(
+        default=10.0, gt=0, description="How often an instance says it is alive (bot_instances)."
+    )
     processed_update_retention_days: int = Field(default=2, ge=1)
 
     # --- Notification retries (design: Policies / Retries) --------------------------------
@@ -96,6 +109,9 @@ class Settings(BaseSettings):
     rate_global_per_s: float = Field(default=30.0, gt=0)
     rate_per_chat_per_s: float = Field(default=1.0, gt=0)
     rate_per_group_per_min: float = Field(default=20.0, gt=0)
+    # added to every window's length: a send granted at the end of a window may reach
+    # Telegram later than one granted before it (network and scheduling jitter)
+    rate_window_margin_s: float = Field(default=0.05, ge=0, le=1)
 
     # --- Errors and alerts ----------------------------------------------------------------
     error_alert_window_s: float = Field(default=3600.0, ge=0)

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from aiogram import BaseMiddleware, Bot
 from aiogram.client.default import Default
 from aiogram.dispatcher.event.bases import CancelHandler, SkipHandler
@@ -164,6 +165,9 @@ class EnhancedErrorHandlerMiddleware(BaseMiddleware):
             context=_context(update, event, sender),
             failed_send=failed_send_of(exc, update, data),
         )
+        if record.reference:  # every later line of this update carries what the user sees
+            structlog.contextvars.bind_contextvars(error_ref=record.reference)
+            log.info("error reference %s for this update", record.reference)
         if update is None:
             return
         bot: Bot | None = data.get("bot")

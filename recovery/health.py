@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -56,10 +56,13 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "open_discrepancies": (1, 100),
     "pool_usage": (0.8, 0.95),
     "job_failures_last_hour": (1, 3),
+    "rate_limits_local_only": (1, None),
 }
 """(degraded_at, critical_at) per figure; None disables a level. Overridden by the
 ``HEALTH_THRESHOLDS`` setting. Pool use is a ratio (in use / max size); the oldest due
-notification is in seconds; error figures count error groups seen in the last hour."""
+notification is in seconds; error figures count error groups seen in the last hour.
+``rate_limits_local_only`` is 1 while Redis is unreachable and this instance holds Telegram's
+limits alone at 1/N of the rates (``recovery.redis_rate_limit``)."""
 
 FIGURE_LABELS: dict[str, str] = {
     "active_requests": _("Active requests"),
@@ -75,6 +78,7 @@ FIGURE_LABELS: dict[str, str] = {
     "open_discrepancies": _("Open inventory discrepancies"),
     "pool_usage": _("Database pool in use"),
     "job_failures_last_hour": _("Scheduler job failures in the last hour"),
+    "rate_limits_local_only": _("Rate limits held by this instance alone (Redis unreachable)"),
 }
 """msgids of every figure, in display order."""
 
@@ -204,6 +208,7 @@ def figures_of(summary: Mapping[str, Any]) -> dict[str, float]:
         "open_discrepancies": summary.get("open_discrepancies", summary["negative_balances"]),
         "pool_usage": round(float(pool.get("usage", 0.0)), 3),
         "job_failures_last_hour": sum((summary.get("job_failures_last_hour") or {}).values()),
+        "rate_limits_local_only": 1 if (summary.get("rate_limits") or {}).get("fallback") else 0,
     }
 
 
@@ -239,6 +244,8 @@ class HealthMonitor:
         stuck_threshold_s: default seconds in a state before a request counts as stuck.
         stuck_thresholds: per ``"workflow_type:state"`` thresholds in seconds.
         alerts: the admin alert path; None stores snapshots without alerting.
+        rate_limits: where Telegram's limits are held (``RateLimiter.status``), which only
+            this process knows; None: not shown.
     """
 
     def __init__(
@@ -249,8 +256,10 @@ class HealthMonitor:
         stuck_threshold_s: float = 24 * 3600.0,
         stuck_thresholds: Mapping[str, float] | None = None,
         alerts: AdminAlerts | None = None,
+        rate_limits: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         self.pool = pool
+        self.rate_limits = rate_limits
         self.thresholds = thresholds or HealthThresholds()
         self.stuck_threshold_s = stuck_threshold_s
         self.stuck_thresholds = dict(stuck_thresholds or {})
@@ -270,12 +279,16 @@ class HealthMonitor:
         }
 
     async def summary(self, conn: asyncpg.Connection | None = None) -> dict[str, Any]:
-        """``get_system_health_summary()`` as a dict, with ``pool`` (``pool_figures``)."""
+        """``get_system_health_summary()`` as a dict, with ``pool`` (``pool_figures``) and
+        ``rate_limits`` (where Telegram's limits are held, when known)."""
         pool = self.pool_figures()
         summary = await dashboard.health_summary(
             conn or self.pool, self.stuck_threshold_s, self.stuck_thresholds
         )
-        return {**summary, "pool": pool}
+        local = {"pool": pool}
+        if self.rate_limits is not None:
+            local["rate_limits"] = dict(self.rate_limits())
+        return {**summary, **local}
 
     async def report(self) -> HealthReport:
         """The live figures and status."""

@@ -46,7 +46,7 @@ from database import outbox, users
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
-from recovery.rate_limit import TelegramRateLimiter
+from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 
 if TYPE_CHECKING:  # the core does not depend on the bot package at run time
     from bot.settings import Settings
@@ -209,7 +209,8 @@ class NotificationRetryManager:
         sender: delivers one message (the bot supplies one built on aiogram).
         renderer: renders a template key with its parameters in a locale.
         policy: retry policy (attempts, backoff).
-        rate_limiter: Telegram's limits; default: the published limits.
+        rate_limiter: Telegram's limits (this process's, or every instance's in Redis);
+            default: the published limits, in this process.
         error_handler: records unexpected errors (``ErrorHandler``); None: log only.
         lease_s: seconds a claim is held before another sender may take the row.
         batch_size: rows claimed at once.
@@ -240,7 +241,7 @@ class NotificationRetryManager:
         sender: Sender,
         renderer: Renderer,
         policy: RetryPolicy | None = None,
-        rate_limiter: TelegramRateLimiter | None = None,
+        rate_limiter: RateLimiter | None = None,
         error_handler: ErrorRecorder | None = None,
         lease_s: float = 60.0,
         batch_size: int = 50,
@@ -265,7 +266,7 @@ class NotificationRetryManager:
         self.sender = sender
         self.renderer = renderer
         self.policy = policy or RetryPolicy()
-        self.rate_limiter = rate_limiter or TelegramRateLimiter()
+        self.rate_limiter: RateLimiter = rate_limiter or TelegramRateLimiter()
         self.error_handler = error_handler
         self.lease_s = lease_s
         self.batch_size = batch_size
@@ -847,9 +848,11 @@ def build_notification_manager(
     renderer: Renderer,
     error_handler: ErrorRecorder | None = None,
     alerts: AdminAlerts | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> NotificationRetryManager:
-    """The manager and its rate limiter configured from settings (``RETRY_*``,
-    ``RETRY_QUEUE_MAX_SIZE``, ``NOTIFICATION_*``, ``RATE_*``, ``ADMIN_IDS``)."""
+    """The manager configured from settings (``RETRY_*``, ``RETRY_QUEUE_MAX_SIZE``,
+    ``NOTIFICATION_*``, ``ADMIN_IDS``) with ``rate_limiter``, by default this process's
+    limiter configured from ``RATE_*``."""
     return NotificationRetryManager(
         pool,
         sender=sender,
@@ -861,11 +864,13 @@ def build_notification_manager(
             base_delay_s=settings.retry_base_delay_s,
             max_delay_s=settings.retry_max_delay_s,
         ),
-        rate_limiter=TelegramRateLimiter(
+        rate_limiter=rate_limiter
+        or TelegramRateLimiter(
             enabled=settings.rate_limit_enabled,
             global_per_s=settings.rate_global_per_s,
             per_chat_per_s=settings.rate_per_chat_per_s,
             per_group_per_min=settings.rate_per_group_per_min,
+            window_margin_s=settings.rate_window_margin_s,
         ),
         lease_s=settings.notification_lease_s,
         batch_size=settings.notification_batch_size,

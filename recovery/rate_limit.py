@@ -15,6 +15,14 @@ keeps grants at least ``0.8 / rate`` apart, so it runs smoothly instead of sendi
 second's allowance at once. Group chats (negative chat ids: groups, supergroups, channels)
 have both the per-chat and the per-group window.
 
+A margin (``window_margin_s``) lengthens every window: a send reaches Telegram some
+milliseconds after its grant, and not always the same number, so grants spaced by exactly one
+period can arrive closer together than that. With the margin at least as long as that
+jitter, Telegram never sees more than the limit in one of its windows.
+
+``TelegramRateLimiter`` holds the limits of one process; ``recovery.redis_rate_limit``
+holds them for every instance at once. Both offer ``RateLimiter``.
+
 The clock and the sleep function are injectable so that tests control time.
 """
 
@@ -25,6 +33,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -34,6 +43,28 @@ SMOOTHING = 0.8
 above the average rate to catch up after late wake-ups, never above the window's limit.
 (Measured: 0.5 lets catch-up bursts through that network jitter then packs into 36 arrivals
 in one second at 30/s; 0.8 keeps arrivals at 31 while reaching 29.9/s.)"""
+
+
+class RateLimiter(Protocol):
+    """What the notification sender needs of a rate limiter."""
+
+    async def acquire(self, chat_id: int, *, max_wait: float = math.inf) -> bool:
+        """Wait until a send to ``chat_id`` is allowed and count it (True); False without
+        counting when that would take more than ``max_wait`` seconds."""
+        ...
+
+    def wait_time(self, chat_id: int) -> float:
+        """Seconds until a send to ``chat_id`` is expected to be allowed (0: now)."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """Hold every send for ``seconds`` (a 429's ``retry_after``)."""
+        ...
+
+    def status(self) -> dict[str, object]:
+        """Where the limits are held: ``{"backend": "local" | "redis", "shared": bool, ...}``
+        (health and ``/readyz`` show it)."""
+        ...
 
 
 class SlidingWindow:
@@ -58,20 +89,22 @@ class SlidingWindow:
         self._grants: deque[float] = deque(maxlen=limit)
 
     @classmethod
-    def for_rate(cls, count: float, period: float, *, smooth: bool = False) -> SlidingWindow:
+    def for_rate(
+        cls, count: float, period: float, *, smooth: bool = False, margin: float = 0.0
+    ) -> SlidingWindow:
         """A window for ``count`` grants per ``period`` seconds: ``floor(count)`` (at least 1)
-        grants per ``period * floor(count) / count`` seconds, e.g. 30 per 1 s as is,
+        grants per ``period * floor(count) / count + margin`` seconds, e.g. 30 per 1 s as is,
         20 per 60 s as is, 0.5 per 1 s -> 1 per 2 s. ``smooth``: grants at least
         ``SMOOTHING * period / count`` apart.
 
         Raises:
-            ValueError: ``count`` or ``period`` is not positive.
+            ValueError: ``count`` or ``period`` is not positive, or ``margin`` is negative.
         """
-        if not count > 0 or not period > 0:
-            raise ValueError("count and period must be positive")
+        if not count > 0 or not period > 0 or margin < 0:
+            raise ValueError("count and period must be positive, margin not negative")
         limit = max(1, math.floor(count))
         gap = SMOOTHING * period / count if smooth else 0.0
-        return cls(limit, period * limit / count, gap)
+        return cls(limit, period * limit / count + margin, gap)
 
     def wait_time(self, now: float) -> float:
         """Seconds until a grant is allowed (0 when it is)."""
@@ -102,11 +135,13 @@ class TelegramRateLimiter:
         global_per_s: sends per second over all chats (Telegram: about 30).
         per_chat_per_s: sends per second to one chat (Telegram: 1).
         per_group_per_min: sends per minute to one group chat (Telegram: 20).
+        window_margin_s: seconds added to every window (jitter between a grant and its
+            arrival at Telegram).
         clock: monotonic seconds (default ``time.monotonic``).
         sleep: awaits the given seconds (default ``asyncio.sleep``).
 
     Raises:
-        ValueError: a rate is not positive.
+        ValueError: a rate is not positive, or the margin is negative.
     """
 
     PRUNE_EVERY = 1000  # forget idle per-chat windows every this many grants
@@ -118,9 +153,12 @@ class TelegramRateLimiter:
         global_per_s: float = 30.0,
         per_chat_per_s: float = 1.0,
         per_group_per_min: float = 20.0,
+        window_margin_s: float = 0.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        if window_margin_s < 0:
+            raise ValueError("window_margin_s must not be negative")
         for name, value in (
             ("global_per_s", global_per_s),
             ("per_chat_per_s", per_chat_per_s),
@@ -132,11 +170,14 @@ class TelegramRateLimiter:
         self.global_per_s = global_per_s
         self.per_chat_per_s = per_chat_per_s
         self.per_group_per_min = per_group_per_min
+        self.window_margin_s = window_margin_s
         self.clock = clock
         self.sleep = sleep
         self.paused_until = -math.inf
         self.last_grant_at = -math.inf  # clock time of the last grant (for measurements)
-        self._global = SlidingWindow.for_rate(global_per_s, 1.0, smooth=True)
+        self._global = SlidingWindow.for_rate(
+            global_per_s, 1.0, smooth=True, margin=window_margin_s
+        )
         self._chats: dict[int, SlidingWindow] = {}
         self._groups: dict[int, SlidingWindow] = {}
         self._grants = 0
@@ -156,15 +197,23 @@ class TelegramRateLimiter:
         """Seconds left of the current 429 pause (0 when none)."""
         return max(0.0, self.paused_until - self.clock())
 
+    def status(self) -> dict[str, object]:
+        """``{"backend": "local", "shared": False, "global_per_s": ...}``: this process alone."""
+        return {"backend": "local", "shared": False, "global_per_s": self.global_per_s}
+
     def _windows(self, chat_id: int) -> list[SlidingWindow]:
         chat = self._chats.get(chat_id)
         if chat is None:
-            chat = self._chats[chat_id] = SlidingWindow.for_rate(self.per_chat_per_s, 1.0)
+            chat = self._chats[chat_id] = SlidingWindow.for_rate(
+                self.per_chat_per_s, 1.0, margin=self.window_margin_s
+            )
         windows = [self._global, chat]
         if self.is_group(chat_id):
             group = self._groups.get(chat_id)
             if group is None:
-                group = SlidingWindow.for_rate(self.per_group_per_min, 60.0)
+                group = SlidingWindow.for_rate(
+                    self.per_group_per_min, 60.0, margin=self.window_margin_s
+                )
                 self._groups[chat_id] = group
             windows.append(group)
         return windows

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
@@ -213,6 +214,8 @@ class TransactionContext:
         current step (a step named after the operation when none is open)."""
         if not self.steps:
             self.steps.append({"step": self.operation, "status": "running", "operations": []})
+        if entity == "service_request":  # every later log line of this work names it
+            structlog.contextvars.bind_contextvars(request_id=entity_id)
         self.steps[-1]["operations"].append(
             {
                 "entity": entity,

@@ -7,10 +7,13 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-# install again only when the project's dependencies changed since the last install
-if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+# install again only when the project's dependencies changed since the last install; the
+# versions come from requirements.lock, with the embedded PostgreSQL (the default database)
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
+    || [ requirements.lock -nt .venv/.installed ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c requirements.lock -e '.[embedded]'
     touch .venv/.installed
 fi
 exec .venv/bin/python -m bot "$@"

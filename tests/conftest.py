@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +24,7 @@ import pytest_asyncio
 
 from database.migrate import upgrade_to_head
 from database.pool import create_pool
+from tests.redis_server import RedisServer
 
 _counter = itertools.count()
 
@@ -100,3 +102,46 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+REDIS_URL = os.environ.get("REDIS_URL")
+"""The Redis server of the Redis tests (``scripts/test.sh`` sets it when the machine's Redis
+answers); unset: those tests are skipped, saying so."""
+
+needs_redis = pytest.mark.skipif(
+    not REDIS_URL, reason="REDIS_URL is not set: no Redis server for this test"
+)
+
+_RUN_PREFIX = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+"""Every Redis key a test run writes starts with this: runs sharing one Redis never meet."""
+
+
+@pytest_asyncio.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this test alone (under the run's prefix); every key under it
+    is deleted afterwards."""
+    from redis.asyncio import Redis
+
+    prefix = f"{_RUN_PREFIX}-{next(_counter)}"
+    yield prefix
+    redis = Redis.from_url(REDIS_URL or "")
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"*{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test alone (``tests.redis_server``), to stop and start again;
+    skipped without ``redis-server``."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: cannot stop a Redis of this test's own")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -2,10 +2,13 @@
 
 ``render_errors_per_hour`` builds a ``Figure`` directly (no pyplot global state), so it is
 safe to call from a worker thread (``asyncio.to_thread``) while the bot keeps serving.
+matplotlib is the optional ``charts`` extra: without it the admin menu shows the figures as
+text (``charts_available``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Mapping
 
@@ -13,6 +16,14 @@ from recovery.error_stats import HourlySeries
 
 WIDTH_IN, HEIGHT_IN, DPI = 10.0, 5.0, 100
 """1000 x 500 px: within sendPhoto's limits (width + height <= 10000, ratio <= 20)."""
+
+
+def charts_available() -> bool:
+    """True when matplotlib (the ``charts`` extra) is installed."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ImportError:  # a finder that refuses the name, a broken install
+        return False
 
 
 def render_errors_per_hour(

@@ -18,7 +18,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from handlers.admin.charts import render_errors_per_hour
+from handlers.admin.charts import charts_available, render_errors_per_hour
 from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, cut, html, join, plain
@@ -331,13 +331,17 @@ async def lookup(message: Message, error_stats: ErrorStatistics, state: FSMConte
 async def chart(
     query: CallbackQuery, callback_data: ErrorsCb, error_stats: ErrorStatistics
 ) -> None:
-    """Errors per hour by category as a PNG photo; as text when sending the photo fails."""
+    """Errors per hour by category as a PNG photo; as text when sending the photo fails or
+    matplotlib (the ``charts`` extra) is not installed."""
     hours = callback_data.hours
     if hours not in CHART_WINDOWS_H:
         await query.answer(_("This chart is not available."), show_alert=True)
         return
     await query.answer()
     series = await error_stats.hourly(hours)
+    if not charts_available() and isinstance(query.message, Message):
+        await query.message.answer(render_series_text(series, hours))
+        return
     title = plain(_("Errors per hour over the last {window} (UTC)"), window=window_label(hours))
     png = await asyncio.to_thread(
         render_errors_per_hour,

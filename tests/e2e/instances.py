@@ -25,6 +25,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import bot_env, spawn_bot
+from tests.fakes.remote_api import RemoteTelegramAPI
 from tests.fakes.telegram_api import BAD_GATEWAY, ApiError, FakeTelegramAPI
 
 WEBHOOK_URL = "https://bot.example.invalid/telegram/webhook"
@@ -131,7 +132,9 @@ class Cluster:
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     instances: list[WebhookInstance] = field(default_factory=list)
 
-    async def start(self, name: str, api: FakeTelegramAPI, **extra: str) -> WebhookInstance:
+    async def start(
+        self, name: str, api: FakeTelegramAPI | RemoteTelegramAPI, **extra: str
+    ) -> WebhookInstance:
         """Start instance ``name`` against ``api``; returns once ``/readyz`` says ready and
         the webhook is set."""
         for _attempt in range(3):  # the free port may be taken in between: try another
@@ -150,7 +153,9 @@ class Cluster:
                 break
         raise AssertionError(f"{name} did not become ready:\n{instance.log()}")
 
-    async def _ready(self, instance: WebhookInstance, api: FakeTelegramAPI) -> bool:
+    async def _ready(
+        self, instance: WebhookInstance, api: FakeTelegramAPI | RemoteTelegramAPI
+    ) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while loop.time() < deadline:
@@ -221,8 +226,11 @@ def texts_to(api: FakeTelegramAPI, chats: list[int]) -> collections.Counter[str]
     return collections.Counter(m.get("text", "") for chat in chats for m in api.messages_to(chat))
 
 
-async def eventually(predicate: Callable[[], Any], within_s: float = 30.0, what: str = "") -> Any:
-    """Poll a sync or async predicate until truthy; AssertionError after ``within_s`` s."""
+async def eventually(
+    predicate: Callable[[], Any], within_s: float = 30.0, what: str = "", interval_s: float = 0.1
+) -> Any:
+    """Poll a sync or async predicate every ``interval_s`` seconds until truthy;
+    AssertionError after ``within_s`` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:
@@ -233,4 +241,4 @@ async def eventually(predicate: Callable[[], Any], within_s: float = 30.0, what:
             return value
         if loop.time() > deadline:
             raise AssertionError(f"not within {within_s}s: {what or predicate}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval_s)

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from bot.app import configure_logging
+from bot.logs import configure_logging
 from bot.sentry import close_sentry, init_sentry
 from bot.settings import Settings
 from tests.botstack import make_stack
