@@ -294,10 +294,8 @@ CREATE TABLE inventory_reconciliation_log (
     discrepancy      TEXT NOT NULL CHECK (discrepancy IN (
                          'negative_balance', 'negative_ledger', 'drift',
                          'orphaned_transaction', 'duplicate_reference')),
-    -- refused: an admin's fix or acceptance of a discrepancy that was no longer open
     action           TEXT NOT NULL CHECK (action IN (
-                         'detected', 'adjusted', 'reversed', 'accepted', 'skipped', 'failed',
-                         'refused')),
+                         'detected', 'adjusted', 'reversed', 'accepted', 'skipped', 'failed')),
     before_value     JSONB,
     after_value      JSONB,
     actor            TEXT NOT NULL,
