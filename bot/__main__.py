@@ -31,8 +31,8 @@ def main(argv: list[str]) -> int:
         )
         print(f"invalid settings: {problems}", file=sys.stderr)
         return 2
-    from bot.app import run_bot
     from bot.features import MissingExtraError, check, describe
+    from bot.lifecycle import run_bot
     from bot.logs import configure_logging
     from bot.seed_demo import seed_demo
 

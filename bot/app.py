@@ -1,7 +1,7 @@
 """App factory: database, Bot, Dispatcher (routers, middlewares, FSM storage), services.
 
 Running the process (polling or webhook mode, jobs, the notification sender, graceful
-shutdown) is ``bot.lifecycle``'s; ``run_bot`` is the entry point.
+shutdown) is ``bot.lifecycle``'s, with the entry point ``run_bot``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bot.features import require
 from bot.metrics import Metrics
 from bot.notification_texts import inline_keyboard, make_renderer
 from bot.sentry import report_critical
-from bot.services import Services
+from bot.services import Services, build_notification_manager
 from bot.settings import Settings
 from database.migrate import (
     database_revision,
@@ -49,7 +49,6 @@ from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
-from recovery.notifications import build_notification_manager
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
 from recovery.state_manager import EnhancedStateManager
@@ -305,11 +304,3 @@ async def set_commands(bot: Bot) -> None:
         await bot.set_my_commands(BOT_COMMANDS)
     except TelegramAPIError as exc:
         log.warning("setMyCommands refused (%s); continuing without a command list", exc.message)
-
-
-async def run_bot(settings: Settings) -> None:
-    """Run the bot (polling, or webhook when ``WEBHOOK_URL`` is set) until SIGINT/SIGTERM,
-    then shut down gracefully (``bot.lifecycle``)."""
-    from bot.lifecycle import BotInstance
-
-    await BotInstance(settings).run()

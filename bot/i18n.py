@@ -10,8 +10,6 @@ from pathlib import Path
 
 from aiogram.utils.i18n import I18n
 
-from bot.settings import SUPPORTED_LOCALES
-
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DOMAIN = "messages"
 
@@ -41,14 +39,3 @@ def create_i18n(default_locale: str = "en") -> I18n:
     """Compile the catalogs and return aiogram's ``I18n`` over them."""
     compile_catalogs()
     return I18n(path=LOCALES_DIR, default_locale=default_locale, domain=DOMAIN)
-
-
-def pick_locale(
-    user_language: str | None, telegram_language: str | None, default_locale: str
-) -> str:
-    """The user's stored language, else Telegram's ``language_code`` when we support it,
-    else the default."""
-    for candidate in (user_language, (telegram_language or "")[:2].lower()):
-        if candidate in SUPPORTED_LOCALES:
-            return candidate
-    return default_locale

@@ -376,3 +376,9 @@ class BotInstance:
 
 async def _zero() -> int:
     return 0
+
+
+async def run_bot(settings: Settings) -> None:
+    """Run the bot (polling, or webhook when ``WEBHOOK_URL`` is set) until SIGINT/SIGTERM,
+    then shut down gracefully."""
+    await BotInstance(settings).run()

@@ -16,7 +16,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Locale = Literal["en", "ru", "uz"]
-SUPPORTED_LOCALES: tuple[str, ...] = ("en", "ru", "uz")
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 InventoryKind = Literal[
     "drift", "negative_balance", "negative_ledger", "orphaned_transaction", "duplicate_reference"

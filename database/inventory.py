@@ -1,4 +1,4 @@
-"""SQL of inventory reconciliation and of stock movements (``materials`` + the ledger).
+"""SQL of inventory reconciliation (``materials`` against the ledger).
 
 The ledger ``inventory_transactions`` is the source of truth: ``materials.balance`` must equal
 the sum of the material's ledger quantities. Detection queries are set-based: the
@@ -7,7 +7,7 @@ chunk, orphans and duplicates are one pass each; the fix path runs the same chec
 material while holding that material's row lock. Plans of the detection queries:
 ``docs/inventory-reconciliation.md``.
 
-Concurrency contract (see ``record_movement``): every change of ``materials.balance`` is a
+Concurrency contract (see ``database/ledger.py``): every change of ``materials.balance`` is a
 relative update (``balance = balance + delta``) in the same transaction as its ledger row.
 Reconciliation locks the material row (``FOR UPDATE``) and re-reads balance and ledger sum
 before writing, so a concurrent movement is never overwritten.
@@ -24,7 +24,6 @@ from typing import Any
 import asyncpg
 
 from database.locks import advisory_lock
-from recovery.exceptions import InsufficientStockError, NotFoundError
 
 # --- Detection (set-based, one material id range per call) ---------------------------------
 
@@ -256,84 +255,6 @@ async def insert_correction(
     return await conn.fetchval(
         INSERT_CORRECTION_SQL, material_id, quantity, request_id, idempotency_key, reverses_id, note
     )
-
-
-# --- Stock movements ------------------------------------------------------------------------
-
-INSERT_MOVEMENT_SQL = """
-INSERT INTO inventory_transactions
-    (material_id, kind, quantity, request_id, actor_id, idempotency_key, external_reference,
-     note)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id
-"""
-EXISTING_MOVEMENT_SQL = """
-SELECT id, material_id, quantity FROM inventory_transactions WHERE idempotency_key = $1
-"""
-# Guarded relative update: never takes the balance below zero.
-GUARDED_MOVE_SQL = """
-UPDATE materials SET balance = balance + $2, updated_at = now()
- WHERE id = $1 AND balance + $2 >= 0
-RETURNING balance
-"""
-MOVEMENT_KINDS = ("receipt", "issue", "return", "adjustment")
-
-
-async def record_movement(
-    conn: asyncpg.Connection,
-    *,
-    material_id: int,
-    kind: str,
-    quantity: int,
-    idempotency_key: str,
-    request_id: int | None = None,
-    actor_id: int | None = None,
-    external_reference: str | None = None,
-    note: str | None = None,
-) -> tuple[int, bool]:
-    """One stock movement: the ledger row and the relative balance update in one transaction.
-
-    ``quantity`` is signed (receipt/return > 0, issue < 0). A repeated ``idempotency_key``
-    is not counted twice: the existing row's id comes back with ``False``.
-
-    Returns:
-        (ledger row id, True when this call applied the movement).
-
-    Raises:
-        InsufficientStockError: the balance would go below zero.
-        NotFoundError: the material does not exist.
-        ValueError: unknown kind, or a sign that does not fit the kind.
-    """
-    if kind not in MOVEMENT_KINDS or quantity == 0:
-        raise ValueError(f"bad movement {kind} {quantity}")
-    if (kind in ("receipt", "return") and quantity < 0) or (kind == "issue" and quantity > 0):
-        raise ValueError(f"{kind} cannot have quantity {quantity}")
-    async with conn.transaction():
-        try:
-            row_id = await conn.fetchval(
-                INSERT_MOVEMENT_SQL,
-                material_id,
-                kind,
-                quantity,
-                request_id,
-                actor_id,
-                idempotency_key,
-                external_reference,
-                note,
-            )
-        except asyncpg.ForeignKeyViolationError as exc:  # SQLSTATE 23503: no such material
-            raise NotFoundError("material", material_id) from exc
-        if row_id is None:
-            existing = await conn.fetchrow(EXISTING_MOVEMENT_SQL, idempotency_key)
-            return int(existing["id"]), False
-        balance = await conn.fetchval(GUARDED_MOVE_SQL, material_id, quantity)
-        if balance is None:
-            available = await conn.fetchval(
-                "SELECT balance FROM materials WHERE id = $1", material_id
-            )
-            raise InsufficientStockError(material_id, -quantity, available)
-        return int(row_id), True
 
 
 # --- Open discrepancies and acceptances ----------------------------------------------------

@@ -33,12 +33,6 @@ UPDATE materials SET balance = balance - $2, updated_at = now()
 RETURNING balance
 """
 
-INCREMENT_SQL = """
-UPDATE materials SET balance = balance + $2, updated_at = now()
- WHERE id = $1
-RETURNING balance
-"""
-
 BALANCE_SQL = "SELECT balance FROM materials WHERE id = $1"
 
 
@@ -78,39 +72,6 @@ async def decrement_stock(conn: asyncpg.Connection, material_id: int, quantity: 
     return await conn.fetchval(DECREMENT_SQL, material_id, quantity)
 
 
-async def increment_stock(conn: asyncpg.Connection, material_id: int, quantity: int) -> int | None:
-    """Add ``quantity`` (> 0) to the balance; returns the new balance, None if no material."""
-    return await conn.fetchval(INCREMENT_SQL, material_id, quantity)
-
-
 async def balance(conn: asyncpg.Connection | asyncpg.Pool, material_id: int) -> int | None:
     """The material's balance, or None when there is no such material."""
     return await conn.fetchval(BALANCE_SQL, material_id)
-
-
-async def record_receipt(
-    conn: asyncpg.Connection,
-    *,
-    material_id: int,
-    quantity: int,
-    idempotency_key: str,
-    actor_id: int | None = None,
-    note: str | None = None,
-) -> int | None:
-    """Receive ``quantity`` (> 0) into stock: a ``receipt`` ledger row plus the balance.
-
-    Call inside a transaction. Returns the new balance, or None when the key was already
-    used (nothing changed).
-    """
-    entry = await insert_entry(
-        conn,
-        material_id=material_id,
-        kind="receipt",
-        quantity=quantity,
-        idempotency_key=idempotency_key,
-        actor_id=actor_id,
-        note=note,
-    )
-    if entry is None:
-        return None
-    return await increment_stock(conn, material_id, quantity)

@@ -10,11 +10,11 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.settings import SUPPORTED_LOCALES
 from database import users
 from handlers.callbacks import LanguageCb
 from handlers.render import html, lines
 from handlers.texts import role_label
+from recovery.locale import SUPPORTED_LOCALES
 
 router = Router(name=__name__)
 

@@ -30,10 +30,10 @@ from aiogram.types import TelegramObject, Update, User
 from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.i18n import I18n
 
-from bot.i18n import pick_locale
 from middlewares.error_messages import CALLBACK_ALERT_LIMIT, user_message
 from middlewares.user import update_sender
 from recovery.errors import ErrorHandler, ErrorRecord, FailedSend
+from recovery.locale import pick_locale
 from recovery.masking import mask_sensitive
 
 log = logging.getLogger(__name__)

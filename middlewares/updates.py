@@ -12,20 +12,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
 from aiogram.types.update import UpdateTypeLookupError
+from prometheus_client import Counter, Gauge, Histogram
 
-from bot.metrics import Metrics
 from recovery.masking import mask_sensitive
 
 log = logging.getLogger(__name__)
 
 ClaimUpdate = Callable[[int], Awaitable[bool]]
 """``claim(update_id) -> True`` when this instance takes the update first."""
+
+
+class UpdateMetrics(Protocol):
+    """The update metrics this middleware feeds (``bot.metrics.Metrics`` has them)."""
+
+    updates: Counter
+    """``bot_updates_total`` by update type and outcome."""
+    update_seconds: Histogram
+    """Handling time of one update, in seconds, by update type."""
+    updates_in_flight: Gauge
+    """Updates being handled right now."""
 
 
 class UpdateTrackingMiddleware(BaseMiddleware):
@@ -41,7 +52,9 @@ class UpdateTrackingMiddleware(BaseMiddleware):
             handled anyway: a rare double handling beats losing the update.
     """
 
-    def __init__(self, metrics: Metrics | None = None, claim: ClaimUpdate | None = None) -> None:
+    def __init__(
+        self, metrics: UpdateMetrics | None = None, claim: ClaimUpdate | None = None
+    ) -> None:
         self.metrics = metrics
         self.claim = claim
         self._tasks: set[asyncio.Task[Any]] = set()

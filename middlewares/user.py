@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiogram import BaseMiddleware
@@ -12,14 +12,26 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update, User
 
-from bot.i18n import pick_locale
-from bot.settings import Settings
 from database import users
+from recovery.locale import pick_locale
 
 log = logging.getLogger(__name__)
 
 # PostgreSQL text cannot hold NUL; a name is stored without it
 _NUL = "\x00"
+
+
+class UserPolicy(Protocol):
+    """What the middleware needs of the settings (``bot.settings.Settings`` has it)."""
+
+    @property
+    def default_locale(self) -> str:
+        """``DEFAULT_LOCALE``: the language of a user who has none the bot speaks."""
+        ...
+
+    def is_admin_id(self, telegram_id: int) -> bool:
+        """True when ``telegram_id`` is listed in ``ADMIN_IDS``."""
+        ...
 
 
 def update_sender(update: Update) -> User | None:
@@ -47,7 +59,7 @@ class UserMiddleware(BaseMiddleware):
     user. Its callback query, if any, is answered silently, so that no button spins.
     """
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: UserPolicy) -> None:
         self.pool = pool
         self.settings = settings
 

@@ -81,3 +81,20 @@ async def make_material(
             f"test:opening:{sku}",
         )
     return row
+
+
+async def receive(
+    conn: asyncpg.Connection, *, material_id: int, quantity: int, idempotency_key: str
+) -> None:
+    """Stock received outside the bot: a ``receipt`` ledger row and the balance, together
+    (call inside a transaction)."""
+    await conn.execute(
+        "INSERT INTO inventory_transactions (material_id, kind, quantity, idempotency_key) "
+        "VALUES ($1, 'receipt', $2, $3)",
+        material_id,
+        quantity,
+        idempotency_key,
+    )
+    await conn.execute(
+        "UPDATE materials SET balance = balance + $2 WHERE id = $1", material_id, quantity
+    )

@@ -1,5 +1,6 @@
-"""Reconciliation running while 20 tasks issue and return the same material: the final
-balance equals the ledger sum and no movement is lost (a real PostgreSQL, real concurrency).
+"""Reconciliation running while 20 tasks take the same material for a request through the
+production path (``EnhancedStateManager.use_materials``): the final balance equals the ledger
+sum and no movement is lost (a real PostgreSQL, real concurrency).
 
 While the tasks run, a "corruptor" keeps adding to the balance behind the ledger's back and
 the reconciler keeps fixing that drift (and reverses an orphaned issue), so its writes race
@@ -17,13 +18,14 @@ import asyncio
 
 import asyncpg
 
-from database import inventory as inv
 from database.pool import create_pool
 from recovery.inventory import DiscrepancyKind, InventoryReconciliationManager, ReconciliationPolicy
+from recovery.state_manager import Actor, EnhancedStateManager
+from tests.factories import receive
 
 TASKS = 20
 ROUNDS = 15
-ISSUE, RETURN = -3, 1
+ISSUE = -3
 
 
 async def test_reconciliation_during_concurrent_issue_and_return_loses_no_movement(
@@ -40,6 +42,9 @@ async def _run(pool: asyncpg.Pool) -> None:
     client = await pool.fetchval(
         "INSERT INTO users (telegram_id, full_name) VALUES (1, 'c') RETURNING id"
     )
+    admin = await pool.fetchval(
+        "INSERT INTO users (telegram_id, full_name, role) VALUES (2, 'a', 'admin') RETURNING id"
+    )
     request = await pool.fetchval(
         "INSERT INTO service_requests (workflow_type, client_id, current_state) "
         "VALUES ('repair', $1, 'in_work') RETURNING id",
@@ -53,19 +58,17 @@ async def _run(pool: asyncpg.Pool) -> None:
     material = await pool.fetchval(
         "INSERT INTO materials (sku, name, balance) VALUES ('CBL', 'cable', 0) RETURNING id"
     )
-    async with pool.acquire() as conn:
-        await inv.record_movement(
-            conn, material_id=material, kind="receipt", quantity=1000, idempotency_key="r:1"
-        )
+    async with pool.acquire() as conn, conn.transaction():
+        await receive(conn, material_id=material, quantity=1000, idempotency_key="r:1")
         # an old issue for a cancelled request: the reconciler reverses it during the race
-        await inv.record_movement(
-            conn,
-            material_id=material,
-            kind="issue",
-            quantity=-7,
-            idempotency_key="orphan:1",
-            request_id=cancelled,
+        await conn.execute(
+            "INSERT INTO inventory_transactions "
+            "(material_id, kind, quantity, request_id, idempotency_key) "
+            "VALUES ($1, 'issue', -7, $2, 'orphan:1')",
+            material,
+            cancelled,
         )
+        await conn.execute("UPDATE materials SET balance = balance - 7 WHERE id = $1", material)
     await pool.execute(
         "UPDATE inventory_transactions SET created_at = now() - interval '1 day' "
         "WHERE idempotency_key = 'orphan:1'"
@@ -94,20 +97,16 @@ async def _run(pool: asyncpg.Pool) -> None:
 
     applied: list[int] = []
 
+    manager = EnhancedStateManager(pool)
+    actor = Actor(admin, "admin")
+
     async def worker(n: int) -> None:
         for r in range(ROUNDS):
-            for kind, quantity in (("issue", ISSUE), ("return", RETURN)):
-                async with pool.acquire() as conn:
-                    _, done = await inv.record_movement(
-                        conn,
-                        material_id=material,
-                        kind=kind,
-                        quantity=quantity,
-                        idempotency_key=f"task:{n}:{r}:{kind}",
-                        request_id=request,
-                    )
-                assert done
-                applied.append(quantity)
+            use = await manager.use_materials(
+                actor, request, material, -ISSUE, idempotency_key=f"task:{n}:{r}:issue"
+            )
+            assert not use.duplicate
+            applied.append(ISSUE)
 
     background = [asyncio.create_task(corruptor()), asyncio.create_task(reconciler())]
     await asyncio.gather(*(worker(n) for n in range(TASKS)))
@@ -118,8 +117,8 @@ async def _run(pool: asyncpg.Pool) -> None:
     task_rows = await pool.fetch(
         "SELECT quantity FROM inventory_transactions WHERE idempotency_key LIKE 'task:%'"
     )
-    task_net = TASKS * ROUNDS * (ISSUE + RETURN)
-    assert len(task_rows) == len(applied) == TASKS * ROUNDS * 2
+    task_net = TASKS * ROUNDS * ISSUE
+    assert len(task_rows) == len(applied) == TASKS * ROUNDS
     assert sum(r["quantity"] for r in task_rows) == sum(applied) == task_net
 
     # every change of balance and ledger is accounted for

@@ -17,11 +17,9 @@ import pytest
 from bot.scheduler import reconcile_inventory
 from bot.settings import Settings
 from database import demo_data
-from database import inventory as inv
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
-    InsufficientStockError,
     NotFoundError,
 )
 from recovery.inventory import (
@@ -646,45 +644,3 @@ async def test_demo_data_negative_and_drifted_materials(pool: asyncpg.Pool) -> N
     result = await reconcile_inventory(SimpleNamespace(inventory=recon))  # type: ignore[arg-type]
     assert (result["fixed"], result["waiting_for_admin"]) == (1, 1)
     assert [d.sku for d in (await recon.list_open()).items] == ["ONT-GPON"]
-
-
-async def test_record_movement_is_idempotent_and_guarded(pool: asyncpg.Pool) -> None:
-    material = await make_material(pool, received=3)
-    request = await make_request(pool)
-    async with pool.acquire() as conn:
-        first = await inv.record_movement(
-            conn,
-            material_id=material,
-            kind="issue",
-            quantity=-2,
-            idempotency_key="use:1",
-            request_id=request,
-        )
-        replay = await inv.record_movement(
-            conn,
-            material_id=material,
-            kind="issue",
-            quantity=-2,
-            idempotency_key="use:1",
-            request_id=request,
-        )
-        assert first[1] is True and replay == (first[0], False)
-        with pytest.raises(InsufficientStockError):
-            await inv.record_movement(
-                conn, material_id=material, kind="issue", quantity=-2, idempotency_key="use:2"
-            )
-        with pytest.raises(NotFoundError):
-            await inv.record_movement(
-                conn, material_id=999_999, kind="return", quantity=1, idempotency_key="use:3"
-            )
-        with pytest.raises(ValueError):
-            await inv.record_movement(
-                conn, material_id=material, kind="issue", quantity=2, idempotency_key="use:4"
-            )
-    assert await balance_and_ledger(pool, material) == (1, 1)
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM inventory_transactions WHERE idempotency_key LIKE 'use:%'"
-        )
-        == 1
-    )

@@ -25,6 +25,7 @@ from recovery.exceptions import (
 )
 from recovery.state_manager import Actor, EnhancedStateManager
 from recovery.transactions import AFTER_COMMIT, TransactionContext, TransactionRetryPolicy
+from tests.factories import receive
 
 FAST = TransactionRetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 TABLES = (
@@ -82,7 +83,7 @@ async def make_material(pool: asyncpg.Pool, sku: str, stock: int) -> int:
             "INSERT INTO materials (sku, name) VALUES ($1, $1) RETURNING id", sku
         )
         if stock:
-            await ledger.record_receipt(
+            await receive(
                 conn, material_id=material_id, quantity=stock, idempotency_key=f"receipt:{sku}"
             )
     return material_id

@@ -26,7 +26,7 @@ import asyncpg
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from database import ledger, users
+from database import users
 from recovery import workflow_definitions as wf
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -38,6 +38,7 @@ from recovery.exceptions import (
 )
 from recovery.state_manager import ASSIGNER_ROLES, Actor, EnhancedStateManager
 from recovery.transactions import AFTER_COMMIT, TransactionContext, TransactionRetryPolicy
+from tests.factories import receive
 
 POLICY = TransactionRetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 STEPS = {
@@ -318,7 +319,7 @@ async def _seed(pool: asyncpg.Pool, stock: tuple[int, int]) -> Model:
                 "INSERT INTO materials (sku, name) VALUES ($1, $1) RETURNING id", f"m{index}"
             )
             if quantity:
-                await ledger.record_receipt(
+                await receive(
                     conn, material_id=material_id, quantity=quantity, idempotency_key=f"r{index}"
                 )
             balances[material_id] = quantity
