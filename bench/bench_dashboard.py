@@ -271,15 +271,11 @@ async def explain(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
 
 
 async def summary_body(conn: asyncpg.Connection) -> str:
-    """The body of ``get_system_health_summary`` with its parameters as literals."""
+    """The body of ``get_system_health_summary`` (it takes no parameters)."""
     body = await conn.fetchval(
         "SELECT prosrc FROM pg_proc WHERE proname = 'get_system_health_summary'"
     )
-    return (
-        body.replace("stuck_thresholds", "'{\"connection:review\": 3600}'::jsonb")
-        .replace("stuck_threshold_s", "86400::float8")
-        .strip()
-    )
+    return body.strip()
 
 
 async def run(args: argparse.Namespace) -> str:
@@ -312,10 +308,10 @@ async def run(args: argparse.Namespace) -> str:
                 await pool.fetch(sql)
 
         cases: list[Case] = [
-            ("get_system_health_summary()", lambda: dashboard.health_summary(pool, 86400, {})),
+            ("get_system_health_summary()", lambda: dashboard.health_summary(pool)),
             (
-                "get_system_health_summary() with a per-state threshold",
-                lambda: dashboard.health_summary(pool, 86400, {"connection:review": 3600}),
+                "stuck requests with a per-state threshold (database/stuck.py)",
+                lambda: monitor.stuck_policy.count(pool),
             ),
             ("same figures, one query each (11 round trips)", separate),
             ("health screen: overview (summary + 2 snapshots)", monitor.overview),

@@ -4,7 +4,6 @@ and from ``error_records``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -13,19 +12,10 @@ Db = asyncpg.Connection | asyncpg.Pool
 
 
 # --- Health ---------------------------------------------------------------------------------
-async def health_summary(
-    conn: Db, stuck_threshold_s: float, stuck_thresholds: Mapping[str, float] | None = None
-) -> dict[str, Any]:
-    """``get_system_health_summary()``: the live figures in one JSON document.
-
-    ``stuck_thresholds``: seconds per ``"workflow_type:state"``; others use
-    ``stuck_threshold_s``.
-    """
-    return await conn.fetchval(
-        "SELECT get_system_health_summary($1, $2::jsonb)",
-        float(stuck_threshold_s),
-        {key: float(value) for key, value in (stuck_thresholds or {}).items()},
-    )
+async def health_summary(conn: Db) -> dict[str, Any]:
+    """``get_system_health_summary()``: the live figures in one JSON document (stuck
+    requests are counted by ``database.stuck.count``, not here)."""
+    return await conn.fetchval("SELECT get_system_health_summary()")
 
 
 async def lock_snapshots(conn: asyncpg.Connection) -> None:

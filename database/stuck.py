@@ -41,54 +41,87 @@ limits (workflow_type, state, threshold_s) AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::float8[])
 )"""
 
-# Unreachable assignees' active requests (any time in state).
-_UNREACHABLE = """
-SELECT r.id, r.state_entered_at
-  FROM users a
-  JOIN service_requests r ON r.assignee_id = a.id AND r.status = 'active'
- WHERE (NOT a.is_active OR a.blocked_bot_at IS NOT NULL)
-   AND ($4::text IS NULL OR r.workflow_type = $4)
-   AND ($5::text IS NULL OR r.current_state = $5)"""
+# The definition, in two conditions (``r`` a request, ``t`` its row of ``limits``, ``a`` its
+# assignee). Every query below is built from these two and nothing else decides "stuck".
+_OVER_DEADLINE = """r.status = 'active'
+             AND r.workflow_type = t.workflow_type
+             AND r.current_state = t.state
+             AND r.state_entered_at < now() - make_interval(secs => t.threshold_s)"""
+_UNREACHABLE_ASSIGNEE = """(NOT a.is_active OR a.blocked_bot_at IS NOT NULL)
+       AND ($4::text IS NULL OR r.workflow_type = $4)
+       AND ($5::text IS NULL OR r.current_state = $5)"""
+
+
+def _unreachable(columns: str) -> str:
+    """Unreachable assignees' active requests (any time in state), with ``columns`` of r."""
+    return f"""
+    SELECT {columns}
+      FROM users a
+      JOIN service_requests r ON r.assignee_id = a.id AND r.status = 'active'
+     WHERE {_UNREACHABLE_ASSIGNEE}"""
+
+
+def _late_per_state(columns: str, at_most: str) -> str:
+    """Over-deadline requests, one index range scan per (type, state), each cut at
+    ``at_most`` rows in time order, with ``columns`` of r."""
+    return f"""
+    SELECT late.*
+      FROM limits t
+      CROSS JOIN LATERAL (
+          SELECT {columns}
+            FROM service_requests r
+           WHERE {_OVER_DEADLINE}
+           ORDER BY r.state_entered_at, r.id
+           LIMIT {at_most}
+      ) late"""
+
+
+# The figures of the stuck requests in ``chosen`` (id, state_entered_at), in time order.
+def _rows(chosen: str) -> str:
+    return f"""
+SELECT r.id, r.workflow_type, r.current_state, r.owner_role, r.assignee_id, r.version,
+       r.state_entered_at, r.client_id, r.status,
+       extract(epoch FROM now() - r.state_entered_at)::float8 AS stuck_for_s,
+       t.threshold_s,
+       COALESCE({_OVER_DEADLINE}, FALSE) AS over_deadline,
+       a.full_name AS assignee_name,
+       a.is_active AS assignee_active,
+       a.blocked_bot_at IS NOT NULL AS assignee_blocked
+  FROM {chosen} p
+  JOIN service_requests r ON r.id = p.id
+  LEFT JOIN limits t ON t.workflow_type = r.workflow_type AND t.state = r.current_state
+  LEFT JOIN users a ON a.id = r.assignee_id
+ ORDER BY p.state_entered_at, p.id
+"""
+
 
 # One page, longest in state first. Each per-state scan stops after $6 (= offset + limit)
 # rows, the page is cut from their union; $7/$8: limit / offset.
 PAGE_SQL = f"""
 WITH {_LIMITS_CTE},
 candidates AS (
-    SELECT late.id, late.state_entered_at
-      FROM limits t
-      CROSS JOIN LATERAL (
-          SELECT r.id, r.state_entered_at
-            FROM service_requests r
-           WHERE r.status = 'active'
-             AND r.workflow_type = t.workflow_type
-             AND r.current_state = t.state
-             AND r.state_entered_at < now() - make_interval(secs => t.threshold_s)
-           ORDER BY r.state_entered_at, r.id
-           LIMIT $6
-      ) late
+    {_late_per_state("r.id, r.state_entered_at", "$6")}
     UNION
-    {_UNREACHABLE}
+    {_unreachable("r.id, r.state_entered_at")}
 ),
 page AS (
     SELECT id, state_entered_at FROM candidates
      ORDER BY state_entered_at, id LIMIT $7 OFFSET $8
 )
-SELECT r.id, r.workflow_type, r.current_state, r.owner_role, r.assignee_id, r.version,
-       r.state_entered_at, r.client_id, r.status,
-       extract(epoch FROM now() - r.state_entered_at)::float8 AS stuck_for_s,
-       t.threshold_s,
-       COALESCE(r.state_entered_at < now() - make_interval(secs => t.threshold_s), FALSE)
-           AS over_deadline,
-       a.full_name AS assignee_name,
-       a.is_active AS assignee_active,
-       a.blocked_bot_at IS NOT NULL AS assignee_blocked
-  FROM page p
-  JOIN service_requests r ON r.id = p.id
-  LEFT JOIN limits t ON t.workflow_type = r.workflow_type AND t.state = r.current_state
-  LEFT JOIN users a ON a.id = r.assignee_id
- ORDER BY p.state_entered_at, p.id
-"""
+{_rows("page")}"""
+
+# The one request $6 when it is stuck now (no row otherwise), with the figures of a page row.
+ONE_SQL = f"""
+WITH {_LIMITS_CTE},
+candidates AS (
+    SELECT r.id, r.state_entered_at
+      FROM service_requests r
+      JOIN limits t ON t.workflow_type = r.workflow_type AND t.state = r.current_state
+     WHERE r.id = $6 AND {_OVER_DEADLINE}
+    UNION
+    SELECT u.* FROM ({_unreachable("r.id, r.state_entered_at")}) u WHERE u.id = $6
+)
+{_rows("candidates")}"""
 
 # How many requests are stuck: the over-deadline ones (index-only counts per state) plus the
 # unreachable-assignee ones that are not also over their deadline.
@@ -99,42 +132,22 @@ SELECT (SELECT COALESCE(sum(n), 0)
           CROSS JOIN LATERAL (
               SELECT count(*) AS n
                 FROM service_requests r
-               WHERE r.status = 'active'
-                 AND r.workflow_type = t.workflow_type
-                 AND r.current_state = t.state
-                 AND r.state_entered_at < now() - make_interval(secs => t.threshold_s)
+               WHERE {_OVER_DEADLINE}
           ) c)::bigint
      + (SELECT count(*)
-          FROM ({_UNREACHABLE}) u
+          FROM ({_unreachable("r.id")}) u
           JOIN service_requests r ON r.id = u.id
           LEFT JOIN limits t ON t.workflow_type = r.workflow_type AND t.state = r.current_state
-         WHERE NOT COALESCE(r.state_entered_at < now() - make_interval(secs => t.threshold_s),
-                            FALSE))
+         WHERE NOT COALESCE({_OVER_DEADLINE}, FALSE))
 """
 
 # Every stuck request as (id, version) for a batch, longest in state first; $6: at most.
 TARGETS_SQL = f"""
 WITH {_LIMITS_CTE},
 candidates AS (
-    SELECT late.id, late.state_entered_at, late.version
-      FROM limits t
-      CROSS JOIN LATERAL (
-          SELECT r.id, r.state_entered_at, r.version
-            FROM service_requests r
-           WHERE r.status = 'active'
-             AND r.workflow_type = t.workflow_type
-             AND r.current_state = t.state
-             AND r.state_entered_at < now() - make_interval(secs => t.threshold_s)
-           ORDER BY r.state_entered_at, r.id
-           LIMIT $6
-      ) late
+    {_late_per_state("r.id, r.state_entered_at, r.version", "$6")}
     UNION
-    SELECT r.id, r.state_entered_at, r.version
-      FROM users a
-      JOIN service_requests r ON r.assignee_id = a.id AND r.status = 'active'
-     WHERE (NOT a.is_active OR a.blocked_bot_at IS NOT NULL)
-       AND ($4::text IS NULL OR r.workflow_type = $4)
-       AND ($5::text IS NULL OR r.current_state = $5)
+    {_unreachable("r.id, r.state_entered_at, r.version")}
 )
 SELECT id, version FROM candidates ORDER BY state_entered_at, id LIMIT $6
 """
@@ -148,19 +161,9 @@ WITH {_LIMITS_CTE},
 late AS (
     SELECT r.id, r.state_entered_at, r.current_state
       FROM limits t
-      JOIN service_requests r
-        ON r.status = 'active'
-       AND r.workflow_type = t.workflow_type
-       AND r.current_state = t.state
-       AND r.state_entered_at < now() - make_interval(secs => t.threshold_s)
+      JOIN service_requests r ON {_OVER_DEADLINE}
 ),
-unreachable AS (
-    SELECT r.id, r.state_entered_at, r.current_state
-      FROM users a
-      JOIN service_requests r ON r.assignee_id = a.id AND r.status = 'active'
-     WHERE (NOT a.is_active OR a.blocked_bot_at IS NOT NULL)
-       AND ($4::text IS NULL OR r.workflow_type = $4)
-       AND ($5::text IS NULL OR r.current_state = $5)
+unreachable AS ({_unreachable("r.id, r.state_entered_at, r.current_state")}
 ),
 stuck AS (
     SELECT id, state_entered_at, current_state, 'over_deadline' AS reason
@@ -217,6 +220,13 @@ async def page(
     return await conn.fetch(
         PAGE_SQL, *_args(limits, workflow_type, state), offset + limit, limit, offset
     )
+
+
+async def one(
+    conn: asyncpg.Connection | asyncpg.Pool, limits: Sequence[Limit], request_id: int
+) -> asyncpg.Record | None:
+    """The request's row as ``page`` gives it when the request is stuck now, else None."""
+    return await conn.fetchrow(ONE_SQL, *_args(limits, None, None), request_id)
 
 
 async def count(

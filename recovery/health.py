@@ -1,7 +1,8 @@
 """System health: live figures, an overall status from configurable thresholds, snapshots
 every 5 minutes (``system_health_snapshots``) and an admin alert when the status changes.
 
-Figures come from ``get_system_health_summary()`` (one query) plus the connection pool's use,
+Figures come from ``get_system_health_summary()`` (one query), the stuck requests
+(``database/stuck.py``, the one definition) and the connection pool's use,
 which only this process knows. Each figure with thresholds has a pair
 ``(degraded_at, critical_at)``: a value at or above ``critical_at`` makes the system critical,
 at or above ``degraded_at`` degraded; the overall status is the worst figure's. The alert
@@ -22,6 +23,7 @@ import asyncpg
 
 from database import dashboard
 from recovery.alerts import AdminAlerts, AlertKind, AlertResult
+from recovery.stuck import StuckPolicy
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +244,8 @@ class HealthMonitor:
         pool: asyncpg pool (its use is one of the figures).
         thresholds: status thresholds (default ``DEFAULT_THRESHOLDS``).
         stuck_threshold_s: default seconds in a state before a request counts as stuck.
-        stuck_thresholds: per ``"workflow_type:state"`` thresholds in seconds.
+        stuck_thresholds: per ``"workflow_type:state"`` thresholds in seconds (the
+            ``stuck_requests`` figure counts with ``StuckPolicy``, as the stuck list does).
         alerts: the admin alert path; None stores snapshots without alerting.
         rate_limits: where Telegram's limits are held (``RateLimiter.status``), which only
             this process knows; None: not shown.
@@ -261,8 +264,7 @@ class HealthMonitor:
         self.pool = pool
         self.rate_limits = rate_limits
         self.thresholds = thresholds or HealthThresholds()
-        self.stuck_threshold_s = stuck_threshold_s
-        self.stuck_thresholds = dict(stuck_thresholds or {})
+        self.stuck_policy = StuckPolicy.of(stuck_threshold_s, stuck_thresholds)
         self.alerts = alerts
 
     def pool_figures(self) -> dict[str, float]:
@@ -279,13 +281,13 @@ class HealthMonitor:
         }
 
     async def summary(self, conn: asyncpg.Connection | None = None) -> dict[str, Any]:
-        """``get_system_health_summary()`` as a dict, with ``pool`` (``pool_figures``) and
-        ``rate_limits`` (where Telegram's limits are held, when known)."""
+        """``get_system_health_summary()`` as a dict, with ``stuck_requests`` (the stuck
+        definition of ``database/stuck.py``), ``pool`` (``pool_figures``) and ``rate_limits``
+        (where Telegram's limits are held, when known)."""
         pool = self.pool_figures()
-        summary = await dashboard.health_summary(
-            conn or self.pool, self.stuck_threshold_s, self.stuck_thresholds
-        )
-        local = {"pool": pool}
+        summary = await dashboard.health_summary(conn or self.pool)
+        summary["stuck_requests"] = await self.stuck_policy.count(conn or self.pool)
+        local: dict[str, Any] = {"pool": pool}
         if self.rate_limits is not None:
             local["rate_limits"] = dict(self.rate_limits())
         return {**summary, **local}
