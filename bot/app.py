@@ -154,7 +154,7 @@ def build_services(
     state_manager = EnhancedStateManager(
         pool,
         retry_policy=TransactionRetryPolicy(
-            attempts=settings.db_retry_attempts,
+            max_attempts=settings.db_retry_attempts,
             base_delay_s=settings.db_retry_base_delay_s,
             max_delay_s=settings.db_retry_max_delay_s,
         ),

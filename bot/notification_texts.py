@@ -70,7 +70,6 @@ STATE_MSGIDS = {
 }
 WORKFLOW_MSGIDS = {"connection": _("connection"), "repair": _("repair")}
 HEALTH_MSGIDS = {"healthy": _("healthy"), "degraded": _("degraded"), "critical": _("critical")}
-HEALTH_KEYS = ("status", "previous")  # the health alert's statuses, translated at send time
 
 
 class UnknownTemplateError(KeyError):

@@ -23,6 +23,7 @@ from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -115,8 +116,14 @@ async def set_webhook(bot: Bot, settings: Settings, allowed_updates: list[str]) 
         aiogram.exceptions.TelegramAPIError: Telegram refused the URL or the secret.
     """
     assert settings.webhook_url is not None and settings.webhook_secret is not None
-    for attempt in range(1, SET_WEBHOOK_ATTEMPTS + 1):
-        try:
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(SET_WEBHOOK_ATTEMPTS),
+        wait=_wait_retry_after,
+        retry=retry_if_exception_type(TelegramRetryAfter),
+        before_sleep=_log_flood_wait,
+        reraise=True,
+    ):
+        with attempt:
             await bot.set_webhook(
                 url=settings.webhook_url,
                 secret_token=settings.webhook_secret.get_secret_value(),
@@ -124,10 +131,14 @@ async def set_webhook(bot: Bot, settings: Settings, allowed_updates: list[str]) 
                 max_connections=settings.webhook_max_connections,
                 drop_pending_updates=False,
             )
-            log.info("webhook set; Telegram posts updates to the configured WEBHOOK_URL")
-            return
-        except TelegramRetryAfter as exc:
-            if attempt == SET_WEBHOOK_ATTEMPTS:
-                raise
-            log.warning("setWebhook flood control: retrying in %s s", exc.retry_after)
-            await asyncio.sleep(exc.retry_after)
+    log.info("webhook set; Telegram posts updates to the configured WEBHOOK_URL")
+
+
+def _wait_retry_after(state: RetryCallState) -> float:
+    """Telegram's 429 is waited out for exactly its ``retry_after`` (no backoff)."""
+    exc = state.outcome.exception() if state.outcome else None
+    return float(exc.retry_after) if isinstance(exc, TelegramRetryAfter) else 0.0
+
+
+def _log_flood_wait(state: RetryCallState) -> None:
+    log.warning("setWebhook flood control: retrying in %s s", _wait_retry_after(state))

@@ -59,27 +59,6 @@ RETURNING *
 
 GET_BY_REFERENCE_SQL = "SELECT * FROM error_records WHERE reference = upper(btrim($1))"
 
-# Groups by occurrence count, most frequent first; $3: only groups seen in the last $3
-# seconds (NULL = any time); $4: include resolved groups. Unresolved and all-time: the
-# partial index ix_error_records_open_count.
-TOP_GROUPS_SQL = """
-SELECT * FROM error_records
- WHERE ($4 OR status <> 'resolved')
-   AND ($3::double precision IS NULL OR last_seen_at > now() - make_interval(secs => $3))
- ORDER BY occurrence_count DESC, last_seen_at DESC, id
- LIMIT $1 OFFSET $2
-"""
-
-# Groups seen in the last $1 seconds by category and severity, with their running totals
-# (ix_error_records_category_last_seen).
-GROUP_COUNTS_SQL = """
-SELECT category, severity, count(*) AS groups, sum(occurrence_count) AS total_occurrences
-  FROM error_records
- WHERE last_seen_at > now() - make_interval(secs => $1)
- GROUP BY category, severity
- ORDER BY total_occurrences DESC, category, severity
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
@@ -90,20 +69,6 @@ class UpsertResult:
     occurrence_count: int
     status: str
     inserted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GroupCount:
-    """Error groups of one (category, severity) seen in a window.
-
-    ``total_occurrences`` is those groups' running total (since each group's first
-    occurrence), not the occurrences inside the window: those need an hourly rollup.
-    """
-
-    category: str
-    severity: str
-    groups: int
-    total_occurrences: int
 
 
 async def upsert(
@@ -167,32 +132,3 @@ async def resolve(
     """Mark the group resolved; returns the updated row, or None when there is no such
     group or it is resolved already."""
     return await conn.fetchrow(RESOLVE_SQL, reference.strip(), resolved_by)
-
-
-async def top_groups(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    limit: int,
-    offset: int = 0,
-    window_s: float | None = None,
-    include_resolved: bool = False,
-) -> list[asyncpg.Record]:
-    """Groups by occurrence count (see ``TOP_GROUPS_SQL``)."""
-    return await conn.fetch(
-        TOP_GROUPS_SQL,
-        limit,
-        offset,
-        None if window_s is None else float(window_s),
-        include_resolved,
-    )
-
-
-async def group_counts(
-    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
-) -> list[GroupCount]:
-    """Groups seen in the last ``window_s`` seconds by category and severity."""
-    rows = await conn.fetch(GROUP_COUNTS_SQL, float(window_s))
-    return [
-        GroupCount(r["category"], r["severity"], r["groups"], int(r["total_occurrences"]))
-        for r in rows
-    ]

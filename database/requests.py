@@ -18,7 +18,6 @@ LOCK_REQUEST_SQL = "SELECT * FROM service_requests WHERE id = $1 FOR UPDATE"
 # block each other, a state change waits until they are done.
 LOCK_REQUEST_SHARED_SQL = "SELECT * FROM service_requests WHERE id = $1 FOR SHARE"
 
-COUNT_ACTIVE_SQL = "SELECT count(*) FROM service_requests WHERE status = 'active'"
 
 # Apply a state change guarded by optimistic locking: no row comes back when the version
 # moved on since the caller read it.
@@ -78,11 +77,6 @@ async def lock_shared(conn: asyncpg.Connection, request_id: int) -> asyncpg.Reco
     """The request locked ``FOR SHARE`` until the transaction ends (its state cannot change
     meanwhile; other shared lockers are not blocked), or None."""
     return await conn.fetchrow(LOCK_REQUEST_SHARED_SQL, request_id)
-
-
-async def count_active(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    """How many requests are active (served by the partial indexes on active requests)."""
-    return await conn.fetchval(COUNT_ACTIVE_SQL)
 
 
 async def apply_state(

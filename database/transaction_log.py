@@ -26,14 +26,6 @@ VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)
 RETURNING id
 """
 
-# Rows by status and error category in the last $1 seconds (index
-# ix_transaction_log_created).
-COUNTS_SINCE_SQL = """
-SELECT status, error_category, count(*) AS n FROM transaction_log
- WHERE created_at > now() - make_interval(secs => $1)
- GROUP BY status, error_category
-"""
-
 # Did an attempt of this logical transaction commit (its row was written inside it)? And is
 # the backend that ran the attempt in doubt ($2) still inside a transaction
 # (pg_stat_activity.xact_start, visible for backends of the same role)? Until it is out, the
@@ -110,15 +102,6 @@ async def lookup(
         committed=CommittedEntry(steps=list(steps or [])) if steps is not None else None,
         attempt_open=row["attempt_open"],
     )
-
-
-async def counts_since(
-    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
-) -> dict[tuple[str, str | None], int]:
-    """Rows written in the last ``window_s`` seconds per (status, error category); the
-    category is None for committed rows. Absent combinations have no key."""
-    rows = await conn.fetch(COUNTS_SINCE_SQL, float(window_s))
-    return {(row["status"], row["error_category"]): row["n"] for row in rows}
 
 
 async def for_transaction(

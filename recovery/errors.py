@@ -28,7 +28,6 @@ from typing import Any
 import asyncpg
 
 from database import error_records, outbox, users
-from database.error_records import GroupCount
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import (
     Classification,
@@ -48,7 +47,6 @@ __all__ = [
     "ErrorRecord",
     "ErrorSeverity",
     "FailedSend",
-    "GroupCount",
     "RetryStrategy",
     "classify",
     "code_location",
@@ -66,8 +64,6 @@ IN_APP_EXCLUDE: tuple[str, ...] = (".venv/", "tests/fakes/")
 """Paths under the project root that are not the project's own code for grouping: the
 virtualenv and the test doubles of Telegram (they stand in for library code)."""
 
-DAY_S = 24 * 3600.0
-WEEK_S = 7 * DAY_S
 
 _REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud safely
 _REFERENCE_ATTEMPTS = 5
@@ -593,12 +589,6 @@ class ErrorHandler:
         )
 
     # --- admin operations (the error statistics screen) -----------------------------------
-    async def lookup(self, reference: str) -> ErrorGroup | None:
-        """The group behind an error reference a user quoted (``E-7K3M9Q``; case and blanks
-        ignored), or None when there is none."""
-        row = await error_records.get_by_reference(self.pool, reference)
-        return ErrorGroup.from_row(row) if row is not None else None
-
     async def resolve_group(self, reference: str, *, resolved_by: int | None) -> ErrorGroup | None:
         """Mark a group resolved (``resolved_by``: the admin's ``users.id`` or Telegram id,
         as the caller audits it). Returns the group, or None when there is no such
@@ -611,33 +601,3 @@ class ErrorHandler:
         if row is None:
             row = await error_records.get_by_reference(self.pool, reference)
         return ErrorGroup.from_row(row) if row is not None else None
-
-    async def top_groups(
-        self,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        window_s: float | None = None,
-        include_resolved: bool = False,
-    ) -> list[ErrorGroup]:
-        """Groups with the most occurrences (running totals), most frequent first; only
-        groups seen in the last ``window_s`` seconds when given. Resolved groups are left
-        out unless ``include_resolved``. Page with ``limit``/``offset``."""
-        rows = await error_records.top_groups(
-            self.pool,
-            limit=limit,
-            offset=offset,
-            window_s=window_s,
-            include_resolved=include_resolved,
-        )
-        return [ErrorGroup.from_row(row) for row in rows]
-
-    async def group_counts(self, window_s: float = DAY_S) -> list[GroupCount]:
-        """Groups seen in the last ``window_s`` seconds by category and severity, with their
-        running totals; most occurrences first. (Occurrences inside a window need an hourly
-        rollup of occurrences, which the dashboard's statistics keep.)"""
-        return await error_records.group_counts(self.pool, window_s)
-
-    async def statistics(self) -> dict[str, list[GroupCount]]:
-        """``group_counts`` for the admin screen's two windows: ``{"24h": [...], "7d": [...]}``."""
-        return {"24h": await self.group_counts(DAY_S), "7d": await self.group_counts(WEEK_S)}

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base class of the project's own errors. ``user_message_key`` names the reply text."""
-
-    user_message_key: str = "domain"
+    """Base class of the project's own errors."""
 
 
 class InputValidationError(DomainError):
     """The user's input cannot be accepted (``field``: which input, ``reason``: why)."""
-
-    user_message_key = "validation"
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"invalid {field}: {reason}")
@@ -28,8 +24,6 @@ class InputValidationError(DomainError):
 class NotFoundError(DomainError):
     """An entity id that does not exist (``entity``, ``entity_id``)."""
 
-    user_message_key = "not_found"
-
     def __init__(self, entity: str, entity_id: object) -> None:
         super().__init__(f"{entity} {entity_id} not found")
         self.entity = entity
@@ -38,8 +32,6 @@ class NotFoundError(DomainError):
 
 class InvalidTransitionError(DomainError):
     """A workflow step that is not allowed from the request's current state."""
-
-    user_message_key = "invalid_transition"
 
     def __init__(self, request_id: int, state: str, detail: str) -> None:
         super().__init__(f"request {request_id} in state {state}: {detail}")
@@ -51,8 +43,6 @@ class InvalidTransitionError(DomainError):
 class PermissionDeniedError(DomainError):
     """The actor's role may not perform this action."""
 
-    user_message_key = "permission_denied"
-
     def __init__(self, action: str, role: str | None = None) -> None:
         super().__init__(f"permission denied: {action} (role {role})")
         self.action = action
@@ -61,8 +51,6 @@ class PermissionDeniedError(DomainError):
 
 class ConcurrentModificationError(DomainError):
     """Optimistic locking failed: the row's ``version`` is no longer ``expected_version``."""
-
-    user_message_key = "concurrent_modification"
 
     def __init__(self, entity: str, entity_id: int, expected_version: int | None = None) -> None:
         super().__init__(
@@ -75,8 +63,6 @@ class ConcurrentModificationError(DomainError):
 
 class InsufficientStockError(DomainError):
     """A material use asked for more than the balance (``requested`` > ``available``)."""
-
-    user_message_key = "insufficient_stock"
 
     def __init__(self, material_id: int, requested: int, available: int | None = None) -> None:
         super().__init__(f"material {material_id}: requested {requested}, available {available}")

@@ -2,7 +2,7 @@
 
 Delivery is at least once (docs/notifications.md): rows are claimed in batches with a lease
 (``FOR UPDATE SKIP LOCKED``), sent, then marked sent in groups (one statement for the marks
-of every send in flight, ``_SentMarker``); a sender that dies between a send and its mark
+of every send in flight, ``SentMarker``); a sender that dies between a send and its mark
 leaves a row that another sender claims again once the lease has expired, and that row is
 delivered twice. Two live senders never hold the same row, and a mark applies only while
 its claim holds, so no row is marked sent twice.
@@ -28,7 +28,6 @@ The core does not import aiogram: the bot supplies a ``Sender`` and a ``Renderer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -36,7 +35,6 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import asyncpg
@@ -46,7 +44,11 @@ from database import outbox, users
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
+from recovery.notification_batching import OutboxListener, SentMarker, wait_any
+from recovery.notification_model import DrainResult, FailingNotification, RequestMoved
+from recovery.notification_queue import NotificationQueueAdmin
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
+from recovery.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -88,91 +90,6 @@ class ErrorRecorder(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter (design: Policies / Retries).
-
-    ``delay_s(n) = uniform(0, min(max_delay_s, base_delay_s * 2**n))`` seconds before the
-    retry that follows failed attempt number ``n + 1`` (``n`` counts earlier failures, so the
-    first retry waits up to ``base_delay_s``). After ``max_attempts`` failed attempts the
-    notification is dead. Full jitter: "Exponential Backoff And Jitter", AWS Architecture
-    Blog, 2015.
-
-    Raises:
-        ValueError: on construction, when ``max_attempts < 1``, ``base_delay_s < 0`` or
-            ``max_delay_s < base_delay_s``.
-    """
-
-    max_attempts: int = 5
-    base_delay_s: float = 30.0
-    max_delay_s: float = 3600.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.base_delay_s < 0:
-            raise ValueError("base_delay_s must not be negative")
-        if self.max_delay_s < self.base_delay_s:
-            raise ValueError("max_delay_s must not be below base_delay_s")
-
-    def cap_s(self, attempt: int) -> float:
-        """The upper bound of the jittered delay: ``min(max_delay_s, base * 2**attempt)``."""
-        return min(self.max_delay_s, self.base_delay_s * (2 ** min(max(attempt, 0), 62)))
-
-    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds before the next try after ``attempt`` earlier failures (0-based):
-        ``uniform(0, cap_s(attempt))``."""
-        return (rng or random).uniform(0, self.cap_s(attempt))
-
-
-@dataclass(slots=True)
-class DrainResult:
-    """Counts of one or more drain passes.
-
-    claimed: rows claimed; sent: delivered; retried: backoff retry scheduled; rate_limited:
-    put back after a 429; deferred: put back because a rate limit would hold them too long;
-    dead: dead-lettered (max attempts or queue full); skipped: recipient unreachable;
-    migrated: sent again to a supergroup; failed: outcome not recorded (the database failed;
-    the row returns after its lease).
-    """
-
-    claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    rate_limited: int = 0
-    deferred: int = 0
-    dead: int = 0
-    skipped: int = 0
-    migrated: int = 0
-    failed: int = 0
-
-    def add(self, other: DrainResult) -> None:
-        """Add ``other``'s counts to these."""
-        for item in fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
-
-    def as_dict(self) -> dict[str, int]:
-        """The counts by name."""
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
-
-@dataclass(frozen=True, slots=True)
-class FailingNotification:
-    """One dead or failing notification for the admin menu (``last_error`` is masked)."""
-
-    id: int
-    chat_id: int
-    recipient_id: int | None
-    template_key: str
-    status: str
-    attempts: int
-    last_error: str | None
-    dead_reason: str | None
-    next_attempt_at: Any
-    updated_at: Any
-    request_id: int | None
-
-
 def default_instance_id() -> str:
     """``host:pid``: who holds a lease."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -182,23 +99,7 @@ class _ClaimLostError(Exception):
     """The row's lease was taken over by another sender; nothing may be written for it."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestMoved:
-    """A notification names a request state the request has left since it was written.
-
-    Attributes:
-        request_id: the request.
-        said_state: the state the notification names.
-        state, status: the request's state and status now (both None: it is gone).
-    """
-
-    request_id: int
-    said_state: str
-    state: str | None
-    status: str | None
-
-
-class NotificationRetryManager:
+class NotificationRetryManager(NotificationQueueAdmin):
     """Claims due outbox rows, renders them in the recipient's language and sends them.
 
     Args:
@@ -281,7 +182,7 @@ class NotificationRetryManager:
         self._claims = itertools.count(1)
         # a mark waits at most half of what the lease leaves after a send
         mark_delay_s = max(0.0, min(mark_delay_s, (lease_s - send_timeout_s) / 2))
-        self._marker = _SentMarker(pool, max_rows=batch_size, max_delay_s=mark_delay_s)
+        self._marker = SentMarker(pool, max_rows=batch_size, max_delay_s=mark_delay_s)
 
     # ------------------------------------------------------------------ delivery
     async def drain_once(self) -> DrainResult:
@@ -395,7 +296,7 @@ class NotificationRetryManager:
         self, row: asyncpg.Record, claim_id: str, deadline: float, result: DrainResult
     ) -> asyncio.Future[bool] | None:
         """Send one row and record any outcome but success; a delivered row's 'sent' mark
-        is returned pending (``_SentMarker``)."""
+        is returned pending (``SentMarker``)."""
         row_id = row["id"]
         if row["recipient_blocked"]:
             await sql.mark_final(
@@ -599,7 +500,7 @@ class NotificationRetryManager:
         recorded and the loop goes on, waiting longer after repeated failures (up to 60 s).
         """
         wake = asyncio.Event()
-        listener = _Listener(self.pool, sql.CHANNEL, wake.set)
+        listener = OutboxListener(self.pool, sql.CHANNEL, wake.set)
         failures = 0
         try:
             while not stop.is_set():
@@ -612,226 +513,23 @@ class NotificationRetryManager:
                     failures += 1
                     await self._record(exc, {"loop": "notifications"})
                 timeout = min(self.poll_interval_s * 2 ** min(failures, 6), 60.0)
-                await _wait_any(stop, wake, wait_s=max(timeout, self.poll_interval_s))
+                await wait_any(stop, wake, wait_s=max(timeout, self.poll_interval_s))
         finally:
             await listener.close()
 
-    # ------------------------------------------------------------------ admin operations
-    async def status_counts(self) -> dict[str, int]:
-        """Notifications by status (only statuses that have rows)."""
-        return await sql.status_counts(self.pool)
 
-    async def queue_depth(self) -> int:
-        """Entries waiting in the retry queue (its bound is ``queue_max_size``)."""
-        return await sql.queue_depth(self.pool)
-
-    async def list_failing(
-        self,
-        *,
-        statuses: tuple[str, ...] = ("dead", "retrying"),
-        limit: int = 10,
-        offset: int = 0,
-    ) -> tuple[list[FailingNotification], int]:
-        """One page of dead and failing notifications (newest change first) with their last
-        error, and the total count."""
-        rows, total = await sql.list_by_status(self.pool, statuses, limit=limit, offset=offset)
-        items = [
-            FailingNotification(
-                id=r["id"],
-                chat_id=r["chat_id"],
-                recipient_id=r["recipient_id"],
-                template_key=r["template_key"],
-                status=r["status"],
-                attempts=r["attempts"],
-                last_error=r["last_error"],
-                dead_reason=r["dead_reason"],
-                next_attempt_at=r["next_attempt_at"],
-                updated_at=r["updated_at"],
-                request_id=r["request_id"],
-            )
-            for r in rows
-        ]
-        return items, total
-
-    async def get(self, notification_id: int) -> asyncpg.Record | None:
-        """One outbox row (its ``last_error`` is masked), or None: the admin detail screen."""
-        return await sql.get(self.pool, notification_id)
-
-    async def request_moved(self, notification_id: int) -> RequestMoved | None:
-        """What changed since a notification about a request's state was written: None
-        when it names no request state or the request is still in that state."""
-        row = await sql.with_request(self.pool, notification_id)
-        if row is None or row["said_state"] == row["request_state"]:
-            return None
-        return RequestMoved(
-            request_id=row["request_id"],
-            said_state=row["said_state"],
-            state=row["request_state"],
-            status=row["request_status"],
-        )
-
-    async def moved_count(self, statuses: tuple[str, ...] = ("dead", "retrying")) -> int:
-        """How many notifications in ``statuses`` name a state their request has left."""
-        return await sql.moved_count(self.pool, statuses)
-
-    async def retry_now(self, notification_id: int, *, actor: int | None = None) -> bool:
-        """Make one dead, skipped or retrying notification due now (a dead letter gets a
-        fresh attempt budget); False when it is in none of those states."""
-        done = await sql.retry_now(self.pool, [notification_id]) == 1
-        log.info("admin %s: retry notification %s now: %s", actor, notification_id, done)
-        return done
-
-    async def retry_all_now(
-        self, *, statuses: tuple[str, ...] = ("dead", "retrying"), actor: int | None = None
-    ) -> int:
-        """Make every notification in ``statuses`` due now; returns how many."""
-        count = await sql.retry_now(self.pool, None, statuses)
-        log.info("admin %s: retry %s notification(s) now (%s)", actor, count, statuses)
-        return count
-
-    async def discard(self, notification_id: int, *, actor: int | None = None) -> bool:
-        """Give up on one notification not being sent right now; False when it cannot be."""
-        done = await sql.discard(self.pool, notification_id)
-        log.info("admin %s: discard notification %s: %s", actor, notification_id, done)
-        return done
-
-    async def cleanup(self, retention_days: int) -> int:
-        """Delete sent, discarded and skipped notifications older than ``retention_days``
-        days; returns how many."""
-        return await sql.cleanup_old(self.pool, retention_days)
-
-
-class _SentMarker:
-    """Group commit of 'sent' marks across every send in flight: one ``UPDATE`` for many rows.
-
-    Each claimed row is announced (``expect``) and reports once when its delivery is over
-    (``settle``); a delivered row also adds its mark (``add``), a future of whether the mark
-    applied (False: the claim was lost to another sender). Marks are written together when
-    ``max_rows`` are waiting, when every claimed row has reported (nothing more can join the
-    group) or ``max_delay_s`` after the first waiting mark, whichever comes first. A failed
-    statement fails every mark of its group: those rows stay claimed and are sent again
-    after their lease (at least once, nothing lost).
-    """
-
-    def __init__(self, pool: asyncpg.Pool, *, max_rows: int, max_delay_s: float) -> None:
-        self.pool = pool
-        self.max_rows = max_rows
-        self.max_delay_s = max_delay_s
-        self._open = 0
-        self._pending: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._writes: set[asyncio.Task[None]] = set()
-
-    def expect(self, rows: int) -> None:
-        """``rows`` more rows were claimed; each will ``settle`` once."""
-        self._open += rows
-
-    def add(self, row_id: int, claim_id: str, message_id: int | None) -> asyncio.Future[bool]:
-        """Queue the 'sent' mark of a delivered row; the future says whether it applied and
-        raises the database's error if its statement failed."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        # a waiter cancelled meanwhile leaves the outcome unread: read it here
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending.append(((row_id, claim_id, message_id), future))
-        if len(self._pending) >= self.max_rows:
-            self._write_pending()
-        return future
-
-    def settle(self) -> None:
-        """One claimed row's delivery is over (whatever its outcome)."""
-        self._open = max(0, self._open - 1)
-        if not self._pending:
-            return
-        if self._open == 0:
-            self._write_pending()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(
-                self.max_delay_s, self._write_pending
-            )
-
-    async def flush(self) -> None:
-        """Write the waiting marks now and wait for every mark statement in flight."""
-        self._write_pending()
-        while self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-
-    def _write_pending(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        group, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._write(group))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def _write(
-        self, group: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]]
-    ) -> None:
-        try:
-            marked = await sql.mark_sent_many(self.pool, [item for item, _ in group])
-        except Exception as exc:
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:  # cancelled (the loop is closing): the waiters are too
-            for _, future in group:
-                future.cancel()
-            raise
-        for (row_id, _, _), future in group:
-            if not future.done():
-                future.set_result(row_id in marked)
-
-
-class _Listener:
-    """A pooled connection LISTENing on one channel; re-established after a failure."""
-
-    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[[], None]) -> None:
-        self.pool = pool
-        self.channel = channel
-        self.on_notify = on_notify
-        self.conn: asyncpg.Connection | None = None
-
-    def _callback(self, *_args: object) -> None:
-        self.on_notify()
-
-    async def ensure(self) -> None:
-        """Listen if not listening; on failure log it (the poll keeps working)."""
-        if self.conn is not None and not self.conn.is_closed():
-            return
-        await self.close()
-        try:
-            conn = await self.pool.acquire()
-        except Exception as exc:
-            log.warning("LISTEN unavailable (%s); polling only", type(exc).__name__)
-            return
-        try:
-            await conn.add_listener(self.channel, self._callback)
-        except Exception as exc:
-            log.warning("LISTEN failed (%s); polling only", type(exc).__name__)
-            await self.pool.release(conn)
-            return
-        self.conn = conn
-
-    async def close(self) -> None:
-        """Stop listening and return the connection to the pool."""
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            if not conn.is_closed():
-                await conn.remove_listener(self.channel, self._callback)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, *, wait_s: float) -> None:
-    """Return when ``stop`` or ``wake`` is set, or after ``wait_s`` seconds."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+__all__ = [
+    "MAX_ATTEMPTS_REASON",
+    "QUEUE_FULL_REASON",
+    "QUEUE_FULL_TEMPLATE",
+    "UNREACHABLE_REASON",
+    "DrainResult",
+    "ErrorRecorder",
+    "FailingNotification",
+    "NotificationRetryManager",
+    "Renderer",
+    "RequestMoved",
+    "RetryPolicy",
+    "Sender",
+    "default_instance_id",
+]

@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from database import ledger, requests, transaction_log, users
+from database import ledger, requests, users
 from recovery import workflow_definitions as wf
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -47,7 +47,6 @@ from recovery.transactions import (
     TransactionalStateManager,
     TransactionContext,
     TransactionRetryPolicy,
-    TransactionStats,
     recorded,
 )
 from recovery.workflow_events import notify_state_change
@@ -99,31 +98,6 @@ class MaterialUse:
     quantity: int
     balance_after: int
     duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StateManagerHealth:
-    """Health figures of the state changes, read by the health monitor.
-
-    Attributes:
-        active_requests: requests with status ``active`` now.
-        recent_commits: committed transactions in the window (all instances).
-        recent_failures: transactions that rolled back or whose COMMIT outcome was unknown
-            because of a transient or system error, in the window.
-        recent_refusals: transactions rolled back by a business, data or inventory refusal
-            (stale version, no permission, insufficient stock...), in the window.
-        recent_retries: attempts rolled back and retried, in the window.
-        window_s: the window, seconds.
-        process: this process's counters since start.
-    """
-
-    active_requests: int
-    recent_commits: int
-    recent_failures: int
-    recent_refusals: int
-    recent_retries: int
-    window_s: float
-    process: TransactionStats
 
 
 def _snapshot(row: asyncpg.Record) -> dict[str, Any]:
@@ -442,32 +416,6 @@ class EnhancedStateManager:
         """Active requests owned by ``role``, oldest first; with ``user_id``, only those the
         user may act on (assigned to nobody or to them)."""
         return await requests.list_for_role(self.pool, role, limit=limit, assignee_id=user_id)
-
-    async def health_figures(self, window_s: float = 3600.0) -> StateManagerHealth:
-        """Active requests now and the transactions of the last ``window_s`` seconds
-        (from ``transaction_log``, all instances), plus this process's counters."""
-        active = await requests.count_active(self.pool)
-        counts = await transaction_log.counts_since(self.pool, window_s)
-        failures = refusals = retries = commits = 0
-        for (status, category), n in counts.items():
-            if status == "committed":
-                commits += n
-            elif status == "retried":
-                retries += n
-            elif status in ("rolled_back", "failed"):
-                if category in ("transient", "system") or status == "failed":
-                    failures += n
-                else:
-                    refusals += n
-        return StateManagerHealth(
-            active_requests=active,
-            recent_commits=commits,
-            recent_failures=failures,
-            recent_refusals=refusals,
-            recent_retries=retries,
-            window_s=window_s,
-            process=dataclasses.replace(self.transactions.stats),
-        )
 
     # --- steps shared by the operations ---------------------------------------------------
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,12 +49,12 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from database import transaction_log
 from recovery.classification import RetryStrategy, classify, is_connection_lost
 from recovery.exceptions import TransactionInDoubtError
 from recovery.masking import mask_sensitive
+from recovery.retry import TransactionRetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,44 +70,6 @@ AFTER_COMMIT = "after_commit"
 
 # Statuses of transaction_log rows (CHECK constraint of the table).
 COMMITTED, ROLLED_BACK, RETRIED, FAILED = "committed", "rolled_back", "retried", "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionRetryPolicy:
-    """How a transaction that failed transiently is retried (settings ``DB_RETRY_*``).
-
-    ``attempts`` counts every attempt, the first included. The wait before retry ``n``
-    (n = 1, 2, ...) is exponential backoff with full jitter:
-    ``uniform(0, min(max_delay_s, base_delay_s * 2 ** (n - 1)))`` seconds.
-    ``in_doubt_lookups``: after the last attempt failed with its COMMIT outcome unknown, how
-    many times (same backoff) ``transaction_log`` is read to settle it before giving up
-    with ``TransactionInDoubtError`` (10 lookups take at most about 7 s with the defaults).
-
-    Raises:
-        ValueError: attempts or in_doubt_lookups < 1, a delay <= 0, or ``max_delay_s`` <
-            ``base_delay_s``.
-    """
-
-    attempts: int = 3
-    base_delay_s: float = 0.05
-    max_delay_s: float = 1.0
-    in_doubt_lookups: int = 10
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.in_doubt_lookups < 1:
-            raise ValueError("attempts and in_doubt_lookups must be at least 1")
-        if self.base_delay_s <= 0 or self.max_delay_s <= 0:
-            raise ValueError("delays must be positive")
-        if self.max_delay_s < self.base_delay_s:
-            raise ValueError("max_delay_s must not be below base_delay_s")
-
-    def wait_strategy(self) -> wait_random_exponential:
-        """The tenacity wait implementing the formula above."""
-        return wait_random_exponential(multiplier=self.base_delay_s, max=self.max_delay_s)
-
-    def delay_s(self, retry: int) -> float:
-        """The formula above for retry ``retry`` (1, 2, ...), outside tenacity."""
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1)))
 
 
 def is_transaction_retryable(exc: BaseException) -> bool:
@@ -414,7 +375,7 @@ class TransactionalStateManager:
         transaction_id = uuid.uuid4()
         policy = self.retry_policy
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
+            stop=stop_after_attempt(policy.max_attempts),
             wait=policy.wait_strategy(),
             retry=retry_if_exception(is_transaction_retryable),
             before_sleep=self._before_retry,
@@ -439,7 +400,7 @@ class TransactionalStateManager:
                             actor_id=actor_id,
                             transaction_id=transaction_id,
                             attempt=attempt.retry_state.attempt_number,
-                            max_attempts=policy.attempts,
+                            max_attempts=policy.max_attempts,
                         ) as ctx:
                             return await body(ctx)
                     finally:
@@ -487,7 +448,7 @@ class TransactionalStateManager:
             if result.committed is not None or not result.attempt_open:
                 return result.committed
             if check < policy.in_doubt_lookups:
-                await asyncio.sleep(policy.delay_s(check))
+                await asyncio.sleep(policy.delay_s(check - 1))
         self.stats.unresolved += 1
         log.warning("%s %s: the attempt in doubt is still open", operation, transaction_id)
         raise TransactionInDoubtError(transaction_id, operation)

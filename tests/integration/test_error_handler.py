@@ -15,6 +15,7 @@ from aiogram.exceptions import AiogramError
 from aiogram.methods import SendMessage
 
 from recovery import errors as errors_module
+from recovery.error_stats import ErrorStatistics
 from recovery.errors import (
     RESEND_TEMPLATE,
     ErrorCategory,
@@ -155,7 +156,8 @@ async def test_resolve_a_group_and_see_it_come_back(
     assert again is not None and again.resolved_by == ADMIN_ID
     assert await handler.resolve_group("E-NOPE00", resolved_by=1) is None
     # resolved groups leave the top list
-    assert await handler.top_groups() == []
+    stats = ErrorStatistics(pool)
+    assert (await stats.top_groups(page=0, page_size=10)).items == []
 
     back = await handler.handle(await missing_column(pool, 2))
     assert back.reference == first.reference
@@ -163,28 +165,31 @@ async def test_resolve_a_group_and_see_it_come_back(
     assert back.occurrence_count == 2
     # a regression of a critical group alerts at once, inside the alert window
     assert back.alerted
-    group = await handler.lookup(first.reference)
+    group = await stats.lookup(first.reference)
     assert group is not None
-    assert group.status == "regressed"
-    assert [g.reference for g in await handler.top_groups()] == [first.reference]
+    assert group["status"] == "regressed"
+    top = await stats.top_groups(page=0, page_size=10)
+    assert [g["reference"] for g in top.items] == [first.reference]
 
 
 async def test_lookup_by_reference(pool: asyncpg.Pool, handler: ErrorHandler) -> None:
     record = await handler.handle(concurrent(3, 1), context={"update_id": 123456701})
     assert record.reference is not None
     assert record.reference.startswith("E-") and len(record.reference) == 8
-    group = await handler.lookup(record.reference.lower())
+    stats = ErrorStatistics(pool)
+    group = await stats.lookup(record.reference.lower())
     assert group is not None
-    assert group.reference == record.reference
-    assert group.category is ErrorCategory.BUSINESS_LOGIC
-    assert group.severity is ErrorSeverity.LOW
-    assert group.error_type.endswith("ConcurrentModificationError")
-    assert group.location is not None and "tests/integration/test_error_handler.py" in (
-        group.location
+    assert group["reference"] == record.reference
+    assert group["category"] == ErrorCategory.BUSINESS_LOGIC
+    assert group["severity"] == ErrorSeverity.LOW
+    assert group["error_type"].endswith("ConcurrentModificationError")
+    assert (
+        group["location"] is not None
+        and "tests/integration/test_error_handler.py" in (group["location"])
     )
-    assert group.context["update_id"] == 123456701
-    assert group.context["reason"] == "concurrent_modification"
-    assert await handler.lookup("E-ZZZZZZ") is None
+    assert group["context"]["update_id"] == 123456701
+    assert group["context"]["reason"] == "concurrent_modification"
+    assert await stats.lookup("E-ZZZZZZ") is None
 
 
 async def test_sensitive_data_is_masked_before_it_is_stored(
@@ -255,37 +260,6 @@ async def test_data_and_business_errors_are_only_recorded(
         assert record.actions == ["recorded"]
     assert await pool.fetchval("SELECT count(*) FROM pending_notifications") == 0
     assert await pool.fetchval("SELECT count(*) FROM users WHERE blocked_bot_at IS NOT NULL") == 0
-
-
-async def test_top_groups_and_counts_by_window(pool: asyncpg.Pool, handler: ErrorHandler) -> None:
-    for n in range(3):
-        await handler.handle(concurrent(n, 1))
-    data = await handler.handle(InputValidationError("description", "empty"))
-    critical = await handler.handle(await missing_column(pool, 1))
-    # the critical group was last seen three days ago, the data group ten days ago
-    await pool.execute(
-        "UPDATE error_records SET last_seen_at = now() - interval '3 days', "
-        "occurrence_count = 12 WHERE id = $1",
-        critical.record_id,
-    )
-    await pool.execute(
-        "UPDATE error_records SET last_seen_at = now() - interval '10 days' WHERE id = $1",
-        data.record_id,
-    )
-    stats = await handler.statistics()
-    day = {(c.category, c.severity): (c.groups, c.total_occurrences) for c in stats["24h"]}
-    week = {(c.category, c.severity): (c.groups, c.total_occurrences) for c in stats["7d"]}
-    assert day == {("business_logic", "low"): (1, 3)}
-    assert week == {("business_logic", "low"): (1, 3), ("system", "critical"): (1, 12)}
-
-    top = await handler.top_groups()
-    assert [(g.reference, g.occurrence_count) for g in top] == [
-        (critical.reference, 12),
-        (top[1].reference, 3),
-        (data.reference, 1),
-    ]
-    assert [g.occurrence_count for g in await handler.top_groups(window_s=24 * 3600)] == [3]
-    assert [g.reference for g in await handler.top_groups(limit=1, offset=2)] == [data.reference]
 
 
 async def test_recording_never_raises_when_the_database_is_gone(database_url: str) -> None:

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from recovery.exceptions import ConcurrentModificationError, InvalidTransitionError, NotFoundError
-from recovery.workflows import AdminRef, WorkflowRecoveryManager
+from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager
 from tests.factories import make_request, make_user
 
 
@@ -29,9 +29,15 @@ async def test_force_moves_to_the_next_step_and_writes_history_log_and_outbox(
     pool: asyncpg.Pool, manager: WorkflowRecoveryManager
 ) -> None:
     admin, request = await _setup(pool, hours_in_state=30)
-    updated = await manager.force_transition(
-        request["id"], expected_version=request["version"], admin=admin, reason="owner on leave"
-    )
+    updated = (
+        await manager.apply(
+            RecoveryAction.FORCE,
+            request["id"],
+            expected_version=request["version"],
+            admin=admin,
+            reason="owner on leave",
+        )
+    ).request
     assert (updated["current_state"], updated["owner_role"]) == ("assigned", "junior_manager")
     assert updated["version"] == request["version"] + 1
     transition = await pool.fetchrow(
@@ -63,10 +69,12 @@ async def test_a_repeated_press_is_refused_changes_nothing_and_is_logged(
     pool: asyncpg.Pool, manager: WorkflowRecoveryManager
 ) -> None:
     admin, request = await _setup(pool)
-    await manager.force_transition(request["id"], expected_version=request["version"], admin=admin)
+    await manager.apply(
+        RecoveryAction.FORCE, request["id"], expected_version=request["version"], admin=admin
+    )
     with pytest.raises(ConcurrentModificationError):
-        await manager.force_transition(
-            request["id"], expected_version=request["version"], admin=admin
+        await manager.apply(
+            RecoveryAction.FORCE, request["id"], expected_version=request["version"], admin=admin
         )
     row = await pool.fetchrow("SELECT * FROM service_requests WHERE id = $1", request["id"])
     assert row["current_state"] == "assigned"
@@ -93,8 +101,11 @@ async def test_two_admins_at_once_exactly_one_applies(
     admin, request = await _setup(pool)
     results = await asyncio.gather(
         *(
-            manager.force_transition(
-                request["id"], expected_version=request["version"], admin=admin
+            manager.apply(
+                RecoveryAction.FORCE,
+                request["id"],
+                expected_version=request["version"],
+                admin=admin,
             )
             for _ in range(5)
         ),
@@ -116,11 +127,11 @@ async def test_terminal_and_missing_requests_are_refused(
 ) -> None:
     admin, request = await _setup(pool, state="completed", role=None, status="completed")
     with pytest.raises(InvalidTransitionError):
-        await manager.force_transition(
-            request["id"], expected_version=request["version"], admin=admin
+        await manager.apply(
+            RecoveryAction.FORCE, request["id"], expected_version=request["version"], admin=admin
         )
     with pytest.raises(NotFoundError):
-        await manager.force_transition(10**9, expected_version=1, admin=admin)
+        await manager.apply(RecoveryAction.FORCE, 10**9, expected_version=1, admin=admin)
 
 
 async def test_stuck_list_uses_per_state_thresholds(pool: asyncpg.Pool) -> None:

@@ -133,12 +133,13 @@ async def test_a_lost_commit_answer_is_answered_done_and_never_applied_twice(
     faults = Faults(pool)
     admin, s = await connection_request_in_materials(pool)
     request = s["request"]
-    policy = TransactionRetryPolicy(attempts=attempts, base_delay_s=0.001, max_delay_s=0.005)
+    policy = TransactionRetryPolicy(max_attempts=attempts, base_delay_s=0.001, max_delay_s=0.005)
     manager = _manager(pool, faults, policy)
     preview = await manager.preview(RecoveryAction.RESET, request["id"])
     faults.arm(AFTER_COMMIT, lose_commit_answer(pool))
 
-    outcome = await manager.reset_state(
+    outcome = await manager.apply(
+        RecoveryAction.RESET,
         request["id"],
         expected_version=request["version"],
         admin=admin,
@@ -230,7 +231,7 @@ async def test_a_failure_on_every_attempt_changes_nothing_and_is_logged(
             RecoveryAction.FORCE, request_id, expected_version=1, admin=admin
         )
     assert failure_code(info.value) == "unavailable"
-    assert faults.fired == FAST.attempts
+    assert faults.fired == FAST.max_attempts
     assert await snapshot(pool) == before
     ((success, message),) = await _recovery_rows(pool, request_id)
     assert not success and message.startswith("unavailable: ")
@@ -331,7 +332,7 @@ async def test_the_lookup_waits_while_the_attempt_in_doubt_is_still_open(
     """A COMMIT still on its way (a slow or cut network) is waited for, not ruled out: the
     lookup answers only once the attempt's backend has left its transaction."""
     policy = TransactionRetryPolicy(
-        attempts=1, base_delay_s=0.01, max_delay_s=0.05, in_doubt_lookups=40
+        max_attempts=1, base_delay_s=0.01, max_delay_s=0.05, in_doubt_lookups=40
     )
     transactions = TransactionalStateManager(pool, retry_policy=policy)
     transaction_id = uuid.uuid4()

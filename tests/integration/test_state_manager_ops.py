@@ -27,7 +27,7 @@ from recovery.state_manager import Actor, EnhancedStateManager
 from recovery.transactions import AFTER_COMMIT, TransactionContext, TransactionRetryPolicy
 from tests.factories import receive
 
-FAST = TransactionRetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.005)
+FAST = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 TABLES = (
     "service_requests",
     "workflow_transitions",
@@ -426,7 +426,7 @@ async def test_terminated_backend_on_every_attempt_fails_cleanly(pool: asyncpg.P
     faults.arm("apply_state", terminate_backend(pool), only_attempt=None)
     with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)):
         await manager.advance(world.controller, request["id"], request["version"])
-    assert faults.fired == FAST.attempts
+    assert faults.fired == FAST.max_attempts
     assert await snapshot(pool) == before
     rows = await log_rows(pool, log_id)
     assert [(r["status"], r["attempt"]) for r in rows] == [
@@ -504,30 +504,6 @@ async def test_operations_nest_in_an_outer_transaction_as_savepoints(
     rows = await log_rows(pool, log_id)
     assert [(r["operation"], r["status"]) for r in rows] == [("finish_work", "committed")]
     assert ("use_materials", "rolled_back") in [(s["step"], s["status"]) for s in rows[0]["steps"]]
-
-
-# --- health figures ---------------------------------------------------------------------
-
-
-async def test_health_figures_count_active_requests_failures_and_retries(
-    pool: asyncpg.Pool, setup
-) -> None:
-    manager, world, faults = setup
-    first = await manager.create_request(world.client, workflow_type="repair", description="a")
-    await manager.create_request(world.client, workflow_type="repair", description="b")
-    with pytest.raises(ConcurrentModificationError):  # a refusal
-        await manager.advance(world.controller, first["id"], 5)
-    faults.arm("lock", raise_serialization_failure)  # one retry, then success
-    await manager.advance(world.controller, first["id"], 1)
-    faults.arm("lock", raise_runtime_error)  # a failure
-    with pytest.raises(RuntimeError):
-        await manager.advance(world.technician, first["id"], 2)
-    figures = await manager.health_figures(window_s=3600)
-    assert figures.active_requests == 2
-    assert (figures.recent_commits, figures.recent_retries) == (3, 1)
-    assert (figures.recent_failures, figures.recent_refusals) == (1, 1)
-    assert (figures.process.committed, figures.process.retried) == (3, 1)
-    assert figures.process.rolled_back == 2
 
 
 # --- concurrency --------------------------------------------------------------------------

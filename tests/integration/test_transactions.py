@@ -20,7 +20,7 @@ from recovery.transactions import (
     is_transaction_retryable,
 )
 
-FAST = TransactionRetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.005)
+FAST = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 
 
 async def _material(pool: asyncpg.Pool, sku: str) -> int:
@@ -175,7 +175,7 @@ async def test_retryable_failure_gives_up_after_the_policy_attempts(pool: asyncp
 
     with pytest.raises(asyncpg.SerializationError):
         await manager.run("always_conflicts", body)
-    assert calls == FAST.attempts
+    assert calls == FAST.max_attempts
     rows = await pool.fetch("SELECT status, attempt FROM transaction_log ORDER BY id")
     assert [(r["status"], r["attempt"]) for r in rows] == [
         ("retried", 1),
@@ -255,10 +255,10 @@ async def test_lost_commit_answer_without_resume_raises_already_committed(
 
 def test_retry_policy_validates_itself_and_bounds_the_backoff() -> None:
     with pytest.raises(ValueError):
-        TransactionRetryPolicy(attempts=0)
+        TransactionRetryPolicy(max_attempts=0)
     with pytest.raises(ValueError):
         TransactionRetryPolicy(base_delay_s=1.0, max_delay_s=0.5)
-    policy = TransactionRetryPolicy(attempts=5, base_delay_s=0.1, max_delay_s=0.3)
+    policy = TransactionRetryPolicy(max_attempts=5, base_delay_s=0.1, max_delay_s=0.3)
     wait = policy.wait_strategy()
 
     class _State:

@@ -77,7 +77,8 @@ async def test_reset_goes_back_and_returns_what_the_undone_step_consumed(
     assert sorted(r.issue_id for r in preview.returns) == sorted(s["materials_issues"])
     assert {(r.sku, r.quantity) for r in preview.returns} == {("RTR", 2), ("CBL", 15)}
 
-    outcome = await manager.reset_state(
+    outcome = await manager.apply(
+        RecoveryAction.RESET,
         request["id"],
         expected_version=request["version"],
         admin=admin,
@@ -150,8 +151,8 @@ async def test_reset_returns_only_what_is_still_outstanding(
     )
     await pool.execute("UPDATE materials SET balance = balance + 4 WHERE id = $1", s["cable"]["id"])
 
-    outcome = await manager.reset_state(
-        request["id"], expected_version=request["version"], admin=admin
+    outcome = await manager.apply(
+        RecoveryAction.RESET, request["id"], expected_version=request["version"], admin=admin
     )
 
     assert {(r.issue_id, r.quantity) for r in outcome.reversals} == {
@@ -182,8 +183,11 @@ async def test_reset_with_no_history_is_refused_and_changes_nothing(
 
     for request in (created_only, no_rows):
         with pytest.raises(InvalidTransitionError) as refused:
-            await manager.reset_state(
-                request["id"], expected_version=request["version"], admin=admin
+            await manager.apply(
+                RecoveryAction.RESET,
+                request["id"],
+                expected_version=request["version"],
+                admin=admin,
             )
         assert refused.value.detail == NO_HISTORY
         assert refusal_code(refused.value) == "no_history"
@@ -200,16 +204,16 @@ async def test_a_second_reset_goes_one_step_further_back(
 ) -> None:
     admin, s = await connection_request_in_materials(pool)
     request = s["request"]
-    first = await manager.reset_state(
-        request["id"], expected_version=request["version"], admin=admin
+    first = await manager.apply(
+        RecoveryAction.RESET, request["id"], expected_version=request["version"], admin=admin
     )
     assert first.request["current_state"] == "in_work"
     assert first.request["assignee_id"] == s["tom"]["id"]
     # back in in_work, Tom uses 5 m more before it is reset again
     again = await issue(pool, material_id=s["cable"]["id"], request_id=request["id"], quantity=5)
 
-    second = await manager.reset_state(
-        request["id"], expected_version=first.request["version"], admin=admin
+    second = await manager.apply(
+        RecoveryAction.RESET, request["id"], expected_version=first.request["version"], admin=admin
     )
 
     assert second.request["current_state"] == "review"
@@ -238,7 +242,8 @@ async def test_reset_refuses_when_the_previewed_materials_changed(
     before = await snapshot(pool)
 
     with pytest.raises(PreviewOutdatedError) as refused:
-        await manager.reset_state(
+        await manager.apply(
+            RecoveryAction.RESET,
             request["id"],
             expected_version=request["version"],
             admin=admin,
@@ -266,11 +271,14 @@ async def test_force_to_the_last_step_completes_the_request(
         hours_in_state=30,
     )
 
-    updated = await manager.force_transition(
-        request["id"],
-        expected_version=request["version"],
-        admin=AdminRef(admin_row["id"], admin_row["telegram_id"]),
-    )
+    updated = (
+        await manager.apply(
+            RecoveryAction.FORCE,
+            request["id"],
+            expected_version=request["version"],
+            admin=AdminRef(admin_row["id"], admin_row["telegram_id"]),
+        )
+    ).request
 
     assert (updated["current_state"], updated["status"], updated["owner_role"]) == (
         "completed",
@@ -292,8 +300,12 @@ async def test_complete_skips_the_remaining_steps_and_keeps_materials_charged(
     ledger_before = await pool.fetch("SELECT * FROM inventory_transactions ORDER BY id")
     balances_before = await pool.fetch("SELECT * FROM materials ORDER BY id")
 
-    outcome = await manager.complete(
-        request["id"], expected_version=request["version"], admin=admin, reason="done on site"
+    outcome = await manager.apply(
+        RecoveryAction.COMPLETE,
+        request["id"],
+        expected_version=request["version"],
+        admin=admin,
+        reason="done on site",
     )
 
     row = outcome.request
@@ -351,8 +363,12 @@ async def test_reassign_gives_the_request_to_an_active_user_of_the_owning_role(
     )
     assert [c["full_name"] for c in second_page] == ["Bob"]
 
-    outcome = await manager.reassign(
-        request["id"], expected_version=request["version"], assignee_id=aziz["id"], admin=admin
+    outcome = await manager.apply(
+        RecoveryAction.REASSIGN,
+        request["id"],
+        expected_version=request["version"],
+        assignee_id=aziz["id"],
+        admin=admin,
     )
 
     row = outcome.request
@@ -421,7 +437,8 @@ async def test_reassign_refuses_users_who_cannot_take_it(
     ]
     for assignee_id, error, code in cases:
         with pytest.raises(error) as refused:
-            await manager.reassign(
+            await manager.apply(
+                RecoveryAction.REASSIGN,
                 request["id"],
                 expected_version=request["version"],
                 assignee_id=assignee_id,
@@ -608,14 +625,14 @@ async def test_resets_reverse_exactly_what_the_real_material_uses_of_each_step_t
         ("use:store:1", "materials"),
     ]
 
-    first = await manager.reset_state(
-        request["id"], expected_version=request["version"], admin=admin
+    first = await manager.apply(
+        RecoveryAction.RESET, request["id"], expected_version=request["version"], admin=admin
     )
     assert [(r.issue_id, r.quantity) for r in first.reversals] == [(use.ledger_id, 15)]
     assert await pool.fetchval("SELECT balance FROM materials WHERE id = $1", cable) == 80
 
-    second = await manager.reset_state(
-        request["id"], expected_version=first.request["version"], admin=admin
+    second = await manager.apply(
+        RecoveryAction.RESET, request["id"], expected_version=first.request["version"], admin=admin
     )
     assert second.request["current_state"] == "review"
     assert [r.quantity for r in second.reversals] == [20]

@@ -261,8 +261,11 @@ async def test_digest_alerts_each_newly_stuck_request_once(pool: asyncpg.Pool) -
 
     # the first request is repaired (moves on), then gets stuck again in its next state
     await add_transition(pool, first["id"], None, "new", kind="create")
-    await manager.force_transition(
-        first["id"], expected_version=first["version"], admin=AdminRef(admin["id"], 1)
+    await manager.apply(
+        RecoveryAction.FORCE,
+        first["id"],
+        expected_version=first["version"],
+        admin=AdminRef(admin["id"], 1),
     )
     run4 = await manager.alert_new_stuck()
     assert run4.new_request_ids == []

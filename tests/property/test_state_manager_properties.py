@@ -40,7 +40,7 @@ from recovery.state_manager import ASSIGNER_ROLES, Actor, EnhancedStateManager
 from recovery.transactions import AFTER_COMMIT, TransactionContext, TransactionRetryPolicy
 from tests.factories import receive
 
-POLICY = TransactionRetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.005)
+POLICY = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 STEPS = {
     "create": ["insert_request", "history", "outbox", "before_commit"],
     "advance": ["lock", "apply_state", "history", "outbox", "before_commit"],

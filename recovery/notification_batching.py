@@ -1,0 +1,151 @@
+"""The sender's plumbing: group-committed 'sent' marks, the LISTEN connection that wakes
+it, and the wait between run-loop turns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+from database import notifications as sql
+
+log = logging.getLogger(__name__)
+
+
+class SentMarker:
+    """Group commit of 'sent' marks across every send in flight: one ``UPDATE`` for many rows.
+
+    Each claimed row is announced (``expect``) and reports once when its delivery is over
+    (``settle``); a delivered row also adds its mark (``add``), a future of whether the mark
+    applied (False: the claim was lost to another sender). Marks are written together when
+    ``max_rows`` are waiting, when every claimed row has reported (nothing more can join the
+    group) or ``max_delay_s`` after the first waiting mark, whichever comes first. A failed
+    statement fails every mark of its group: those rows stay claimed and are sent again
+    after their lease (at least once, nothing lost).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, max_rows: int, max_delay_s: float) -> None:
+        self.pool = pool
+        self.max_rows = max_rows
+        self.max_delay_s = max_delay_s
+        self._open = 0
+        self._pending: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def expect(self, rows: int) -> None:
+        """``rows`` more rows were claimed; each will ``settle`` once."""
+        self._open += rows
+
+    def add(self, row_id: int, claim_id: str, message_id: int | None) -> asyncio.Future[bool]:
+        """Queue the 'sent' mark of a delivered row; the future says whether it applied and
+        raises the database's error if its statement failed."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # a waiter cancelled meanwhile leaves the outcome unread: read it here
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending.append(((row_id, claim_id, message_id), future))
+        if len(self._pending) >= self.max_rows:
+            self._write_pending()
+        return future
+
+    def settle(self) -> None:
+        """One claimed row's delivery is over (whatever its outcome)."""
+        self._open = max(0, self._open - 1)
+        if not self._pending:
+            return
+        if self._open == 0:
+            self._write_pending()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.max_delay_s, self._write_pending
+            )
+
+    async def flush(self) -> None:
+        """Write the waiting marks now and wait for every mark statement in flight."""
+        self._write_pending()
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _write_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._write(group))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(
+        self, group: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]]
+    ) -> None:
+        try:
+            marked = await sql.mark_sent_many(self.pool, [item for item, _ in group])
+        except Exception as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the loop is closing): the waiters are too
+            for _, future in group:
+                future.cancel()
+            raise
+        for (row_id, _, _), future in group:
+            if not future.done():
+                future.set_result(row_id in marked)
+
+
+class OutboxListener:
+    """A pooled connection LISTENing on one channel; re-established after a failure."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[[], None]) -> None:
+        self.pool = pool
+        self.channel = channel
+        self.on_notify = on_notify
+        self.conn: asyncpg.Connection | None = None
+
+    def _callback(self, *_args: object) -> None:
+        self.on_notify()
+
+    async def ensure(self) -> None:
+        """Listen if not listening; on failure log it (the poll keeps working)."""
+        if self.conn is not None and not self.conn.is_closed():
+            return
+        await self.close()
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:
+            log.warning("LISTEN unavailable (%s); polling only", type(exc).__name__)
+            return
+        try:
+            await conn.add_listener(self.channel, self._callback)
+        except Exception as exc:
+            log.warning("LISTEN failed (%s); polling only", type(exc).__name__)
+            await self.pool.release(conn)
+            return
+        self.conn = conn
+
+    async def close(self) -> None:
+        """Stop listening and return the connection to the pool."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if not conn.is_closed():
+                await conn.remove_listener(self.channel, self._callback)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
+
+
+async def wait_any(stop: asyncio.Event, wake: asyncio.Event, *, wait_s: float) -> None:
+    """Return when ``stop`` or ``wake`` is set, or after ``wait_s`` seconds."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
