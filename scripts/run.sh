@@ -16,4 +16,5 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
         -c requirements.lock -e '.[embedded]'
     touch .venv/.installed
 fi
+.venv/bin/python scripts/catalogs.py >/dev/null  # a .po edited since the install
 exec .venv/bin/python -m bot "$@"

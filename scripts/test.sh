@@ -26,4 +26,5 @@ redis.Redis(host='127.0.0.1', port=6379, socket_timeout=1, socket_connect_timeou
     export REDIS_URL=redis://127.0.0.1:6379/0
 fi
 echo "Redis for the tests: ${REDIS_URL:-none (the Redis tests will be skipped)}"
+.venv/bin/python scripts/catalogs.py
 exec .venv/bin/python -m pytest "$@"

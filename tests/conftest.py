@@ -29,6 +29,14 @@ from tests.redis_server import RedisServer
 _counter = itertools.count()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the gettext catalogs before collection (some test modules build their
+    ``I18n`` at import): the checkout's build step, strict (``scripts/catalogs.py``)."""
+    from scripts.catalogs import compile_catalogs
+
+    compile_catalogs()
+
+
 def with_database(dsn: str, database: str) -> str:
     """``dsn`` pointing at another database on the same server."""
     parts = urlsplit(dsn)

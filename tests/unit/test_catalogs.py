@@ -1,4 +1,5 @@
-"""The gettext catalogs cover every message the code marks for translation."""
+"""The gettext catalogs cover every message the code marks for translation, and parse
+strictly (the build step compiles them only then)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
+
+from scripts.catalogs import CatalogError, compile_catalogs, read_strict
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCALES = ROOT / "bot" / "locales"
@@ -60,3 +63,29 @@ def test_translations_keep_the_placeholders(locale: str) -> None:
         if text and set(placeholder.findall(msgid)) != set(placeholder.findall(text))
     ]
     assert not broken, f"{locale}: placeholders differ in {broken}"
+
+
+@pytest.mark.parametrize("locale", ["en", "ru", "uz"])
+def test_every_catalog_parses_strictly(locale: str) -> None:
+    catalog = read_strict(LOCALES / locale / "LC_MESSAGES" / "messages.po")
+    assert len(catalog) > 50
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ('msgid "a"\nmsgid "b"\nmsgstr "B"\n', "missing msgstr"),  # a merged-away msgstr
+        ('msgid "a"\nmsgstr "A"\n\nmsgid "a"\nmsgstr "A2"\n', "appears twice"),
+        ('msgid "a"\nmsgstr "A"\n<<<<<<< HEAD\n', "misformatted"),  # a conflict marker
+    ],
+)
+def test_the_strict_check_fails_a_broken_catalog(tmp_path: Path, body: str, complaint: str) -> None:
+    po_path = tmp_path / "xx" / "LC_MESSAGES" / "messages.po"
+    po_path.parent.mkdir(parents=True)
+    header = 'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+    po_path.write_text(header + body, encoding="utf-8")
+    with pytest.raises(CatalogError, match=complaint):
+        read_strict(po_path)
+    with pytest.raises(CatalogError):
+        compile_catalogs(tmp_path)
+    assert not po_path.with_suffix(".mo").exists()
