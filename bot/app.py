@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -29,7 +29,7 @@ from bot.embedded_db import start_embedded
 from bot.error_observers import ErrorObserver, ObservedErrorHandler, count_errors
 from bot.features import require
 from bot.metrics import Metrics
-from bot.notification_texts import inline_keyboard, make_renderer
+from bot.notification_texts import make_renderer
 from bot.sentry import report_critical
 from bot.services import Services, build_notification_manager
 from bot.settings import Settings
@@ -40,7 +40,7 @@ from database.migrate import (
     upgrade_to_head,
 )
 from handlers import build_root_router
-from handlers.admin.alerts import mute_callback
+from handlers.admin.alerts import offer_markup
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware, update_sender
@@ -114,7 +114,6 @@ def build_services(
             rate_limit=settings.alert_rate_limit,
             rate_window_s=settings.alert_rate_window_s,
         ),
-        mute_callback=mute_callback,
     )
     observers: list[ErrorObserver] = [report_critical]
     if metrics is not None:
@@ -129,9 +128,12 @@ def build_services(
     )
 
     async def send(
-        chat_id: int, text: str, *, buttons: list[Any] | None = None, locale: str | None = None
+        chat_id: int, text: str, *, mute: Mapping[str, Any] | None = None, locale: str | None = None
     ) -> int | None:
-        markup = inline_keyboard(i18n, buttons, locale or settings.default_locale)
+        language = locale or settings.default_locale
+        markup = (
+            offer_markup(mute, lambda msgid: i18n.gettext(msgid, locale=language)) if mute else None
+        )
         try:
             message = await bot.send_message(chat_id, text, reply_markup=markup)
         except Exception:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
+from handlers.labels import HEALTH_STATUS_MSGIDS, STATE_MSGIDS, WORKFLOW_MSGIDS
 from handlers.render import Html, cut, html_map
 
 
@@ -59,18 +59,6 @@ TEMPLATES: dict[str, str] = {
 MAX_PARAM_CHARS = 1000
 MAX_TEXT_CHARS = 4000  # a template that is one parameter: the message itself
 
-STATE_MSGIDS = {
-    "new": _("new"),
-    "assigned": _("assigned"),
-    "review": _("review"),
-    "in_work": _("in work"),
-    "materials": _("materials"),
-    "quality_check": _("quality check"),
-    "completed": _("completed"),
-}
-WORKFLOW_MSGIDS = {"connection": _("connection"), "repair": _("repair")}
-HEALTH_MSGIDS = {"healthy": _("healthy"), "degraded": _("degraded"), "critical": _("critical")}
-
 
 class UnknownTemplateError(KeyError):
     """An outbox row names a template this version of the bot does not know."""
@@ -91,9 +79,11 @@ def make_renderer(i18n: I18n):
             elif key == "workflow_type" and isinstance(value, str) and value in WORKFLOW_MSGIDS:
                 value = i18n.gettext(WORKFLOW_MSGIDS[value], locale=locale)
             elif (
-                key in ("status", "previous") and isinstance(value, str) and value in HEALTH_MSGIDS
+                key in ("status", "previous")
+                and isinstance(value, str)
+                and value in HEALTH_STATUS_MSGIDS
             ):
-                value = i18n.gettext(HEALTH_MSGIDS[value], locale=locale)
+                value = i18n.gettext(HEALTH_STATUS_MSGIDS[value], locale=locale)
             limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
             values[key] = limit_param(value, limit)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
@@ -113,24 +103,3 @@ def limit_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:
 class _Missing(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
-
-
-def inline_keyboard(
-    i18n: I18n, buttons: list[list[dict[str, str]]] | None, locale: str
-) -> InlineKeyboardMarkup | None:
-    """An outbox row's ``params["buttons"]`` (rows of ``{"text": msgid, "callback_data"}``)
-    as an inline keyboard with the texts in ``locale``; None without buttons."""
-    if not buttons:
-        return None
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=i18n.gettext(button["text"], locale=locale),
-                    callback_data=button["callback_data"],
-                )
-                for button in row
-            ]
-            for row in buttons
-        ]
-    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 INSERT_REQUEST_SQL = """
@@ -172,3 +174,15 @@ async def list_for_client(
         client_id,
         limit,
     )
+
+
+def snapshot(row: asyncpg.Record) -> dict[str, Any]:
+    """A request row's state, role, assignee, status and version: the ``before`` and
+    ``after`` that ``transaction_log`` and ``workflow_recovery_log`` record."""
+    return {
+        "state": row["current_state"],
+        "role": row["owner_role"],
+        "assignee_id": row["assignee_id"],
+        "status": row["status"],
+        "version": row["version"],
+    }

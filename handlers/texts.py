@@ -1,49 +1,30 @@
-"""Localized labels shared by several screens (states, roles, workflow types, durations)."""
+"""Localized labels shared by several screens (states, roles, workflow types, durations), in
+the screen's language; the msgids are ``handlers/labels.py``'s."""
 
 from __future__ import annotations
 
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.i18n import lazy_gettext as __
 
+from handlers.labels import ROLE_MSGIDS, STATE_MSGIDS, WORKFLOW_MSGIDS
 from handlers.render import plain
-
-STATE_LABELS = {
-    "new": __("new"),
-    "assigned": __("assigned"),
-    "review": __("review"),
-    "in_work": __("in work"),
-    "materials": __("materials"),
-    "quality_check": __("quality check"),
-    "completed": __("completed"),
-}
-ROLE_LABELS = {
-    "client": __("client"),
-    "manager": __("manager"),
-    "junior_manager": __("junior manager"),
-    "controller": __("controller"),
-    "technician": __("technician"),
-    "warehouse": __("warehouse"),
-    "admin": __("admin"),
-}
-WORKFLOW_LABELS = {
-    "connection": __("connection"),
-    "repair": __("repair"),
-}
 
 
 def state_label(state: str | None) -> str:
     """The localized name of a workflow state."""
-    return str(STATE_LABELS.get(state or "", state or "-"))
+    msgid = STATE_MSGIDS.get(state or "")
+    return _(msgid) if msgid else state or "-"
 
 
 def role_label(role: str | None) -> str:
     """The localized name of a role."""
-    return str(ROLE_LABELS.get(role or "", role or "-"))
+    msgid = ROLE_MSGIDS.get(role or "")
+    return _(msgid) if msgid else role or "-"
 
 
 def workflow_label(workflow_type: str) -> str:
     """The localized name of a workflow type."""
-    return str(WORKFLOW_LABELS.get(workflow_type, workflow_type))
+    msgid = WORKFLOW_MSGIDS.get(workflow_type)
+    return _(msgid) if msgid else workflow_type
 
 
 def duration(seconds: float) -> str:

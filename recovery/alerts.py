@@ -14,8 +14,10 @@ across instances) and stored in ``admin_alerts``:
 
 Delivery goes through the transactional outbox (``database.outbox.enqueue``): when the
 caller passes its connection, the alert commits or rolls back with the caller's change.
-The mute buttons travel on the outbox row as ``params["buttons"]``: rows of
-``{"text": msgid, "callback_data": str}``, translated at send time like the text.
+The core offers mutes, the Telegram layer makes the buttons: an outbox row carries
+``params["mute"] = {"kinds": [...], "durations": [seconds, ...]}`` (``mute_offer``) and the
+sender builds the keyboard in the recipient's language at send time. No text and no
+callback data is stored.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -34,11 +36,6 @@ from database import alerts as sql
 from database import outbox
 
 log = logging.getLogger(__name__)
-
-
-def _(text: str) -> str:
-    """Mark a msgid for extraction; translated at send time."""
-    return text
 
 
 class AlertKind(StrEnum):
@@ -58,34 +55,20 @@ class AlertOutcome(StrEnum):
     QUEUED = "queued"
 
 
-KIND_LABELS: dict[AlertKind, str] = {
-    AlertKind.ERROR: _("critical errors"),
-    AlertKind.HEALTH: _("health changes"),
-    AlertKind.STUCK: _("stuck workflows"),
-    AlertKind.SYSTEM: _("system alerts"),
-}
-"""msgids naming each kind (the mute confirmation, the alert settings screen)."""
-
 MUTE_DURATIONS_S: tuple[int, ...] = (3600, 24 * 3600)
 """The mute periods offered on an alert message, in seconds."""
 
-MUTE_BUTTON_TEXTS: dict[int, str] = {
-    3600: _("Mute for 1 hour"),
-    24 * 3600: _("Mute for 24 hours"),
-}
-DIGEST_MUTE_TEXTS: dict[AlertKind, str] = {
-    AlertKind.ERROR: _("Mute error alerts for 1 hour"),
-    AlertKind.HEALTH: _("Mute health alerts for 1 hour"),
-    AlertKind.STUCK: _("Mute stuck-workflow alerts for 1 hour"),
-    AlertKind.SYSTEM: _("Mute system alerts for 1 hour"),
-}
+MUTE_PARAM = "mute"
+"""The outbox parameter that offers mutes (``mute_offer``)."""
 
 DIGEST_TEMPLATE = "admin.alert_digest"
 DIGEST_DETAILS_MAX = 10
 
-MuteCallback = Callable[[str, int], str]
-"""(kind, duration in seconds) -> callback data of the mute button (built by the bot layer,
-which owns the ``CallbackData`` classes)."""
+
+def mute_offer(kinds: Sequence[AlertKind | str], durations: Sequence[int]) -> dict[str, Any]:
+    """What an alert message offers to mute: each of ``kinds`` for each of ``durations``
+    (seconds, from ``MUTE_DURATIONS_S``). The Telegram layer turns it into buttons."""
+    return {"kinds": [str(kind) for kind in kinds], "durations": [int(s) for s in durations]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +108,6 @@ class AdminAlerts:
         pool: asyncpg pool.
         admin_ids: Telegram ids from ``ADMIN_IDS`` (admin-role users are added from the DB).
         policy: dedupe window, rate limit and window.
-        mute_callback: builds the callback data of a mute button; None sends no buttons.
     """
 
     def __init__(
@@ -134,12 +116,10 @@ class AdminAlerts:
         *,
         admin_ids: Sequence[int] = (),
         policy: AlertPolicy | None = None,
-        mute_callback: MuteCallback | None = None,
     ) -> None:
         self.pool = pool
         self.admin_ids = tuple(admin_ids)
         self.policy = policy or AlertPolicy()
-        self.mute_callback = mute_callback
 
     async def raise_alert(
         self,
@@ -197,9 +177,8 @@ class AdminAlerts:
         if status == "queued":
             log.info("admin alert %s (%s) queued for the digest", alert_id, kind.value)
             return AlertResult(AlertOutcome.QUEUED, alert_id)
-        buttons = self._mute_buttons(kind)
         recipients = await self._recipients(conn, {kind})
-        params = {**stored, "buttons": buttons} if buttons else stored
+        params = {**stored, MUTE_PARAM: mute_offer([kind], MUTE_DURATIONS_S)}
         await outbox.enqueue_many(
             conn,
             [
@@ -222,17 +201,6 @@ class AdminAlerts:
             (user_id, chat_id)
             for user_id, chat_id in everyone
             if any((chat_id, kind.value) not in mutes for kind in kinds)
-        ]
-
-    def _mute_buttons(self, kind: AlertKind) -> list[list[dict[str, str]]]:
-        if self.mute_callback is None:
-            return []
-        callback = self.mute_callback
-        return [
-            [
-                {"text": MUTE_BUTTON_TEXTS[seconds], "callback_data": callback(kind, seconds)}
-                for seconds in MUTE_DURATIONS_S
-            ]
         ]
 
     async def flush_digest(self) -> int:
@@ -274,17 +242,8 @@ class AdminAlerts:
             **{kind.value: counts.get(kind.value, 0) for kind in AlertKind},
             "details": ", ".join(details),
         }
-        if self.mute_callback is not None:
-            params["buttons"] = [
-                [
-                    {
-                        "text": DIGEST_MUTE_TEXTS[kind],
-                        "callback_data": self.mute_callback(kind, MUTE_DURATIONS_S[0]),
-                    }
-                ]
-                for kind in AlertKind
-                if counts.get(kind.value)
-            ]
+        muted = [kind for kind in AlertKind if counts.get(kind.value)]
+        params[MUTE_PARAM] = mute_offer(muted, MUTE_DURATIONS_S[:1])
         return params
 
     async def mute(

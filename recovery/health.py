@@ -28,11 +28,6 @@ from recovery.stuck import StuckPolicy
 log = logging.getLogger(__name__)
 
 
-def _(text: str) -> str:
-    """Mark a msgid for extraction; translated where it is shown."""
-    return text
-
-
 class HealthStatus(StrEnum):
     """Overall status, ordered from best to worst."""
 
@@ -65,30 +60,6 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
 notification is in seconds; error figures count error groups seen in the last hour.
 ``rate_limits_local_only`` is 1 while Redis is unreachable and this instance holds Telegram's
 limits alone at 1/N of the rates (``recovery.redis_rate_limit``)."""
-
-FIGURE_LABELS: dict[str, str] = {
-    "active_requests": _("Active requests"),
-    "stuck_requests": _("Stuck workflows"),
-    "pending_notifications": _("Pending notifications"),
-    "retrying_notifications": _("Retrying notifications"),
-    "dead_notifications": _("Dead notifications"),
-    "notification_backlog": _("Notification backlog"),
-    "oldest_due_notification_s": _("Oldest due notification, seconds"),
-    "errors_last_hour": _("Error groups in the last hour"),
-    "errors_high_last_hour": _("High-severity errors in the last hour"),
-    "errors_critical_last_hour": _("Critical errors in the last hour"),
-    "open_discrepancies": _("Open inventory discrepancies"),
-    "pool_usage": _("Database pool in use"),
-    "job_failures_last_hour": _("Scheduler job failures in the last hour"),
-    "rate_limits_local_only": _("Rate limits held by this instance alone (Redis unreachable)"),
-}
-"""msgids of every figure, in display order."""
-
-STATUS_LABELS: dict[str, str] = {
-    HealthStatus.HEALTHY: _("healthy"),
-    HealthStatus.DEGRADED: _("degraded"),
-    HealthStatus.CRITICAL: _("critical"),
-}
 
 HEALTH_ALERT_TEMPLATE = "admin.health_changed"
 

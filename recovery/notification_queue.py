@@ -7,7 +7,8 @@ import logging
 
 import asyncpg
 
-from database import notifications as sql
+from database import notification_admin as sql
+from database import notifications
 from recovery.notification_model import FailingNotification, RequestMoved
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class NotificationQueueAdmin:
 
     async def queue_depth(self) -> int:
         """Entries waiting in the retry queue (its bound is ``queue_max_size``)."""
-        return await sql.queue_depth(self.pool)
+        return await notifications.queue_depth(self.pool)
 
     async def list_failing(
         self,

@@ -34,14 +34,14 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncpg
 
 from database import notifications as sql
 from database import outbox, users
-from recovery.alerts import AdminAlerts, AlertKind
+from recovery.alerts import MUTE_PARAM, AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
 from recovery.notification_batching import OutboxListener, SentMarker, wait_any
@@ -67,9 +67,9 @@ UNREACHABLE_REASON = "recipient unreachable"
 class Sender(Protocol):
     """Sends one text message; returns Telegram's message id. Raises the Bot API's errors.
 
-    ``buttons`` (only passed when the row has ``params["buttons"]``): rows of
-    ``{"text": msgid, "callback_data": str}`` to send as an inline keyboard, the texts
-    translated into ``locale``.
+    ``mute`` (only passed when the row has ``params["mute"]``): the alert's mute offer
+    (``recovery.alerts.mute_offer``), which the Telegram layer turns into buttons in
+    ``locale``.
     """
 
     def __call__(
@@ -77,7 +77,7 @@ class Sender(Protocol):
         chat_id: int,
         text: str,
         *,
-        buttons: list[list[dict[str, str]]] | None = None,
+        mute: Mapping[str, Any] | None = None,
         locale: str | None = None,
     ) -> Awaitable[int | None]: ...
 
@@ -328,9 +328,9 @@ class NotificationRetryManager(NotificationQueueAdmin):
                 return None
             try:
                 async with asyncio.timeout(self.send_timeout_s):
-                    if params.get("buttons"):  # inline buttons (admin alerts' mute), msgids
+                    if params.get(MUTE_PARAM):  # mute buttons, made by the Telegram layer
                         message_id = await self.sender(
-                            chat_id, text, buttons=params["buttons"], locale=locale
+                            chat_id, text, mute=params[MUTE_PARAM], locale=locale
                         )
                     else:
                         message_id = await self.sender(chat_id, text)

@@ -28,14 +28,8 @@ ALLOWED: dict[str, str] = {
     # one table each (SQLSTATE and Telegram verdicts; masking patterns): long but flat
     "recovery/classification.py": "the classification table",
     "recovery/masking.py": "the masking patterns",
-    # the core's big modules, split one job per module
-    "recovery/inventory.py": "to split: detection, fixes, acceptances",
     # the sender loop is being put under supervision; its delivery outcomes split after
     "recovery/notifications.py": "the sender loop, under rework",
-    "recovery/state_manager.py": "to split: staff steps, material use, queries",
-    "recovery/transactions.py": "to split: retry policy, context, in-doubt resolution",
-    "database/inventory.py": "to split: detection, discrepancies, corrections",
-    "database/notifications.py": "to split: outbox queue, admin queries",
 }
 
 

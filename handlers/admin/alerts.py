@@ -1,20 +1,24 @@
 """Buttons on admin alert messages: mute a kind of alert for a period, or lift the mute.
-The buttons are attached by ``recovery.alerts.AdminAlerts`` through the outbox."""
+``recovery.alerts.AdminAlerts`` offers the mutes on the outbox row (kinds and durations);
+``offer_markup`` makes the buttons when the message is sent."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import asyncpg
 from aiogram import Router
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import AlertMuteCb, AlertUnmuteCb
+from handlers.labels import DIGEST_MUTE_TEXTS, KIND_LABELS, MUTE_BUTTON_TEXTS
 from handlers.render import plain
-from recovery.alerts import KIND_LABELS, MUTE_BUTTON_TEXTS, MUTE_DURATIONS_S, AdminAlerts, AlertKind
+from recovery.alerts import MUTE_DURATIONS_S, AdminAlerts, AlertKind, mute_offer
 from recovery.audit import AdminAuditLog
 from recovery.workflows import AdminRef
 
@@ -24,9 +28,36 @@ router = Router(name=__name__)
 KINDS = {kind.value for kind in AlertKind}
 
 
-def mute_callback(kind: str, seconds: int) -> str:
-    """Callback data of a mute button (``recovery.alerts.MuteCallback``)."""
-    return AlertMuteCb(kind=kind, seconds=seconds).pack()
+def offer_markup(
+    offer: Mapping[str, Any], gettext: Callable[[str], str]
+) -> InlineKeyboardMarkup | None:
+    """The buttons of a mute offer (``recovery.alerts.mute_offer``), texts through
+    ``gettext``: a row per kind; with several durations each button names its duration (the
+    message names the kind), with one the button names the kind. None when nothing is left
+    to offer (unknown kinds or durations are left out)."""
+    durations = [s for s in offer.get("durations", []) if s in MUTE_DURATIONS_S]
+    keyboard = InlineKeyboardBuilder()
+    rows = 0
+    for kind in offer.get("kinds", []):
+        if kind not in KINDS:
+            continue
+        if len(durations) > 1:
+            for seconds in durations:
+                keyboard.button(
+                    text=gettext(MUTE_BUTTON_TEXTS[seconds]),
+                    callback_data=AlertMuteCb(kind=kind, seconds=seconds),
+                )
+            keyboard.adjust(len(durations))
+            rows += 1
+        elif durations:
+            keyboard.row(
+                InlineKeyboardButton(
+                    text=gettext(DIGEST_MUTE_TEXTS[kind]),
+                    callback_data=AlertMuteCb(kind=kind, seconds=durations[0]).pack(),
+                )
+            )
+            rows += 1
+    return keyboard.as_markup() if rows else None
 
 
 def unmute_markup(kind: str) -> InlineKeyboardMarkup:
@@ -38,14 +69,9 @@ def unmute_markup(kind: str) -> InlineKeyboardMarkup:
 
 def mute_markup(kind: str) -> InlineKeyboardMarkup:
     """The alert message's keyboard when not muted."""
-    keyboard = InlineKeyboardBuilder()
-    for seconds in MUTE_DURATIONS_S:
-        keyboard.button(
-            text=_(MUTE_BUTTON_TEXTS[seconds]),
-            callback_data=AlertMuteCb(kind=kind, seconds=seconds),
-        )
-    keyboard.adjust(len(MUTE_DURATIONS_S))
-    return keyboard.as_markup()
+    markup = offer_markup(mute_offer([kind], MUTE_DURATIONS_S), _)
+    assert markup is not None  # a known kind
+    return markup
 
 
 async def _replace_keyboard(query: CallbackQuery, markup: InlineKeyboardMarkup) -> None:

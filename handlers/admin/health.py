@@ -11,12 +11,12 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb
+from handlers.labels import HEALTH_FIGURE_MSGIDS as FIGURE_LABELS
+from handlers.labels import HEALTH_STATUS_MSGIDS as STATUS_LABELS
 from handlers.render import Html, bold, html, italic, join, plain
 from handlers.screens import edit_or_send
 from handlers.texts import duration
 from recovery.health import (
-    FIGURE_LABELS,
-    STATUS_LABELS,
     HealthMonitor,
     HealthOverview,
     HealthStatus,

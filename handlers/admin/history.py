@@ -10,9 +10,9 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import HistoryCb, MenuCb
+from handlers.labels import KIND_LABELS
 from handlers.render import Html, html, join
 from handlers.screens import edit_or_send
-from recovery.alerts import KIND_LABELS, AlertKind
 from recovery.audit import AdminAuditLog, HistoryEntry
 
 router = Router(name=__name__)
@@ -93,7 +93,7 @@ def render_entry(entry: HistoryEntry) -> Html:
         action = str(REFUSED_LABELS.get(entry.action, entry.action))
     target: str | Html = ""
     if entry.target_type == "alert_kind" and entry.target_id in KIND_LABELS:
-        target = html(": {kind}", kind=_(KIND_LABELS[AlertKind(entry.target_id)]))
+        target = html(": {kind}", kind=_(KIND_LABELS[entry.target_id]))
     elif entry.target_type is not None:
         label = str(TARGET_LABELS.get(entry.target_type, entry.target_type))
         target = html(": {label} {id}", label=label, id=entry.target_id or "").rstrip()

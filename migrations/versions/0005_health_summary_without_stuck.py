@@ -1,9 +1,16 @@
-"""The health summary without its own definition of a stuck request.
+"""The health summary without its own definition of a stuck request; no callback data in
+the outbox.
 
 ``get_system_health_summary()`` counted stuck requests by their deadline only, while the
 stuck list, the metric and the digests also count requests held by an unreachable assignee
 (``database/stuck.py``). The function now leaves the figure out and takes no parameters;
 the health monitor adds ``stuck_requests`` from the one definition.
+
+Admin alerts in the outbox carried their mute buttons as ``params["buttons"]`` (texts and
+the Telegram layer's callback data ``am:<kind>:<seconds>``). They now carry the offer only,
+``params["mute"] = {"kinds": [...], "durations": [...]}``, and the buttons are made when the
+message is sent; existing rows are converted (an alert's one row of durations, a digest's
+row per kind), and back on downgrade.
 
 Revision ID: 0005
 Revises: 0003
@@ -66,6 +73,46 @@ SELECT jsonb_build_object(
           WHERE status = 'rolled_back' AND created_at > now() - interval '1 hour')
 )
 $$;
+"""
+
+# An alert's buttons are one row of durations for its kind; a digest's, one row per kind.
+BUTTONS_TO_MUTE = """
+UPDATE pending_notifications p
+   SET params = (p.params - 'buttons') || jsonb_build_object('mute', CASE
+       WHEN jsonb_array_length(p.params->'buttons'->0) > 1 THEN jsonb_build_object(
+           'kinds', jsonb_build_array(
+               split_part(p.params->'buttons'->0->0->>'callback_data', ':', 2)),
+           'durations', (SELECT jsonb_agg(split_part(b->>'callback_data', ':', 3)::int)
+                           FROM jsonb_array_elements(p.params->'buttons'->0) b))
+       ELSE jsonb_build_object(
+           'kinds', (SELECT jsonb_agg(split_part(r->0->>'callback_data', ':', 2))
+                       FROM jsonb_array_elements(p.params->'buttons') r),
+           'durations', jsonb_build_array(
+               split_part(p.params->'buttons'->0->0->>'callback_data', ':', 3)::int))
+       END)
+ WHERE jsonb_typeof(p.params->'buttons') = 'array'
+   AND jsonb_array_length(p.params->'buttons') > 0;
+"""
+
+MUTE_TO_BUTTONS = """
+UPDATE pending_notifications p
+   SET params = (p.params - 'mute') || jsonb_build_object('buttons', CASE
+       WHEN jsonb_array_length(p.params->'mute'->'durations') > 1 THEN jsonb_build_array(
+           (SELECT jsonb_agg(jsonb_build_object(
+                       'text', CASE d::int WHEN 3600 THEN 'Mute for 1 hour'
+                                           ELSE 'Mute for 24 hours' END,
+                       'callback_data', 'am:' || (p.params->'mute'->'kinds'->>0) || ':' || d))
+              FROM jsonb_array_elements_text(p.params->'mute'->'durations') d))
+       ELSE (SELECT jsonb_agg(jsonb_build_array(jsonb_build_object(
+                       'text', CASE k WHEN 'error' THEN 'Mute error alerts for 1 hour'
+                                      WHEN 'health' THEN 'Mute health alerts for 1 hour'
+                                      WHEN 'stuck' THEN 'Mute stuck-workflow alerts for 1 hour'
+                                      ELSE 'Mute system alerts for 1 hour' END,
+                       'callback_data',
+                       'am:' || k || ':' || (p.params->'mute'->'durations'->>0))))
+               FROM jsonb_array_elements_text(p.params->'mute'->'kinds') k)
+       END)
+ WHERE jsonb_typeof(p.params->'mute') = 'object';
 """
 
 # The function of 0001, unchanged.
@@ -139,7 +186,9 @@ $$;
 
 def upgrade() -> None:
     op.execute(UPGRADE)
+    op.execute(BUTTONS_TO_MUTE)
 
 
 def downgrade() -> None:
+    op.execute(MUTE_TO_BUTTONS)
     op.execute(DOWNGRADE)

@@ -13,11 +13,11 @@ from recovery.exceptions import (
     DomainError,
     NotFoundError,
 )
-from recovery.transactions import TransactionContext, recorded
+from recovery.transaction_context import recorded
+from recovery.transactions import TransactionContext
 from recovery.workflow_events import notify_state_change
 from recovery.workflows.base import ManagerBase
 from recovery.workflows.codes import failure_code, failure_text, refusal_code
-from recovery.workflows.history import request_snapshot
 from recovery.workflows.model import (
     AdminRef,
     BatchResult,
@@ -80,7 +80,7 @@ class RecoveryActions(ManagerBase):
                 current = await requests.lock(conn, request_id)
                 if current is None:
                     raise NotFoundError("request", request_id)
-                before = request_snapshot(current)
+                before = requests.snapshot(current)
                 if current["version"] != expected_version:
                     raise ConcurrentModificationError("request", request_id, expected_version)
                 plan = await self._plan(conn, current, action, assignee_id)
@@ -98,7 +98,7 @@ class RecoveryActions(ManagerBase):
                 )
                 if updated is None:  # cannot happen under the row lock; kept as a guard
                     raise ConcurrentModificationError("request", request_id, expected_version)
-                after = request_snapshot(updated)
+                after = requests.snapshot(updated)
                 ctx.record("service_request", request_id, before=before, after=after)
             async with ctx.step("history"):
                 transition = await requests.insert_transition(

@@ -14,17 +14,6 @@ import asyncpg
 from database.compensation import Outstanding
 
 
-def request_snapshot(row: asyncpg.Record) -> dict[str, Any]:
-    """The request's figures written as before/after of ``workflow_recovery_log``."""
-    return {
-        "state": row["current_state"],
-        "role": row["owner_role"],
-        "assignee_id": row["assignee_id"],
-        "status": row["status"],
-        "version": row["version"],
-    }
-
-
 def fingerprint(returns: Sequence[Outstanding]) -> int:
     """CRC-32 of the (issue id, quantity) pairs; 0 when there is nothing to give back."""
     if not returns:

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from bot.i18n import create_i18n
-from bot.notification_texts import inline_keyboard, make_renderer
-from handlers.admin.alerts import mute_callback
+from bot.notification_texts import make_renderer
+from handlers.admin.alerts import offer_markup
 from handlers.callbacks import AlertMuteCb
 from recovery.alerts import AdminAlerts, AlertKind, AlertOutcome, AlertPolicy
 from recovery.notifications import QUEUE_FULL_TEMPLATE, NotificationRetryManager
@@ -29,7 +29,19 @@ async def _outbox(pool: asyncpg.Pool, template_key: str | None = None) -> list[a
 
 
 def _alerts(pool: asyncpg.Pool, **policy: Any) -> AdminAlerts:
-    return AdminAlerts(pool, policy=AlertPolicy(**policy), mute_callback=mute_callback)
+    return AdminAlerts(pool, policy=AlertPolicy(**policy))
+
+
+def _buttons(params: dict[str, Any]) -> list[list[tuple[str, str]]]:
+    """The mute buttons the Telegram layer makes from an outbox row (English texts), as
+    rows of (text, callback data); the row itself holds no text and no callback data."""
+    assert "buttons" not in params
+    markup = offer_markup(params["mute"], lambda msgid: msgid)
+    assert markup is not None
+    return [
+        [(button.text, str(button.callback_data)) for button in row]
+        for row in markup.inline_keyboard
+    ]
 
 
 async def _raise(alerts: AdminAlerts, key: str, kind: AlertKind = AlertKind.ERROR) -> Any:
@@ -41,17 +53,17 @@ async def _raise(alerts: AdminAlerts, key: str, kind: AlertKind = AlertKind.ERRO
 async def test_an_alert_reaches_every_admin_with_mute_buttons(pool: asyncpg.Pool) -> None:
     first = await make_user(pool, role="admin")
     second = await make_user(pool, role="admin")
-    alerts = AdminAlerts(pool, admin_ids=[999_001], mute_callback=mute_callback)
+    alerts = AdminAlerts(pool, admin_ids=[999_001])
     result = await _raise(alerts, "e-1")
     assert result.outcome is AlertOutcome.SENT
     assert result.recipients == 3
     rows = await _outbox(pool)
     assert {r["chat_id"] for r in rows} == {first["telegram_id"], second["telegram_id"], 999_001}
-    buttons = rows[0]["params"]["buttons"]
-    assert [b["text"] for b in buttons[0]] == ["Mute for 1 hour", "Mute for 24 hours"]
-    unpacked = AlertMuteCb.unpack(buttons[0][0]["callback_data"])
+    buttons = _buttons(rows[0]["params"])
+    assert [text for text, _ in buttons[0]] == ["Mute for 1 hour", "Mute for 24 hours"]
+    unpacked = AlertMuteCb.unpack(buttons[0][0][1])
     assert (unpacked.kind, unpacked.seconds) == ("error", 3600)
-    assert all(len(b["callback_data"].encode()) <= 64 for b in buttons[0])
+    assert all(len(data.encode()) <= 64 for _, data in buttons[0])
 
 
 async def test_a_repeated_key_within_the_window_is_sent_once(pool: asyncpg.Pool) -> None:
@@ -84,7 +96,7 @@ async def test_many_alerts_at_once_become_one_digest(pool: asyncpg.Pool) -> None
     params = digests[0]["params"]
     assert (params["total"], params["error"], params["health"], params["stuck"]) == (4, 3, 1, 0)
     assert params["details"] == "E-2, E-3, E-4, H-1"
-    assert [row[0]["text"] for row in params["buttons"]] == [
+    assert [row[0][0] for row in _buttons(params)] == [
         "Mute error alerts for 1 hour",
         "Mute health alerts for 1 hour",
     ]
@@ -173,9 +185,9 @@ async def test_the_sender_gets_the_buttons_translated_for_the_recipient(
     sent: list[dict[str, Any]] = []
 
     async def sender(
-        chat_id: int, text: str, *, buttons: Any = None, locale: str | None = None
+        chat_id: int, text: str, *, mute: Any = None, locale: str | None = None
     ) -> int:
-        sent.append({"chat_id": chat_id, "text": text, "buttons": buttons, "locale": locale})
+        sent.append({"chat_id": chat_id, "text": text, "mute": mute, "locale": locale})
         return 1
 
     manager = NotificationRetryManager(pool, sender=sender, renderer=make_renderer(i18n))
@@ -183,7 +195,8 @@ async def test_the_sender_gets_the_buttons_translated_for_the_recipient(
     assert result.sent == 1
     assert sent[0]["chat_id"] == admin["telegram_id"]
     assert sent[0]["locale"] == "ru"
-    markup = inline_keyboard(i18n, sent[0]["buttons"], sent[0]["locale"])
+    locale = sent[0]["locale"]
+    markup = offer_markup(sent[0]["mute"], lambda msgid: i18n.gettext(msgid, locale=locale))
     assert markup is not None
     texts = [button.text for button in markup.inline_keyboard[0]]
     assert texts == [
@@ -191,7 +204,7 @@ async def test_the_sender_gets_the_buttons_translated_for_the_recipient(
         i18n.gettext("Mute for 24 hours", locale="ru"),
     ]
     assert texts[0] != "Mute for 1 hour"
-    assert inline_keyboard(i18n, None, "en") is None
+    assert offer_markup({"kinds": ["nonsense"], "durations": [3600]}, str) is None
 
 
 async def test_the_stuck_digest_takes_the_alert_path(pool: asyncpg.Pool) -> None:
@@ -207,7 +220,7 @@ async def test_the_stuck_digest_takes_the_alert_path(pool: asyncpg.Pool) -> None
     rows = await _outbox(pool, "admin.stuck_digest")
     assert [r["chat_id"] for r in rows] == [other["telegram_id"]]
     assert rows[0]["params"]["ids"] == f"#{request['id']}"
-    assert AlertMuteCb.unpack(rows[0]["params"]["buttons"][0][0]["callback_data"]).kind == "stuck"
+    assert AlertMuteCb.unpack(_buttons(rows[0]["params"])[0][0][1]).kind == "stuck"
     assert await pool.fetchval("SELECT kind FROM admin_alerts") == "stuck"
     again = await WorkflowRecoveryManager(pool).alert_new_stuck(alerts=alerts)
     assert again.new_request_ids == [] and len(await _outbox(pool)) == 1
@@ -230,4 +243,4 @@ async def test_the_retry_queue_full_alert_takes_the_alert_path(pool: asyncpg.Poo
     assert (alert["kind"], alert["status"], alert["recipients"]) == ("system", "sent", 1)
     rows = await _outbox(pool, QUEUE_FULL_TEMPLATE)
     assert [r["chat_id"] for r in rows] == [other["telegram_id"]]
-    assert rows[0]["params"]["buttons"][0][0]["text"] == "Mute for 1 hour"
+    assert _buttons(rows[0]["params"])[0][0][0] == "Mute for 1 hour"

@@ -16,7 +16,7 @@ from bot.i18n import create_i18n
 from bot.scheduler import run_job
 from bot.settings import Settings
 from database import error_records, recovery_log
-from handlers.admin.alerts import mute_callback
+from handlers.admin.alerts import offer_markup
 from handlers.admin.charts import render_errors_per_hour
 from recovery.alerts import AdminAlerts
 from recovery.audit import AdminAuditLog
@@ -268,7 +268,7 @@ def _undefined_table() -> asyncpg.PostgresError:
 
 async def test_resolve_and_regress_with_alerts_through_the_alert_path(pool: asyncpg.Pool) -> None:
     admin = await make_user(pool, role="admin")
-    alerts = AdminAlerts(pool, mute_callback=mute_callback)
+    alerts = AdminAlerts(pool)
     handler = ErrorHandler(pool, alerts=alerts)
     stats = ErrorStatistics(pool)
 
@@ -281,7 +281,8 @@ async def test_resolve_and_regress_with_alerts_through_the_alert_path(pool: asyn
         (admin["telegram_id"], "admin.error_alert")
     ]
     assert outbox[0]["params"]["reference"] == first.reference
-    assert outbox[0]["params"]["buttons"][0][0]["text"] == "Mute for 1 hour"
+    markup = offer_markup(outbox[0]["params"]["mute"], lambda msgid: msgid)
+    assert markup is not None and markup.inline_keyboard[0][0].text == "Mute for 1 hour"
 
     resolved = await handler.resolve_group(first.reference, resolved_by=admin["id"])
     assert resolved is not None and resolved.status == "resolved"

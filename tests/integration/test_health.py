@@ -145,7 +145,7 @@ async def _admin_alert_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
 
 async def test_one_alert_on_worsening_and_one_on_recovery(pool: asyncpg.Pool) -> None:
     admin = await make_user(pool, role="admin")
-    alerts = AdminAlerts(pool, policy=AlertPolicy(dedupe_window_s=0), mute_callback=None)
+    alerts = AdminAlerts(pool, policy=AlertPolicy(dedupe_window_s=0))
     monitor = HealthMonitor(pool, alerts=alerts)
 
     first = await monitor.take_snapshot()

@@ -17,12 +17,11 @@ import pytest
 
 from database import transaction_log
 from recovery.exceptions import InvalidTransitionError, TransactionInDoubtError
+from recovery.transaction_context import AFTER_COMMIT, recorded
 from recovery.transactions import (
-    AFTER_COMMIT,
     TransactionalStateManager,
     TransactionContext,
     TransactionRetryPolicy,
-    recorded,
 )
 from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager, failure_code
 from tests.factories import make_request, make_user

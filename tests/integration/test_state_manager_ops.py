@@ -24,7 +24,8 @@ from recovery.exceptions import (
     PermissionDeniedError,
 )
 from recovery.state_manager import Actor, EnhancedStateManager
-from recovery.transactions import AFTER_COMMIT, TransactionContext, TransactionRetryPolicy
+from recovery.transaction_context import AFTER_COMMIT
+from recovery.transactions import TransactionContext, TransactionRetryPolicy
 from tests.factories import receive
 
 FAST = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)

@@ -11,13 +11,15 @@ import asyncpg
 import pytest
 
 from database import transaction_log
-from recovery.transactions import (
+from recovery.transaction_context import (
     AFTER_COMMIT,
     TransactionAlreadyCommittedError,
+    is_transaction_retryable,
+)
+from recovery.transactions import (
     TransactionalStateManager,
     TransactionContext,
     TransactionRetryPolicy,
-    is_transaction_retryable,
 )
 
 FAST = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)

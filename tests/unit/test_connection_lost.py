@@ -20,7 +20,7 @@ from recovery.classification import (
     is_connection_lost,
 )
 from recovery.exceptions import TransactionInDoubtError
-from recovery.transactions import commit_outcome_unknown, is_transaction_retryable
+from recovery.transaction_context import commit_outcome_unknown, is_transaction_retryable
 
 E = asyncpg.exceptions
 

@@ -1,0 +1,226 @@
+"""Fixing one material under its row lock, and the log rows of fixes and refusals."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+
+import asyncpg
+
+from database import discrepancies
+from database import inventory as inv
+from recovery.inventory.base import ManagerBase
+from recovery.inventory.model import (
+    Discrepancy,
+    DiscrepancyKind,
+    FixOutcome,
+    classify_material,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReconciliationFixes(ManagerBase):
+    """Fixing one material under its row lock, and the log rows of fixes and refusals."""
+
+    async def _fix_material_safely(
+        self,
+        target: Discrepancy,
+        kinds: frozenset[DiscrepancyKind],
+        actor: str,
+        run_id: uuid.UUID,
+        only: str | None = None,
+    ) -> list[FixOutcome]:
+        """``_fix_material`` for ``target``'s material; a failure is logged and returned as
+        a ``failed`` outcome (the material's transaction rolled back as a whole)."""
+        try:
+            return await self._fix_material(target.material_id, kinds, actor, run_id, only)
+        except Exception as exc:
+            return [await self._record_failure(exc, target, actor, run_id)]
+
+    async def _record_failure(
+        self, exc: Exception, target: Discrepancy, actor: str, run_id: uuid.UUID
+    ) -> FixOutcome:
+        """Log a failed material fix outside its rolled-back transaction."""
+        error = type(exc).__name__
+        material_id = target.material_id
+        log.warning("inventory fix of material %s failed: %s", material_id, error)
+        log_id = None
+        try:
+            log_id = await inv.insert_log(
+                self.pool,
+                run_id=run_id,
+                material_id=material_id,
+                discrepancy=str(target.kind),
+                discrepancy_id=target.id,
+                action="failed",
+                actor=actor,
+                reason=error,
+            )
+        except Exception as log_exc:  # the database may be what failed
+            log.warning("could not log the failed fix: %s", type(log_exc).__name__)
+        if self.error_handler is not None:
+            await self.error_handler.handle(
+                exc, context={"job": "inventory_reconciliation", "material_id": material_id}
+            )
+        return FixOutcome(
+            kind=target.kind,
+            fingerprint=target.fingerprint,
+            material_id=material_id,
+            action="failed",
+            discrepancy_id=target.id,
+            log_id=log_id,
+            error=error,
+        )
+
+    async def _fix_material(
+        self,
+        material_id: int,
+        kinds: frozenset[DiscrepancyKind],
+        actor: str,
+        run_id: uuid.UUID,
+        only: str | None = None,
+    ) -> list[FixOutcome]:
+        """Fix one material's discrepancies of ``kinds`` (or only the one with fingerprint
+        ``only``, whatever its kind) in one transaction under the material's row lock."""
+        outcomes: list[FixOutcome] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            locked = await inv.lock_material(conn, material_id)
+            if locked is None:
+                return outcomes
+            sku = locked["sku"]
+            balance = int(locked["balance"])
+            ledger = await inv.ledger_sum(conn, material_id)
+            row_level = await self._row_level(conn, material_id)
+            fingerprints = [d.fingerprint for d in row_level] + [f"material:{material_id}"]
+            accepted = await discrepancies.accepted(conn, fingerprints)
+
+            def wanted(d: Discrepancy) -> bool:
+                if only is not None:  # an admin's explicit choice
+                    return d.fingerprint == only
+                return d.kind in kinds and (d.fingerprint, str(d.kind), d.amount) not in accepted
+
+            present: list[str] = []
+            for d in row_level:
+                if not wanted(d):
+                    present.append(d.fingerprint)
+                    continue
+                before = {"balance": balance, "ledger_sum": ledger}
+                if d.kind is DiscrepancyKind.ORPHANED_TRANSACTION:
+                    key = f"reconcile:orphan:{material_id}:{d.request_id}:{d.details['last_id']}"
+                    reverses = d.details.get("reverses_id")
+                    note = f"reverses the orphaned net outflow of request {d.request_id}"
+                else:
+                    key = f"reconcile:duplicate:{d.transaction_id}"
+                    reverses = d.transaction_id
+                    note = f"reverses duplicate of {d.details['external_reference']}"
+                tx_id = await inv.insert_correction(
+                    conn,
+                    material_id=material_id,
+                    quantity=d.amount,
+                    idempotency_key=key,
+                    request_id=d.request_id,
+                    reverses_id=reverses,
+                    note=note,
+                )
+                balance = await inv.adjust_balance(conn, material_id, d.amount)
+                ledger += d.amount
+                after = {"balance": balance, "ledger_sum": ledger}
+                outcomes.append(
+                    await self._close_and_log(
+                        conn,
+                        replace(
+                            d, sku=sku, balance=before["balance"], ledger_sum=before["ledger_sum"]
+                        ),
+                        "reversed",
+                        actor,
+                        run_id,
+                        tx_id,
+                        before,
+                        after,
+                    )
+                )
+
+            # Row-level fixes moved balance and ledger together; re-evaluate the material.
+            material = classify_material(material_id, balance, ledger, sku)
+            if material is not None and not wanted(material):
+                present.append(material.fingerprint)
+            elif material is not None:
+                before = {"balance": balance, "ledger_sum": ledger}
+                tx_id = None
+                if material.kind is DiscrepancyKind.NEGATIVE_LEDGER:
+                    tx_id = await inv.insert_correction(
+                        conn,
+                        material_id=material_id,
+                        quantity=material.amount,
+                        idempotency_key=f"reconcile:negative:{material_id}:{run_id}",
+                        note="write-up of a negative ledger to zero",
+                    )
+                    ledger += material.amount
+                balance = await inv.adjust_balance(conn, material_id, ledger - balance)
+                after = {"balance": balance, "ledger_sum": ledger}
+                outcomes.append(
+                    await self._close_and_log(
+                        conn, material, "adjusted", actor, run_id, tx_id, before, after
+                    )
+                )
+            await discrepancies.resolve_gone(conn, present, actor, material_id)
+        return outcomes
+
+    async def _close_and_log(
+        self,
+        conn: asyncpg.Connection,
+        d: Discrepancy,
+        action: str,
+        actor: str,
+        run_id: uuid.UUID,
+        tx_id: int | None,
+        before: dict[str, int],
+        after: dict[str, int],
+    ) -> FixOutcome:
+        discrepancy_id = await discrepancies.close_discrepancy(
+            conn, d.as_row(), status="fixed", actor=actor, reason=None
+        )
+        log_id = await inv.insert_log(
+            conn,
+            run_id=run_id,
+            material_id=d.material_id,
+            discrepancy=str(d.kind),
+            action=action,
+            actor=actor,
+            transaction_id=tx_id,
+            discrepancy_id=discrepancy_id,
+            before=before,
+            after=after,
+        )
+        return FixOutcome(
+            kind=d.kind,
+            fingerprint=d.fingerprint,
+            material_id=d.material_id,
+            action=action,
+            amount=d.amount,
+            discrepancy_id=discrepancy_id,
+            transaction_id=tx_id,
+            log_id=log_id,
+            before=before,
+            after=after,
+        )
+
+    async def _log_refusal(self, d: Discrepancy, actor: str, run_id: uuid.UUID) -> None:
+        """Log an admin's fix or acceptance of a discrepancy that is no longer open as
+        ``refused``, with the status it had (the trail shows the attempt, and that nothing
+        was done)."""
+        values = {"balance": d.balance, "ledger_sum": d.ledger_sum}
+        await inv.insert_log(
+            self.pool,
+            run_id=run_id,
+            material_id=d.material_id,
+            discrepancy=str(d.kind),
+            discrepancy_id=d.id,
+            action="refused",
+            actor=actor,
+            before=values,
+            after=values,
+            reason=f"no longer open: {d.status}",
+        )

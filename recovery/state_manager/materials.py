@@ -1,0 +1,144 @@
+"""Taking materials from stock for a request (the ledger row and the guarded balance)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import asyncpg
+
+from database import ledger, requests
+from recovery import workflow_definitions as wf
+from recovery.exceptions import (
+    ConcurrentModificationError,
+    InputValidationError,
+    InsufficientStockError,
+    InvalidTransitionError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from recovery.state_manager.base import ManagerBase
+from recovery.state_manager.model import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    Actor,
+    MaterialUse,
+    may_act,
+)
+from recovery.transaction_context import recorded
+from recovery.transactions import (
+    TransactionContext,
+)
+
+
+class MaterialUses(ManagerBase):
+    """Taking materials from stock for a request (the ledger row and the guarded balance)."""
+
+    async def use_materials(
+        self,
+        actor: Actor,
+        request_id: int,
+        material_id: int,
+        quantity: int,
+        *,
+        idempotency_key: str,
+        expected_version: int | None = None,
+        within: TransactionContext | None = None,
+    ) -> MaterialUse:
+        """Take ``quantity`` units of a material from stock for a request.
+
+        Allowed while the request is active in one of ``MATERIAL_STATES``, to the role owning
+        the state (or an admin). ``idempotency_key`` names this use (e.g. built from the
+        Telegram update): a repeated call with the same key returns the first use with
+        ``duplicate=True`` and takes nothing again. ``expected_version``, when given, must
+        still be the request's version (the request's version itself does not change).
+
+        Raises:
+            InputValidationError: quantity not a positive integer, an empty or too long key,
+                or a key already used for a different use.
+            PermissionDeniedError: the actor may not act on the request (``may_act``),
+                whether or not it exists, whatever its version and status.
+            NotFoundError: no such request (admins only) or material.
+            ConcurrentModificationError: ``expected_version`` is stale.
+            InvalidTransitionError: the request is not active or not in a material state.
+            InsufficientStockError: the balance is below ``quantity`` (nothing is taken).
+        """
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+            raise InputValidationError("quantity", "must be a positive integer")
+        if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise InputValidationError(
+                "idempotency_key", f"empty or longer than {MAX_IDEMPOTENCY_KEY_LENGTH}"
+            )
+
+        async def body(ctx: TransactionContext) -> MaterialUse:
+            conn = ctx.conn
+            async with ctx.step("lock"):
+                current = await requests.lock_shared(conn, request_id)
+                if not may_act(actor, current):
+                    raise PermissionDeniedError("use_materials", actor.role)
+                if current is None:
+                    raise NotFoundError("request", request_id)
+                if expected_version is not None and current["version"] != expected_version:
+                    raise ConcurrentModificationError("request", request_id, expected_version)
+                if current["status"] != "active" or current["current_state"] not in (
+                    wf.MATERIAL_STATES
+                ):
+                    raise InvalidTransitionError(
+                        request_id, current["current_state"], "materials cannot be used now"
+                    )
+            async with ctx.step("ledger"):
+                try:
+                    entry = await ledger.insert_entry(
+                        conn,
+                        material_id=material_id,
+                        kind="issue",
+                        quantity=-quantity,
+                        idempotency_key=idempotency_key,
+                        request_id=request_id,
+                        actor_id=actor.user_id,
+                    )
+                except asyncpg.ForeignKeyViolationError as exc:
+                    if "material" in (exc.constraint_name or ""):
+                        raise NotFoundError("material", material_id) from exc
+                    raise NotFoundError("user", actor.user_id) from exc
+                if entry is None:
+                    return await self._existing_use(
+                        conn, idempotency_key, request_id, material_id, quantity
+                    )
+                ctx.record(
+                    "inventory_transaction",
+                    entry["id"],
+                    after={"material_id": material_id, "quantity": -quantity},
+                )
+            async with ctx.step("decrement"):
+                balance_after = await ledger.decrement_stock(conn, material_id, quantity)
+                if balance_after is None:
+                    available = await ledger.balance(conn, material_id)
+                    raise InsufficientStockError(material_id, quantity, available)
+                ctx.record(
+                    "material",
+                    material_id,
+                    before={"balance": balance_after + quantity},
+                    after={"balance": balance_after},
+                )
+            return MaterialUse(
+                ledger_id=entry["id"],
+                material_id=material_id,
+                request_id=request_id,
+                quantity=quantity,
+                balance_after=balance_after,
+            )
+
+        async def resume(steps: list[dict[str, Any]]) -> MaterialUse:
+            use = await self._existing_use(
+                self.pool, idempotency_key, request_id, material_id, quantity
+            )
+            taken = recorded(steps, "material")
+            if taken is None:  # the committed attempt had found a duplicate itself
+                return use
+            return dataclasses.replace(
+                use, balance_after=taken["after"]["balance"], duplicate=False
+            )
+
+        return await self.transactions.run(
+            "use_materials", body, actor_id=actor.user_id, parent=within, resume=resume
+        )
