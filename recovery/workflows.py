@@ -37,6 +37,7 @@ import asyncpg
 
 from database import compensation, outbox, recovery_actions, recovery_log, requests, stuck, users
 from database.compensation import Outstanding, Reversal
+from database.pool import AnyConnection
 from database.stuck import Limit
 from recovery import workflow_definitions as wf
 from recovery.alerts import AdminAlerts, AlertKind
@@ -546,7 +547,7 @@ class WorkflowRecoveryManager:
 
     async def _stuck_item(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         request: asyncpg.Record,
         assignee: asyncpg.Record | None,
     ) -> StuckRequest | None:
@@ -655,7 +656,7 @@ class WorkflowRecoveryManager:
 
     async def _plan(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         current: asyncpg.Record,
         action: RecoveryAction,
         assignee_id: int | None,
