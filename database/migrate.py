@@ -99,6 +99,7 @@ def head_revision() -> str:
             continue
         revisions.add(revision)
         down = _assigned(tree, "down_revision")
+        # down_revision is None, a str, or a tuple of str (a merge); literal_eval gives object
         followed.update([down] if isinstance(down, str) else down or ())  # type: ignore[arg-type]
     heads = revisions - followed
     if len(heads) != 1:

@@ -399,7 +399,7 @@ class WorkflowRecoveryManager:
             if step.role is not None and state in (None, step.state)
         ]
 
-    def _item(self, row: asyncpg.Record) -> StuckRequest:
+    def _item(self, row: Mapping[str, Any] | asyncpg.Record) -> StuckRequest:
         reasons: list[str] = []
         if row["over_deadline"]:
             reasons.append("over_deadline")
@@ -580,7 +580,7 @@ class WorkflowRecoveryManager:
         )
         if not row["over_deadline"] and not unreachable:
             return None
-        return self._item(row)  # type: ignore[arg-type]
+        return self._item(row)
 
     async def get_request(self, request_id: int) -> asyncpg.Record:
         """The request row.
