@@ -51,8 +51,8 @@ from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
+from recovery.retry import TransactionRetryPolicy
 from recovery.state_manager import EnhancedStateManager
-from recovery.transactions import TransactionRetryPolicy
 from recovery.workflows import WorkflowRecoveryManager
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 # --- Open discrepancies and acceptances ----------------------------------------------------
 
@@ -89,7 +91,7 @@ RETURNING id
 
 
 async def accepted(
-    conn: asyncpg.Connection | asyncpg.Pool, fingerprints: Sequence[str]
+    conn: AnyConnection | asyncpg.Pool, fingerprints: Sequence[str]
 ) -> set[tuple[str, str, int]]:
     """(fingerprint, kind, amount) of the accepted discrepancies among ``fingerprints``."""
     if not fingerprints:
@@ -99,7 +101,7 @@ async def accepted(
 
 
 async def upsert_open(
-    conn: asyncpg.Connection | asyncpg.Pool, rows: Sequence[dict[str, Any]]
+    conn: AnyConnection | asyncpg.Pool, rows: Sequence[dict[str, Any]]
 ) -> dict[str, int]:
     """Insert or refresh open discrepancies (keys: fingerprint, kind, material_id,
     request_id, transaction_id, amount, balance, ledger_sum, details); returns
@@ -122,7 +124,7 @@ async def upsert_open(
 
 
 async def resolve_gone(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     present: Sequence[str],
     actor: str,
     material_id: int | None = None,
@@ -134,7 +136,7 @@ async def resolve_gone(
 
 
 async def close_discrepancy(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     row: dict[str, Any],
     *,
     status: str,
@@ -176,20 +178,20 @@ async def close_discrepancy(
 
 
 async def get_discrepancy(
-    conn: asyncpg.Connection | asyncpg.Pool, discrepancy_id: int
+    conn: AnyConnection | asyncpg.Pool, discrepancy_id: int
 ) -> asyncpg.Record | None:
     """One discrepancy row with the material's sku and name, or None."""
     return await conn.fetchrow(GET_DISCREPANCY_SQL, discrepancy_id)
 
 
-async def lock_discrepancy(conn: asyncpg.Connection, discrepancy_id: int) -> str | None:
+async def lock_discrepancy(conn: AnyConnection, discrepancy_id: int) -> str | None:
     """Lock the discrepancy row in the caller's transaction; returns its status or None."""
     row = await conn.fetchrow(LOCK_DISCREPANCY_SQL, discrepancy_id)
     return None if row is None else str(row["status"])
 
 
 async def list_open(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     kind: str | None = None,
     limit: int = 10,
@@ -199,13 +201,11 @@ async def list_open(
     return await conn.fetch(LIST_OPEN_SQL, kind, limit, offset)
 
 
-async def open_counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+async def open_counts(conn: AnyConnection | asyncpg.Pool) -> dict[str, int]:
     """Open discrepancies by kind."""
     return {row["kind"]: int(row["n"]) for row in await conn.fetch(OPEN_COUNTS_SQL)}
 
 
-async def accept(
-    conn: asyncpg.Connection, discrepancy_id: int, actor: str, reason: str
-) -> int | None:
+async def accept(conn: AnyConnection, discrepancy_id: int, actor: str, reason: str) -> int | None:
     """Mark an open discrepancy accepted; None when it is not open."""
-    return await conn.fetchval(ACCEPT_SQL, discrepancy_id, actor, reason)
+    return cast(int | None, await conn.fetchval(ACCEPT_SQL, discrepancy_id, actor, reason))

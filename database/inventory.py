@@ -19,11 +19,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
 from database.locks import advisory_lock
+from database.pool import AnyConnection
 
 # --- Detection (set-based, one material id range per call) ---------------------------------
 
@@ -149,25 +150,27 @@ SELECT m.id, m.sku, m.balance,
 """
 
 
-async def material_range(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, int, int]:
+async def material_range(conn: AnyConnection | asyncpg.Pool) -> tuple[int, int, int]:
     """(number of materials, smallest id, largest id); ids are 0 when there are none."""
     row = await conn.fetchrow(MATERIAL_RANGE_SQL)
+    assert row is not None  # an aggregate without GROUP BY returns one row
     return int(row["materials"]), int(row["min_id"] or 0), int(row["max_id"] or 0)
 
 
 async def next_chunk(
-    conn: asyncpg.Connection | asyncpg.Pool, after_id: int, size: int
+    conn: AnyConnection | asyncpg.Pool, after_id: int, size: int
 ) -> tuple[int, int] | None:
     """(largest id, number of materials) of the next ``size`` materials after ``after_id``;
     None when there are no more."""
     row = await conn.fetchrow(NEXT_CHUNK_SQL, after_id, size)
+    assert row is not None  # an aggregate without GROUP BY returns one row
     if row["last_id"] is None:
         return None
     return int(row["last_id"]), int(row["materials"])
 
 
 async def material_states(
-    conn: asyncpg.Connection | asyncpg.Pool, material_ids: Sequence[int]
+    conn: AnyConnection | asyncpg.Pool, material_ids: Sequence[int]
 ) -> dict[int, asyncpg.Record]:
     """id -> (id, sku, balance, ledger_sum) for ``material_ids``."""
     if not material_ids:
@@ -177,14 +180,14 @@ async def material_states(
 
 
 async def material_level(
-    conn: asyncpg.Connection | asyncpg.Pool, first_id: int, last_id: int
+    conn: AnyConnection | asyncpg.Pool, first_id: int, last_id: int
 ) -> list[asyncpg.Record]:
     """Materials in [first_id, last_id] with a negative balance or ledger, or drift."""
     return await conn.fetch(MATERIAL_LEVEL_SQL, first_id, last_id)
 
 
 async def orphans(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     material_states: Sequence[str],
     grace_s: float,
@@ -197,7 +200,7 @@ async def orphans(
 
 
 async def duplicates(
-    conn: asyncpg.Connection | asyncpg.Pool, first_id: int, last_id: int
+    conn: AnyConnection | asyncpg.Pool, first_id: int, last_id: int
 ) -> list[asyncpg.Record]:
     """Unreversed repeats of an external reference for materials in [first_id, last_id]."""
     return await conn.fetch(DUPLICATES_SQL, first_id, last_id)
@@ -220,24 +223,24 @@ RETURNING id
 """
 
 
-async def lock_material(conn: asyncpg.Connection, material_id: int) -> asyncpg.Record | None:
+async def lock_material(conn: AnyConnection, material_id: int) -> asyncpg.Record | None:
     """Lock the material row for the rest of the caller's transaction; None if it does not
     exist. Waits for a concurrent movement of the same material to commit."""
     return await conn.fetchrow(LOCK_MATERIAL_SQL, material_id)
 
 
-async def ledger_sum(conn: asyncpg.Connection, material_id: int) -> int:
+async def ledger_sum(conn: AnyConnection, material_id: int) -> int:
     """Sum of the material's ledger quantities (0 without rows)."""
     return int(await conn.fetchval(LEDGER_SUM_SQL, material_id))
 
 
-async def adjust_balance(conn: asyncpg.Connection, material_id: int, delta: int) -> int:
+async def adjust_balance(conn: AnyConnection, material_id: int, delta: int) -> int:
     """Add ``delta`` to the balance (relative update); returns the new balance."""
     return int(await conn.fetchval(ADJUST_BALANCE_SQL, material_id, delta))
 
 
 async def insert_correction(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     material_id: int,
     quantity: int,
@@ -252,8 +255,17 @@ async def insert_correction(
         asyncpg.UniqueViolationError: SQLSTATE 23505, ``idempotency_key`` already used (the
             same correction was written before).
     """
-    return await conn.fetchval(
-        INSERT_CORRECTION_SQL, material_id, quantity, request_id, idempotency_key, reverses_id, note
+    return cast(
+        int,
+        await conn.fetchval(
+            INSERT_CORRECTION_SQL,
+            material_id,
+            quantity,
+            request_id,
+            idempotency_key,
+            reverses_id,
+            note,
+        ),
     )
 
 
@@ -269,7 +281,7 @@ RETURNING id
 
 
 async def insert_log(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     run_id: uuid.UUID,
     material_id: int | None,
@@ -284,19 +296,22 @@ async def insert_log(
     dry_run: bool = False,
 ) -> int:
     """Append one ``inventory_reconciliation_log`` row; returns its id."""
-    return await conn.fetchval(
-        INSERT_LOG_SQL,
-        run_id,
-        material_id,
-        transaction_id,
-        discrepancy_id,
-        discrepancy,
-        action,
-        json.dumps(before, default=str) if before is not None else None,
-        json.dumps(after, default=str) if after is not None else None,
-        actor,
-        reason,
-        dry_run,
+    return cast(
+        int,
+        await conn.fetchval(
+            INSERT_LOG_SQL,
+            run_id,
+            material_id,
+            transaction_id,
+            discrepancy_id,
+            discrepancy,
+            action,
+            json.dumps(before, default=str) if before is not None else None,
+            json.dumps(after, default=str) if after is not None else None,
+            actor,
+            reason,
+            dry_run,
+        ),
     )
 
 

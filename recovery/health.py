@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from database import dashboard
+from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind, AlertResult
 from recovery.stuck import StuckPolicy
 
@@ -251,7 +252,7 @@ class HealthMonitor:
             "usage": in_use / maximum if maximum else 0.0,
         }
 
-    async def summary(self, conn: asyncpg.Connection | None = None) -> dict[str, Any]:
+    async def summary(self, conn: AnyConnection | None = None) -> dict[str, Any]:
         """``get_system_health_summary()`` as a dict, with ``stuck_requests`` (the stuck
         definition of ``database/stuck.py``), ``pool`` (``pool_figures``) and ``rate_limits``
         (where Telegram's limits are held, when known)."""
@@ -299,7 +300,7 @@ class HealthMonitor:
         return SnapshotResult(snapshot_id, report, previous_status, alert)
 
     async def _alert(
-        self, conn: asyncpg.Connection, previous: HealthStatus, report: HealthReport
+        self, conn: AnyConnection, previous: HealthStatus, report: HealthReport
     ) -> AlertResult:
         assert self.alerts is not None
         figures = report.figures

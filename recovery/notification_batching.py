@@ -106,7 +106,7 @@ class OutboxListener:
         self.pool = pool
         self.channel = channel
         self.on_notify = on_notify
-        self.conn: asyncpg.Connection | None = None
+        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
 
     def _callback(self, *_args: object) -> None:
         self.on_notify()

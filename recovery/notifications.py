@@ -41,6 +41,7 @@ import asyncpg
 
 from database import notifications as sql
 from database import outbox, users
+from database.pool import AnyConnection
 from recovery.alerts import MUTE_PARAM, AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
@@ -442,7 +443,7 @@ class NotificationRetryManager(NotificationQueueAdmin):
                 raise _ClaimLostError(row_id)  # rolls the entry's closing back
         result.retried += 1
 
-    async def _alert_queue_full(self, conn: asyncpg.Connection, since: Any, depth: int) -> None:
+    async def _alert_queue_full(self, conn: AnyConnection, since: Any, depth: int) -> None:
         """Enqueue the queue-full alert for every admin, once per episode (the idempotency
         key names the episode by its start)."""
         key = f"retry-queue-full:{since.timestamp():.6f}"

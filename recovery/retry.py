@@ -43,7 +43,7 @@ class RetryPolicy:
 
     def cap_s(self, attempt: int) -> float:
         """The upper bound of the jittered delay: ``min(max_delay_s, base * 2**attempt)``."""
-        return min(self.max_delay_s, self.base_delay_s * (2 ** min(max(attempt, 0), 62)))
+        return min(self.max_delay_s, self.base_delay_s * float(2 ** min(max(attempt, 0), 62)))
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds before the next try after ``attempt`` earlier failures (0-based):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from database import stuck
+from database.pool import AnyConnection
 from database.stuck import Limit
 from recovery import workflow_definitions as wf
 
@@ -68,6 +69,6 @@ class StuckPolicy:
             if step.role is not None and state in (None, step.state)
         ]
 
-    async def count(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    async def count(self, conn: AnyConnection | asyncpg.Pool) -> int:
         """How many requests are stuck now (``database.stuck.count``)."""
         return await stuck.count(conn, self.limits())

@@ -10,12 +10,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import structlog
 from tenacity import RetryCallState
 
+from database.pool import AnyConnection
 from recovery.classification import RetryStrategy, classify, is_connection_lost
 
 # the transaction machinery logs under one name, "recovery.transactions"
@@ -105,7 +106,7 @@ class TransactionContext:
 
     def __init__(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         *,
         transaction_id: uuid.UUID,
         operation: str,
@@ -128,7 +129,7 @@ class TransactionContext:
         """The name of the last step that failed, or None."""
         for entry in reversed(self.steps):
             if entry["status"] in ("failed", "rolled_back"):
-                return entry["step"]
+                return cast(str, entry["step"])
         return None
 
     def record(self, entity: str, entity_id: Any, *, before: Any = None, after: Any = None) -> None:
@@ -200,7 +201,7 @@ def recorded(steps: list[dict[str, Any]], entity: str) -> dict[str, Any] | None:
     for step in steps:
         for operation in step.get("operations", []):
             if operation["entity"] == entity:
-                return operation
+                return cast(dict[str, Any], operation)
     return None
 
 

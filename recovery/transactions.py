@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -50,7 +50,7 @@ from database import transaction_log
 from recovery.classification import classify
 from recovery.exceptions import TransactionInDoubtError
 from recovery.masking import mask_sensitive
-from recovery.retry import TransactionRetryPolicy
+from recovery.retry import TransactionRetryPolicy as TransactionRetryPolicy
 from recovery.transaction_context import (
     AFTER_COMMIT,
     BEFORE_COMMIT,
@@ -60,7 +60,6 @@ from recovery.transaction_context import (
     ROLLED_BACK,
     StepHook,
     TransactionAlreadyCommittedError,
-    TransactionContext,
     TransactionStats,
     commit_outcome_unknown,
     is_transaction_retryable,
@@ -68,6 +67,7 @@ from recovery.transaction_context import (
     log_retry,
     rollback_quietly,
 )
+from recovery.transaction_context import TransactionContext as TransactionContext
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,9 @@ class TransactionalStateManager:
         *,
         retry_policy: TransactionRetryPolicy | None = None,
         step_hook: StepHook | None = None,
-        isolation: str = "read_committed",
+        isolation: Literal[
+            "read_committed", "read_uncommitted", "repeatable_read", "serializable"
+        ] = "read_committed",
     ) -> None:
         self.pool = pool
         self.retry_policy = retry_policy or TransactionRetryPolicy()
@@ -349,7 +351,7 @@ class TransactionalStateManager:
         self.stats.rolled_back += 1
         return ROLLED_BACK
 
-    async def _release(self, conn: asyncpg.Connection, operation: str) -> None:
+    async def _release(self, conn: asyncpg.pool.PoolConnectionProxy, operation: str) -> None:
         """Return the connection to the pool; never raises an ``Exception``.
 
         asyncpg resets a released connection first; on a connection the server ended that
@@ -395,6 +397,3 @@ class TransactionalStateManager:
                 status,
                 type(log_exc).__name__,
             )
-
-
-__all__ = ["TransactionContext", "TransactionRetryPolicy", "TransactionalStateManager"]

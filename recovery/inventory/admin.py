@@ -7,7 +7,7 @@ import uuid
 from database import discrepancies
 from database import inventory as inv
 from recovery.exceptions import ConcurrentModificationError, InputValidationError, NotFoundError
-from recovery.inventory.base import ManagerBase
+from recovery.inventory.fixing import ReconciliationFixes
 from recovery.inventory.model import (
     ALL_KINDS,
     Discrepancy,
@@ -18,7 +18,7 @@ from recovery.inventory.model import (
 )
 
 
-class ReconciliationAdmin(ManagerBase):
+class ReconciliationAdmin(ReconciliationFixes):
     """What the admin menu does with open discrepancies: list, fix one, accept."""
 
     async def list_open(

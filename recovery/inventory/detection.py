@@ -7,6 +7,7 @@ from dataclasses import replace
 import asyncpg
 
 from database import inventory as inv
+from database.pool import AnyConnection
 from recovery.inventory.base import ManagerBase
 from recovery.inventory.model import (
     Discrepancy,
@@ -58,7 +59,7 @@ class ReconciliationDetection(ManagerBase):
         return found, done
 
     async def _row_level(
-        self, conn: asyncpg.Connection, material_id: int | None, last_id: int = 0
+        self, conn: AnyConnection, material_id: int | None, last_id: int = 0
     ) -> list[Discrepancy]:
         """Orphans and duplicates of one material, or of all (``material_id`` None, ids up to
         ``last_id``); balance and ledger sum are not filled in."""

@@ -6,11 +6,10 @@ import logging
 import uuid
 from dataclasses import replace
 
-import asyncpg
-
 from database import discrepancies
 from database import inventory as inv
-from recovery.inventory.base import ManagerBase
+from database.pool import AnyConnection
+from recovery.inventory.detection import ReconciliationDetection
 from recovery.inventory.model import (
     Discrepancy,
     DiscrepancyKind,
@@ -21,7 +20,7 @@ from recovery.inventory.model import (
 log = logging.getLogger(__name__)
 
 
-class ReconciliationFixes(ManagerBase):
+class ReconciliationFixes(ReconciliationDetection):
     """Fixing one material under its row lock, and the log rows of fixes and refusals."""
 
     async def _fix_material_safely(
@@ -115,7 +114,7 @@ class ReconciliationFixes(ManagerBase):
                     key = f"reconcile:duplicate:{d.transaction_id}"
                     reverses = d.transaction_id
                     note = f"reverses duplicate of {d.details['external_reference']}"
-                tx_id = await inv.insert_correction(
+                tx_id: int | None = await inv.insert_correction(
                     conn,
                     material_id=material_id,
                     quantity=d.amount,
@@ -170,7 +169,7 @@ class ReconciliationFixes(ManagerBase):
 
     async def _close_and_log(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         d: Discrepancy,
         action: str,
         actor: str,

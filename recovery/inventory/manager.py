@@ -6,17 +6,13 @@ import asyncpg
 
 from recovery.errors import ErrorHandler
 from recovery.inventory.admin import ReconciliationAdmin
-from recovery.inventory.detection import ReconciliationDetection
-from recovery.inventory.fixing import ReconciliationFixes
 from recovery.inventory.model import (
     ReconciliationPolicy,
 )
 from recovery.inventory.runs import ReconciliationRuns
 
 
-class InventoryReconciliationManager(
-    ReconciliationDetection, ReconciliationRuns, ReconciliationFixes, ReconciliationAdmin
-):
+class InventoryReconciliationManager(ReconciliationRuns, ReconciliationAdmin):
     """Detects and fixes inventory discrepancies; the admin menu's inventory operations.
 
     Args:

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from database import discrepancies
 from database import inventory as inv
-from recovery.inventory.base import ManagerBase
+from recovery.inventory.fixing import ReconciliationFixes
 from recovery.inventory.model import (
     ALL_KINDS,
     SCHEDULER_ACTOR,
@@ -23,7 +23,7 @@ from recovery.inventory.model import (
 log = logging.getLogger(__name__)
 
 
-class ReconciliationRuns(ManagerBase):
+class ReconciliationRuns(ReconciliationFixes):
     """Reconciliation runs: detect, record, and fix what the policy allows."""
 
     async def run(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from recovery.transactions import (
-    TransactionalStateManager,
-)
+from recovery.transactions import TransactionalStateManager
 
 
 class ManagerBase:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncpg
 
+from recovery.retry import TransactionRetryPolicy
 from recovery.state_manager.materials import MaterialUses
 from recovery.state_manager.queries import RequestQueries
-from recovery.state_manager.shared_steps import SharedSteps
 from recovery.state_manager.staff_steps import StaffSteps
 from recovery.transaction_context import StepHook
-from recovery.transactions import (
-    TransactionalStateManager,
-    TransactionRetryPolicy,
-)
+from recovery.transactions import TransactionalStateManager
 
 
-class EnhancedStateManager(StaffSteps, MaterialUses, RequestQueries, SharedSteps):
+class EnhancedStateManager(StaffSteps, MaterialUses, RequestQueries):
     """Workflow operations on a pool; each method is one audited, retried transaction.
 
     Every operation takes ``within``: an open ``TransactionContext`` to run inside (as a

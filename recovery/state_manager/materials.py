@@ -17,20 +17,17 @@ from recovery.exceptions import (
     NotFoundError,
     PermissionDeniedError,
 )
-from recovery.state_manager.base import ManagerBase
 from recovery.state_manager.model import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     Actor,
     MaterialUse,
     may_act,
 )
-from recovery.transaction_context import recorded
-from recovery.transactions import (
-    TransactionContext,
-)
+from recovery.state_manager.shared_steps import SharedSteps
+from recovery.transaction_context import TransactionContext, recorded
 
 
-class MaterialUses(ManagerBase):
+class MaterialUses(SharedSteps):
     """Taking materials from stock for a request (the ledger row and the guarded balance)."""
 
     async def use_materials(

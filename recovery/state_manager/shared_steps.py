@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from database import ledger, requests
+from database.pool import AnyConnection
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
@@ -20,10 +21,7 @@ from recovery.state_manager.model import (
     Actor,
     MaterialUse,
 )
-from recovery.transaction_context import recorded
-from recovery.transactions import (
-    TransactionContext,
-)
+from recovery.transaction_context import TransactionContext, recorded
 from recovery.workflow_events import notify_state_change
 
 
@@ -124,7 +122,7 @@ class SharedSteps(ManagerBase):
 
     @staticmethod
     async def _existing_use(
-        conn: asyncpg.Connection | asyncpg.Pool,
+        conn: AnyConnection | asyncpg.Pool,
         idempotency_key: str,
         request_id: int,
         material_id: int,

@@ -11,19 +11,17 @@ from recovery.exceptions import (
     InvalidTransitionError,
     NotFoundError,
 )
-from recovery.state_manager.base import ManagerBase
 from recovery.state_manager.model import (
     ASSIGNER_ROLES,
     MAX_DESCRIPTION_LENGTH,
     Actor,
     may_act,
 )
-from recovery.transactions import (
-    TransactionContext,
-)
+from recovery.state_manager.shared_steps import SharedSteps
+from recovery.transaction_context import TransactionContext
 
 
-class StaffSteps(ManagerBase):
+class StaffSteps(SharedSteps):
     """The staff operations on a request: open it, advance it, assign it."""
 
     async def create_request(

@@ -13,10 +13,8 @@ from recovery.exceptions import (
     DomainError,
     NotFoundError,
 )
-from recovery.transaction_context import recorded
-from recovery.transactions import TransactionContext
+from recovery.transaction_context import TransactionContext, recorded
 from recovery.workflow_events import notify_state_change
-from recovery.workflows.base import ManagerBase
 from recovery.workflows.codes import failure_code, failure_text, refusal_code
 from recovery.workflows.model import (
     AdminRef,
@@ -25,11 +23,13 @@ from recovery.workflows.model import (
     PreviewOutdatedError,
     RecoveryAction,
 )
+from recovery.workflows.planning import RecoveryPlanning
+from recovery.workflows.refusal_log import RefusalLog
 
 log = logging.getLogger(__name__)
 
 
-class RecoveryActions(ManagerBase):
+class RecoveryActions(RecoveryPlanning, RefusalLog):
     """Applying recovery actions, one or a batch, each through ``TransactionalStateManager``."""
 
     async def apply(

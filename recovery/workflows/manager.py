@@ -7,15 +7,10 @@ import asyncpg
 from recovery.stuck import StuckPolicy
 from recovery.transactions import TransactionalStateManager
 from recovery.workflows.actions import RecoveryActions
-from recovery.workflows.detection import StuckDetection
-from recovery.workflows.planning import RecoveryPlanning
 from recovery.workflows.reading import RecoveryReading
-from recovery.workflows.refusal_log import RefusalLog
 
 
-class WorkflowRecoveryManager(
-    StuckDetection, RecoveryReading, RecoveryPlanning, RecoveryActions, RefusalLog
-):
+class WorkflowRecoveryManager(RecoveryReading, RecoveryActions):
     """Stuck detection and admin recovery actions.
 
     Args:

@@ -66,7 +66,7 @@ class AdminRef:
     telegram_id: int
 
     @classmethod
-    def of(cls, user: Mapping[str, Any]) -> AdminRef:
+    def of(cls, user: Mapping[str, Any] | asyncpg.Record) -> AdminRef:
         """The admin behind a ``users`` row (keys ``id`` and ``telegram_id``)."""
         return cls(user_id=user["id"], telegram_id=user["telegram_id"])
 

@@ -6,6 +6,7 @@ import asyncpg
 
 from database import compensation, recovery_actions, requests, users
 from database.compensation import Outstanding
+from database.pool import AnyConnection
 from recovery import workflow_definitions as wf
 from recovery.exceptions import (
     InputValidationError,
@@ -63,7 +64,7 @@ class RecoveryPlanning(ManagerBase):
 
     async def _plan(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         current: asyncpg.Record,
         action: RecoveryAction,
         assignee_id: int | None,

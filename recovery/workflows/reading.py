@@ -7,10 +7,11 @@ import logging
 import asyncpg
 
 from database import recovery_actions, recovery_log, requests, stuck, users
+from database.pool import AnyConnection
 from recovery.exceptions import (
     NotFoundError,
 )
-from recovery.workflows.base import ManagerBase
+from recovery.workflows.detection import StuckDetection
 from recovery.workflows.history import reset_target
 from recovery.workflows.model import (
     RequestDetail,
@@ -20,7 +21,7 @@ from recovery.workflows.model import (
 log = logging.getLogger(__name__)
 
 
-class RecoveryReading(ManagerBase):
+class RecoveryReading(StuckDetection):
     """What the admin screens read: a request's detail, history and reassignment candidates."""
 
     async def get_detail(self, request_id: int, history_limit: int = 10) -> RequestDetail:
@@ -56,7 +57,7 @@ class RecoveryReading(ManagerBase):
         )
 
     async def _stuck_item(
-        self, conn: asyncpg.Connection, request: asyncpg.Record
+        self, conn: AnyConnection, request: asyncpg.Record
     ) -> StuckRequest | None:
         """The request's stuck figures when it is stuck now (``database.stuck.one``)."""
         row = await stuck.one(conn, self.limits(), request["id"])
