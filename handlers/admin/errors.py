@@ -14,6 +14,7 @@ from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -22,7 +23,7 @@ from handlers.admin.charts import charts_available, render_errors_per_hour
 from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, cut, html, join, plain
-from handlers.screens import edit_or_send
+from handlers.screens import alert, edit_or_send
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import CategoryCount, ErrorStatistics, HourlySeries
 from recovery.errors import ErrorHandler
@@ -239,12 +240,15 @@ async def top_groups(
 
 @router.callback_query(ErrorGroupCb.filter())
 async def group_detail(
-    query: CallbackQuery, callback_data: ErrorGroupCb, error_stats: ErrorStatistics
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: ErrorGroupCb,
+    error_stats: ErrorStatistics,
 ) -> None:
     """One group's detail."""
     row = await error_stats.group(callback_data.record_id)
     if row is None:
-        await query.answer(_("This error group does not exist (any more)."), show_alert=True)
+        alert(callback_answer, _("This error group does not exist (any more)."))
         return
     await edit_or_send(query, render_group(row), group_markup(row, callback_data.page))
 
@@ -252,6 +256,7 @@ async def group_detail(
 @router.callback_query(ErrorResolveCb.filter())
 async def resolve(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: ErrorResolveCb,
     user: asyncpg.Record,
     error_stats: ErrorStatistics,
@@ -270,7 +275,7 @@ async def resolve(
             success=False,
             error=f"not_found: error group {callback_data.record_id}",
         )
-        await query.answer(_("This error group does not exist (any more)."), show_alert=True)
+        alert(callback_answer, _("This error group does not exist (any more)."))
         return
     await audit.audited(
         AdminRef.of(user),
@@ -327,17 +332,19 @@ async def lookup(message: Message, error_stats: ErrorStatistics, state: FSMConte
     await message.answer(render_group(row), reply_markup=group_markup(row, 0))
 
 
-@router.callback_query(ErrorsCb.filter(F.view == "chart"))
+@router.callback_query(ErrorsCb.filter(F.view == "chart"), flags={"callback_answer": {"pre": True}})
 async def chart(
-    query: CallbackQuery, callback_data: ErrorsCb, error_stats: ErrorStatistics
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: ErrorsCb,
+    error_stats: ErrorStatistics,
 ) -> None:
     """Errors per hour by category as a PNG photo; as text when sending the photo fails or
     matplotlib (the ``charts`` extra) is not installed."""
     hours = callback_data.hours
     if hours not in CHART_WINDOWS_H:
-        await query.answer(_("This chart is not available."), show_alert=True)
+        alert(callback_answer, _("This chart is not available."))
         return
-    await query.answer()
     series = await error_stats.hourly(hours)
     if not charts_available() and isinstance(query.message, Message):
         await query.message.answer(render_series_text(series, hours))

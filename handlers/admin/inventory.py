@@ -14,6 +14,7 @@ from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -21,7 +22,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, html, join, plain
-from handlers.screens import edit_or_send
+from handlers.screens import alert, edit_or_send
 from recovery.audit import AdminAuditLog
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -170,7 +171,10 @@ async def menu(
     await edit_or_send(query, join("\n", lines), menu_markup(total))
 
 
-@router.callback_query(InventoryCb.filter(F.action == "check"))
+@router.callback_query(
+    InventoryCb.filter(F.action == "check"),
+    flags={"callback_answer": {"pre": True, "text": __("Checking the inventory…")}},
+)
 async def check(
     query: CallbackQuery,
     user: asyncpg.Record,
@@ -178,7 +182,6 @@ async def check(
     audit: AdminAuditLog,
 ) -> None:
     """Runs a check now (records what is open, fixes nothing), showing its progress."""
-    await query.answer(_("Checking the inventory…"))
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
@@ -266,23 +269,26 @@ def render_discrepancy(d: Discrepancy) -> Html:
 
 
 async def _discrepancy_or_refuse(
-    query: CallbackQuery, inventory: InventoryReconciliationManager, discrepancy_id: int
+    callback_answer: CallbackAnswer, inventory: InventoryReconciliationManager, discrepancy_id: int
 ) -> Discrepancy | None:
     if _valid_id(discrepancy_id):
         try:
             return await inventory.get(discrepancy_id)
         except NotFoundError:
             pass
-    await query.answer(_("This discrepancy does not exist."), show_alert=True)
+    alert(callback_answer, _("This discrepancy does not exist."))
     return None
 
 
 @router.callback_query(DiscrepancyCb.filter(F.action == "show"))
 async def detail(
-    query: CallbackQuery, callback_data: DiscrepancyCb, inventory: InventoryReconciliationManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: DiscrepancyCb,
+    inventory: InventoryReconciliationManager,
 ) -> None:
     """One discrepancy with its actions (when it is still open)."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         return
     keyboard = InlineKeyboardBuilder()
@@ -303,10 +309,13 @@ async def detail(
 
 @router.callback_query(DiscrepancyCb.filter(F.action == "fix"))
 async def confirm_fix(
-    query: CallbackQuery, callback_data: DiscrepancyCb, inventory: InventoryReconciliationManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: DiscrepancyCb,
+    inventory: InventoryReconciliationManager,
 ) -> None:
     """Says what fixing the discrepancy does and asks for confirmation."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         return
     text = html(
@@ -363,6 +372,7 @@ def _refusal(exc: DomainError) -> str:
 @router.callback_query(DiscrepancyCb.filter(F.action == "fix_ok"))
 async def fix_one(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: DiscrepancyCb,
     user: asyncpg.Record,
     inventory: InventoryReconciliationManager,
@@ -370,7 +380,7 @@ async def fix_one(
 ) -> None:
     """Fixes one discrepancy (audited); a stale or missing one is refused with a clear
     answer, and audited as refused."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         await audit.record(
             AdminRef.of(user),
@@ -399,7 +409,7 @@ async def fix_one(
             },
         )
     except (ConcurrentModificationError, NotFoundError) as exc:
-        await query.answer(_refusal(exc), show_alert=True)
+        alert(callback_answer, _refusal(exc))
         return
     await edit_or_send(query, _outcome_text(d.id or 0, outcome), back.as_markup())
 
@@ -421,7 +431,10 @@ async def confirm_fix_all(query: CallbackQuery, inventory: InventoryReconciliati
     await edit_or_send(query, text, keyboard.as_markup())
 
 
-@router.callback_query(InventoryCb.filter(F.action == "fixall_ok"))
+@router.callback_query(
+    InventoryCb.filter(F.action == "fixall_ok"),
+    flags={"callback_answer": {"pre": True, "text": __("Fixing the inventory…")}},
+)
 async def fix_all(
     query: CallbackQuery,
     user: asyncpg.Record,
@@ -429,7 +442,6 @@ async def fix_all(
     audit: AdminAuditLog,
 ) -> None:
     """Fixes every discrepancy (audited), showing the progress."""
-    await query.answer(_("Fixing the inventory…"))
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
@@ -447,12 +459,13 @@ async def fix_all(
 @router.callback_query(DiscrepancyCb.filter(F.action == "accept"))
 async def ask_reason(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: DiscrepancyCb,
     inventory: InventoryReconciliationManager,
     state: FSMContext,
 ) -> None:
     """Asks for the reason of accepting the discrepancy."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         return
     await state.set_state(InventoryAccept.reason)

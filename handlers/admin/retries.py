@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncpg
 from aiogram import F, Router
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
 from handlers.render import Html, bold, cut, html, join, plain
-from handlers.screens import edit_or_send
+from handlers.screens import alert, edit_or_send
 from handlers.texts import state_label
 from recovery.audit import AdminAuditLog
 from recovery.notifications import FailingNotification, NotificationRetryManager, RequestMoved
@@ -138,7 +139,7 @@ async def failing_list(
 
 
 async def _notification_or_refuse(
-    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     notifications: NotificationRetryManager,
     notification_id: int,
     *,
@@ -158,7 +159,7 @@ async def _notification_or_refuse(
                 success=False,
                 error=f"not_found: notification {notification_id}",
             )
-        await query.answer(_("This notification does not exist."), show_alert=True)
+        alert(callback_answer, _("This notification does not exist."))
     return row
 
 
@@ -212,10 +213,15 @@ def moved_text(moved: RequestMoved) -> Html:
 
 @router.callback_query(NotificationCb.filter(F.action == "show"))
 async def detail(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: NotificationCb,
+    notifications: NotificationRetryManager,
 ) -> None:
     """One notification with the actions its status allows."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        callback_answer, notifications, callback_data.notification_id
+    )
     if row is None:
         return
     keyboard = InlineKeyboardBuilder()
@@ -257,10 +263,15 @@ async def _confirm_retry(
 
 @router.callback_query(NotificationCb.filter(F.action == "retry"))
 async def confirm_retry(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: NotificationCb,
+    notifications: NotificationRetryManager,
 ) -> None:
     """Asks before sending a notification again, saying so when its request has moved on."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        callback_answer, notifications, callback_data.notification_id
+    )
     if row is None:
         return
     moved = await notifications.request_moved(row["id"])
@@ -276,6 +287,7 @@ async def _refusal(notifications: NotificationRetryManager, notification_id: int
 @router.callback_query(NotificationCb.filter(F.action == "retry_ok"))
 async def retry_one(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: NotificationCb,
     user: asyncpg.Record,
     notifications: NotificationRetryManager,
@@ -283,7 +295,7 @@ async def retry_one(
 ) -> None:
     """Makes one notification due now (audited; refused when it is no longer retryable)."""
     row = await _notification_or_refuse(
-        query,
+        callback_answer,
         notifications,
         callback_data.notification_id,
         audit_as=(audit, AdminRef.of(user), "notification.retry"),
@@ -323,10 +335,15 @@ async def retry_one(
 
 @router.callback_query(NotificationCb.filter(F.action == "discard"))
 async def confirm_discard(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: NotificationCb,
+    notifications: NotificationRetryManager,
 ) -> None:
     """Asks before giving up on a notification."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        callback_answer, notifications, callback_data.notification_id
+    )
     if row is None:
         return
     keyboard = InlineKeyboardBuilder()
@@ -355,6 +372,7 @@ async def confirm_discard(
 @router.callback_query(NotificationCb.filter(F.action == "discard_ok"))
 async def discard(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: NotificationCb,
     user: asyncpg.Record,
     notifications: NotificationRetryManager,
@@ -362,7 +380,7 @@ async def discard(
 ) -> None:
     """Discards one notification (audited; refused when it was sent or is being sent)."""
     row = await _notification_or_refuse(
-        query,
+        callback_answer,
         notifications,
         callback_data.notification_id,
         audit_as=(audit, AdminRef.of(user), "notification.discard"),
