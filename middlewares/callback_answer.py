@@ -3,9 +3,8 @@
 A handler never calls ``query.answer``: it sets what the answer says on the
 ``callback_answer`` it is given (``callback_answer.text``, ``callback_answer.show_alert``),
 and the middleware answers when the handler returns. A handler that runs long (a batch, an
-inventory check) is flagged ``{"callback_answer": {"pre": True, "text": ...}}`` so that the
-button stops spinning before the work starts (Telegram refuses an answer given too late:
-"query is too old").
+inventory check) answers first with ``handlers.screens.answer_now`` (which disables this
+answer): Telegram refuses an answer given too late ("query is too old").
 
 One departure from aiogram's class: when the handler raises, nothing is answered here. The
 error middleware (``middlewares.enhanced_error_handler``, outside every handler) answers

@@ -22,7 +22,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, html, join, plain
-from handlers.screens import alert, edit_or_send
+from handlers.screens import Pager, alert, answer_now, edit_or_send, list_markup, replace
 from recovery.audit import AdminAuditLog
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -171,17 +171,16 @@ async def menu(
     await edit_or_send(query, join("\n", lines), menu_markup(total))
 
 
-@router.callback_query(
-    InventoryCb.filter(F.action == "check"),
-    flags={"callback_answer": {"pre": True, "text": __("Checking the inventory…")}},
-)
+@router.callback_query(InventoryCb.filter(F.action == "check"))
 async def check(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     user: asyncpg.Record,
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
 ) -> None:
     """Runs a check now (records what is open, fixes nothing), showing its progress."""
+    await answer_now(query, callback_answer, _("Checking the inventory…"))
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
@@ -193,16 +192,7 @@ async def check(
     )
     total = sum((await inventory.open_counts()).values())
     text = join("\n", [bold(_("Check done.")), *render_report(report)])
-    await _show(query.message, text, menu_markup(total))
-
-
-async def _show(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
-    """Replace the (progress) message with the result; send it when it cannot be edited."""
-    try:
-        await message.edit_text(text, reply_markup=markup)
-    except TelegramAPIError as exc:
-        log.info("result edit refused (%s); sending it", exc.message)
-        await message.answer(text, reply_markup=markup)
+    await replace(query.message, text, menu_markup(total))
 
 
 @router.callback_query(DiscrepancyListCb.filter())
@@ -213,34 +203,31 @@ async def open_list(
 ) -> None:
     """A page of open discrepancies, oldest first."""
     total = sum((await inventory.open_counts()).values())
-    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    page = min(max(callback_data.page, 0), pages - 1)
-    result = await inventory.list_open(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    keyboard = InlineKeyboardBuilder()
-    for d in result.items:
-        keyboard.button(
-            text=f"#{d.id} {d.sku or d.material_id} · {kind_label(d.kind)} · {d.amount:+d}",
-            callback_data=DiscrepancyCb(action="show", discrepancy_id=d.id or 0, page=page),
+    pager = Pager.of(total, callback_data.page, PAGE_SIZE)
+    result = await inventory.list_open(limit=PAGE_SIZE, offset=pager.offset)
+    buttons = [
+        (
+            f"#{d.id} {d.sku or d.material_id} · {kind_label(d.kind)} · {d.amount:+d}",
+            DiscrepancyCb(action="show", discrepancy_id=d.id or 0, page=pager.page),
         )
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=DiscrepancyListCb(page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=DiscrepancyListCb(page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=InventoryCb(action="menu"))
-    keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
+        for d in result.items
+    ]
+    markup = list_markup(
+        buttons,
+        pager,
+        lambda p: DiscrepancyListCb(page=p),
+        (_("« Back"), InventoryCb(action="menu")),
+    )
     if result.items:
         text = html(
             _("Open discrepancies: {total}. Page {page} of {pages}."),
             total=total,
-            page=page + 1,
-            pages=pages,
+            page=pager.page + 1,
+            pages=pager.pages,
         )
     else:
         text = _("No open discrepancies.")
-    await edit_or_send(query, text, keyboard.as_markup())
+    await edit_or_send(query, text, markup)
 
 
 def render_discrepancy(d: Discrepancy) -> Html:
@@ -431,17 +418,16 @@ async def confirm_fix_all(query: CallbackQuery, inventory: InventoryReconciliati
     await edit_or_send(query, text, keyboard.as_markup())
 
 
-@router.callback_query(
-    InventoryCb.filter(F.action == "fixall_ok"),
-    flags={"callback_answer": {"pre": True, "text": __("Fixing the inventory…")}},
-)
+@router.callback_query(InventoryCb.filter(F.action == "fixall_ok"))
 async def fix_all(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     user: asyncpg.Record,
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
 ) -> None:
     """Fixes every discrepancy (audited), showing the progress."""
+    await answer_now(query, callback_answer, _("Fixing the inventory…"))
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
@@ -453,7 +439,7 @@ async def fix_all(
     )
     total = sum((await inventory.open_counts()).values())
     text = join("\n", [bold(_("Fix all done.")), *render_report(report)])
-    await _show(query.message, text, menu_markup(total))
+    await replace(query.message, text, menu_markup(total))
 
 
 @router.callback_query(DiscrepancyCb.filter(F.action == "accept"))

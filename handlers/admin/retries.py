@@ -19,7 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
 from handlers.render import Html, bold, cut, html, join, plain
-from handlers.screens import alert, edit_or_send
+from handlers.screens import alert, edit_or_send, fetch_page, list_markup
 from handlers.texts import state_label
 from recovery.audit import AdminAuditLog
 from recovery.notifications import FailingNotification, NotificationRetryManager, RequestMoved
@@ -91,51 +91,44 @@ async def failing_list(
     query: CallbackQuery, callback_data: RetryListCb, notifications: NotificationRetryManager
 ) -> None:
     """A page of dead and failing notifications with their last error."""
-    page = max(callback_data.page, 0)
-    items, total = await notifications.list_failing(
-        statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+    (items, total), pager = await fetch_page(
+        lambda limit, offset: notifications.list_failing(
+            statuses=FAILING, limit=limit, offset=offset
+        ),
+        lambda r: r[1],
+        callback_data.page,
+        PAGE_SIZE,
     )
-    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    if page >= pages:
-        page = pages - 1
-        items, total = await notifications.list_failing(
-            statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
-        )
-    keyboard = InlineKeyboardBuilder()
     lines: list[str] = [
         html(
             _("Dead and failing notifications: {total}. Page {page} of {pages}."),
             total=total,
-            page=page + 1,
-            pages=pages,
+            page=pager.page + 1,
+            pages=pager.pages,
         )
         if items
         else _("No dead or failing notifications.")
     ]
-    for item in items:
-        lines.append(
-            html(
-                "#{id} {status}: {error}",
-                id=item.id,
-                status=status_label(item.status),
-                error=_short_error(item),
-            )
+    lines += [
+        html(
+            "#{id} {status}: {error}",
+            id=item.id,
+            status=status_label(item.status),
+            error=_short_error(item),
         )
-        keyboard.button(
-            text=f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
-            f"{item.template_key}",
-            callback_data=NotificationCb(action="show", notification_id=item.id, page=page),
+        for item in items
+    ]
+    buttons = [
+        (
+            f"#{item.id} · {status_label(item.status)} · {item.attempts}× · {item.template_key}",
+            NotificationCb(action="show", notification_id=item.id, page=pager.page),
         )
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=RetryListCb(page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=RetryListCb(page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=RetriesCb(action="menu"))
-    keyboard.adjust(*([1] * len(items)), *([navigation] if navigation else []), 1)
-    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
+        for item in items
+    ]
+    markup = list_markup(
+        buttons, pager, lambda p: RetryListCb(page=p), (_("« Back"), RetriesCb(action="menu"))
+    )
+    await edit_or_send(query, join("\n", lines), markup)
 
 
 async def _notification_or_refuse(

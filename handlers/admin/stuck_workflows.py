@@ -41,7 +41,7 @@ from handlers.callbacks import (
     StuckListCb,
 )
 from handlers.filters import TextAnswer
-from handlers.screens import edit_or_send, replace
+from handlers.screens import answer_now, edit_or_send, replace
 from recovery import workflow_definitions as wf
 from recovery.exceptions import DomainError
 from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager, refusal_code
@@ -497,17 +497,17 @@ async def batch_reason(
     )
 
 
-@router.callback_query(
-    StuckBatchRunCb.filter(F.step == 2), flags={"callback_answer": {"pre": True}}
-)
+@router.callback_query(StuckBatchRunCb.filter(F.step == 2))
 async def batch_apply(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: StuckBatchRunCb,
     user: asyncpg.Record,
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
 ) -> None:
     """Skip: run the reviewed batch (each request in its own transaction), then the counts."""
+    await answer_now(query, callback_answer)  # a batch takes a while
     await _drop_pending(state)
     reviewed = await _take_batch(state, callback_data.token)
     if reviewed is None:

@@ -114,6 +114,13 @@ CASES = [
     ),
     pytest.param(ADMIN, "iv:check", "Checking the inventory…", None, id="answered-before"),
     pytest.param(ADMIN, "wrx:0123abcd:2", None, None, id="batch-answered-before"),
+    pytest.param(
+        USER,
+        "iv:check",
+        "This section is for administrators only.",
+        True,
+        id="admin-only-before-a-long-run",
+    ),
     pytest.param(ADMIN, "zz:1", SEND_AGAIN, True, id="outdated"),
     pytest.param(USER, "lang:ru", "Язык изменён.", None, id="language"),
 ]
