@@ -125,7 +125,7 @@ async def history(
         PAGE_SIZE,
         MAX_PAGE,
     )
-    lines = [
+    lines: list[str] = [
         html(
             _("Recovery history. Actions: {total}. Page {page} of {pages}."),
             total=result.total,

@@ -114,7 +114,7 @@ class ProgressMessage:
         self.last_edit, self.last_text = now, text
 
 
-def _counts_lines(counts: dict[str, int]) -> list[str]:
+def _counts_lines(counts: dict[str, int]) -> list[Html]:
     return [html("• {kind}: {n}", kind=kind_label(kind), n=n) for kind, n in sorted(counts.items())]
 
 
@@ -219,7 +219,7 @@ async def open_list(
         (_("« Back"), InventoryCb(action="menu")),
     )
     if result.items:
-        text = html(
+        text: str = html(
             _("Open discrepancies: {total}. Page {page} of {pages}."),
             total=total,
             page=pager.page + 1,
