@@ -30,6 +30,7 @@ from handlers.callbacks import (
 from handlers.render import html, join, plain
 from handlers.texts import duration, role_label, state_label, workflow_label
 from recovery import workflow_definitions as wf
+from recovery.batch_selection import batch_role
 from recovery.workflows import BatchResult, Outcome, Plan, RecoveryAction, RequestDetail, StuckPage
 
 Screen = tuple[str, InlineKeyboardMarkup]
@@ -511,14 +512,6 @@ def batch_menu_screen(total: int, workflow_type: str | None, state: str | None) 
     ]
     rows.append([(_("« Back"), back)])
     return html(text, n=total, filter=filter_text(workflow_type, state)), _keyboard(rows)
-
-
-def batch_role(workflow_type: str | None, state: str | None) -> str | None:
-    """The role owning the filter's state: a batch reassignment needs one (type and state
-    both chosen)."""
-    if workflow_type is None or state is None:
-        return None
-    return wf.step_of(workflow_type, state).role
 
 
 def batch_candidates_screen(
