@@ -13,6 +13,8 @@ from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
+from handlers.admin import stuck_action_views as action_views
+from handlers.admin import stuck_batch_views as batch_views
 from handlers.admin import stuck_views as views
 from handlers.admin.stuck_batch import run_batch
 from handlers.admin.stuck_pending import (
@@ -61,13 +63,13 @@ async def _show_candidates(
     try:
         request = await manager.get_request(request_id)
     except DomainError as exc:
-        await edit_or_send(query, *views.refusal_screen(refusal_code(exc), request_id))
+        await edit_or_send(query, *action_views.refusal_screen(refusal_code(exc), request_id))
         return
     if request["version"] != version:
-        await edit_or_send(query, *views.refusal_screen("stale", request_id))
+        await edit_or_send(query, *action_views.refusal_screen("stale", request_id))
         return
     if request["status"] != "active" or request["owner_role"] is None:
-        await edit_or_send(query, *views.refusal_screen("not_active", request_id))
+        await edit_or_send(query, *action_views.refusal_screen("not_active", request_id))
         return
     rows, total = await manager.reassign_candidates(
         request["owner_role"],
@@ -75,7 +77,7 @@ async def _show_candidates(
         limit=PAGE_SIZE,
         offset=page * PAGE_SIZE,
     )
-    await edit_or_send(query, *views.candidates_screen(request, rows, total, page))
+    await edit_or_send(query, *action_views.candidates_screen(request, rows, total, page))
 
 
 @router.callback_query(StuckActionCb.filter(F.step == 0))
@@ -100,12 +102,12 @@ async def confirm_action(
             assignee_id=callback_data.arg if action is RecoveryAction.REASSIGN else None,
         )
     except DomainError as exc:
-        await edit_or_send(query, *views.refusal_screen(refusal_code(exc), request_id))
+        await edit_or_send(query, *action_views.refusal_screen(refusal_code(exc), request_id))
         return
     if plan.version != callback_data.version:
-        await edit_or_send(query, *views.refusal_screen("stale", request_id))
+        await edit_or_send(query, *action_views.refusal_screen("stale", request_id))
         return
-    await edit_or_send(query, *views.confirm_screen(plan))
+    await edit_or_send(query, *action_views.confirm_screen(plan))
 
 
 @router.callback_query(StuckActionCb.filter(F.step == 1))
@@ -124,7 +126,7 @@ async def ask_reason(query: CallbackQuery, callback_data: StuckActionCb, state: 
     )
     skip = StuckActionCb(**{**callback_data.model_dump(), "step": 2})
     await edit_or_send(
-        query, *views.reason_prompt(skip, StuckDetailCb(request_id=callback_data.request_id))
+        query, *action_views.reason_prompt(skip, StuckDetailCb(request_id=callback_data.request_id))
     )
 
 
@@ -172,8 +174,8 @@ async def _apply_single(
             expected_fingerprint=arg if action is RecoveryAction.RESET else None,
         )
     except DomainError as exc:
-        return views.refusal_screen(refusal_code(exc), request_id)
-    return views.outcome_screen(outcome)
+        return action_views.refusal_screen(refusal_code(exc), request_id)
+    return action_views.outcome_screen(outcome)
 
 
 @router.message(StateFilter(StuckRecovery.reason), TextAnswer())
@@ -187,7 +189,7 @@ async def reason_given(
     pending = await REASON.take(state)
     await drop_reason(state)
     if pending is None:
-        text, markup = views.expired_screen()
+        text, markup = action_views.expired_screen()
         await message.answer(text, reply_markup=markup)
         return
     reason = clean_reason(message.text)
@@ -199,11 +201,11 @@ async def reason_given(
     if pending["kind"] == "batch":
         batch = await REVIEW.take(state, pending.get("batch") or "")
         if batch is None:
-            text, markup = views.batch_outdated_screen()
+            text, markup = batch_views.batch_outdated_screen()
             await message.answer(text, reply_markup=markup)
             return
         progress = await message.answer(
-            views.batch_progress_text(RecoveryAction(batch["action"]), len(batch["targets"]))
+            batch_views.batch_progress_text(RecoveryAction(batch["action"]), len(batch["targets"]))
         )
         screen = await run_batch(workflow_recovery, AdminRef.of(user), batch, reason)
         await replace(progress, *screen)

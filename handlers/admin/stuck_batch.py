@@ -13,6 +13,8 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery
 from aiogram.utils.callback_answer import CallbackAnswer
 
+from handlers.admin import stuck_action_views as action_views
+from handlers.admin import stuck_batch_views as batch_views
 from handlers.admin import stuck_views as views
 from handlers.admin.menu import fresh_menu
 from handlers.admin.stuck_pending import REVIEW, drop_reason, query_message, wait_for_reason
@@ -45,7 +47,9 @@ async def batch(
         found = await workflow_recovery.find_stuck(
             workflow_type=workflow_type, state=state_code, limit=1
         )
-        await edit_or_send(query, *views.batch_menu_screen(found.total, workflow_type, state_code))
+        await edit_or_send(
+            query, *batch_views.batch_menu_screen(found.total, workflow_type, state_code)
+        )
         return
     action = views.ACTION_OF[callback_data.action]
     if action is RecoveryAction.REASSIGN and callback_data.arg == 0:
@@ -58,7 +62,7 @@ async def batch(
         await fresh_menu(query, callback_answer)
         return
     if not selection.targets:
-        await edit_or_send(query, *views.batch_menu_screen(0, workflow_type, state_code))
+        await edit_or_send(query, *batch_views.batch_menu_screen(0, workflow_type, state_code))
         return
     token = await REVIEW.put(
         state,
@@ -72,7 +76,7 @@ async def batch(
     )
     await edit_or_send(
         query,
-        *views.batch_review_screen(
+        *batch_views.batch_review_screen(
             action,
             len(selection.targets),
             selection.capped,
@@ -99,7 +103,9 @@ async def _candidates(
     rows, total = await manager.reassign_candidates(
         role, limit=PAGE_SIZE, offset=callback_data.page * PAGE_SIZE
     )
-    await edit_or_send(query, *views.batch_candidates_screen(callback_data, role, rows, total))
+    await edit_or_send(
+        query, *batch_views.batch_candidates_screen(callback_data, role, rows, total)
+    )
 
 
 async def run_batch(
@@ -114,7 +120,7 @@ async def run_batch(
         reason=reason,
         assignee_id=reviewed["arg"] if action is RecoveryAction.REASSIGN else None,
     )
-    return views.batch_result_screen(result)
+    return batch_views.batch_result_screen(result)
 
 
 @router.callback_query(StuckBatchRunCb.filter(F.step == 1))
@@ -124,12 +130,12 @@ async def batch_reason(
     """A reviewed batch confirmed: wait for an optional reason or Skip."""
     reviewed = await REVIEW.peek(state, callback_data.token)
     if reviewed is None:
-        await edit_or_send(query, *views.batch_outdated_screen())
+        await edit_or_send(query, *batch_views.batch_outdated_screen())
         return
     await wait_for_reason(query, state, {"kind": "batch", "batch": callback_data.token})
     await edit_or_send(
         query,
-        *views.reason_prompt(
+        *action_views.reason_prompt(
             StuckBatchRunCb(token=callback_data.token, step=2),
             StuckListCb(wf=reviewed["wf"], st=reviewed["st"]),
         ),
@@ -150,10 +156,10 @@ async def batch_apply(
     await drop_reason(state)
     reviewed = await REVIEW.take(state, callback_data.token)
     if reviewed is None:
-        await edit_or_send(query, *views.batch_outdated_screen())
+        await edit_or_send(query, *batch_views.batch_outdated_screen())
         return
     action = RecoveryAction(reviewed["action"])
-    await edit_or_send(query, views.batch_progress_text(action, len(reviewed["targets"])))
+    await edit_or_send(query, batch_views.batch_progress_text(action, len(reviewed["targets"])))
     screen = await run_batch(workflow_recovery, AdminRef.of(user), reviewed, None)
     if (message := query_message(query)) is not None:
         await replace(message, *screen)

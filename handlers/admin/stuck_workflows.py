@@ -16,6 +16,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery
 from aiogram.utils.callback_answer import CallbackAnswer
 
+from handlers.admin import stuck_action_views as action_views
 from handlers.admin import stuck_actions, stuck_batch
 from handlers.admin import stuck_views as views
 from handlers.admin.menu import fresh_menu
@@ -88,7 +89,7 @@ async def stuck_detail(
         detail = await workflow_recovery.get_detail(callback_data.request_id)
     except DomainError as exc:
         await edit_or_send(
-            query, *views.refusal_screen(refusal_code(exc), callback_data.request_id)
+            query, *action_views.refusal_screen(refusal_code(exc), callback_data.request_id)
         )
         return
     await edit_or_send(query, *views.detail_screen(detail, callback_data))
