@@ -27,6 +27,7 @@ from handlers.callbacks import (
     StuckListCb,
 )
 from handlers.render import html, join
+from handlers.screens import Pager
 from handlers.texts import duration, role_label, state_label, workflow_label
 from recovery import workflow_definitions as wf
 from recovery.workflows import RecoveryAction, RequestDetail, StuckPage
@@ -105,7 +106,7 @@ SHORT_REFUSALS = {
 
 
 def _pages(total: int) -> int:
-    return max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    return Pager.of(total, 0, PAGE_SIZE).pages
 
 
 def _keyboard(rows: Sequence[Sequence[tuple[str, CallbackData]]]) -> InlineKeyboardMarkup:
@@ -121,12 +122,8 @@ def _button(text: str, data: CallbackData) -> InlineKeyboardButton:
 
 
 def _nav(page: int, total: int, make: Any) -> list[tuple[str, CallbackData]]:
-    row: list[tuple[str, CallbackData]] = []
-    if page > 0:
-        row.append(("‹", make(page - 1)))
-    if (page + 1) * PAGE_SIZE < total:
-        row.append(("›", make(page + 1)))
-    return row
+    pager = Pager(page=page, pages=_pages(total), size=PAGE_SIZE)
+    return [(text, make(target)) for text, target in pager.neighbours()]
 
 
 def filter_text(workflow_type: str | None, state: str | None) -> str:

@@ -22,7 +22,7 @@ from handlers.admin import stuck_views as views
 from handlers.admin.menu import fresh_menu
 from handlers.admin.stuck_pending import drop_reason
 from handlers.callbacks import StuckDetailCb, StuckFilterCb, StuckHistoryCb, StuckListCb
-from handlers.screens import edit_or_send
+from handlers.screens import edit_or_send, fetch_page
 from recovery.batch_selection import valid_filter
 from recovery.exceptions import DomainError
 from recovery.workflows import WorkflowRecoveryManager, refusal_code
@@ -49,16 +49,15 @@ async def stuck_list(
         await fresh_menu(query, callback_answer)
         return
     await drop_reason(state)
-    page = callback_data.page
-    result = await workflow_recovery.find_stuck(
-        workflow_type=workflow_type, state=state_code, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+    result, pager = await fetch_page(  # the list shrank below the page: its last page
+        lambda limit, offset: workflow_recovery.find_stuck(
+            workflow_type=workflow_type, state=state_code, limit=limit, offset=offset
+        ),
+        lambda r: r.total,
+        callback_data.page,
+        PAGE_SIZE,
     )
-    if not result.items and page > 0 and result.total:  # the list shrank: show its last page
-        page = (result.total - 1) // PAGE_SIZE
-        result = await workflow_recovery.find_stuck(
-            workflow_type=workflow_type, state=state_code, limit=PAGE_SIZE, offset=page * PAGE_SIZE
-        )
-    await edit_or_send(query, *views.list_screen(result, page, workflow_type, state_code))
+    await edit_or_send(query, *views.list_screen(result, pager.page, workflow_type, state_code))
 
 
 @router.callback_query(StuckFilterCb.filter())
@@ -100,13 +99,16 @@ async def recovery_history(
     query: CallbackQuery, callback_data: StuckHistoryCb, workflow_recovery: WorkflowRecoveryManager
 ) -> None:
     """A page of the recovery history (one request's, or all)."""
-    rows, total = await workflow_recovery.recovery_history(
-        request_id=callback_data.request_id or None,
-        limit=PAGE_SIZE,
-        offset=callback_data.page * PAGE_SIZE,
+    (rows, total), pager = await fetch_page(
+        lambda limit, offset: workflow_recovery.recovery_history(
+            request_id=callback_data.request_id or None, limit=limit, offset=offset
+        ),
+        lambda r: r[1],
+        callback_data.page,
+        PAGE_SIZE,
     )
     await edit_or_send(
-        query, *views.history_screen(rows, total, callback_data.page, callback_data.request_id)
+        query, *views.history_screen(rows, total, pager.page, callback_data.request_id)
     )
 
 
