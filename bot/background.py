@@ -1,0 +1,91 @@
+"""The process's supervised background work and its outage watch, wired from settings.
+
+``Background`` holds the ``Supervisor`` (restart counts in
+``bot_background_restarts_total{task}``, down tasks in ``/readyz`` and the health screen),
+the outage trackers of PostgreSQL and Telegram (``bot_dependency_up``) and the
+``OutageWatch`` that probes the database and raises one alert per outage (docs/outages.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiogram import Bot
+
+from bot.metrics import Metrics
+from bot.services import Services
+from bot.settings import Settings
+from bot.telegram_outage import watch_telegram
+from recovery.outages import OutageTracker, OutageWatch
+from recovery.supervisor import BackoffPolicy, Supervisor
+
+log = logging.getLogger(__name__)
+
+TASKS = ("polling", "notification_sender", "heartbeat", "outage_watch")
+"""The long-lived tasks of a process (``polling`` only in polling mode)."""
+
+
+def spooled_errors(services: Services) -> int:
+    """Errors held in memory so far because they could not be written (a monotonic count
+    kept by the error pipeline); 0 while the error handler keeps no such count."""
+    count = getattr(services.error_handler, "spooled_total", 0)
+    return count if isinstance(count, int) else 0
+
+
+@dataclass(slots=True)
+class Background:
+    """What ``build_background`` wires; the lifecycle starts the tasks on ``supervisor``."""
+
+    supervisor: Supervisor
+    database: OutageTracker
+    telegram: OutageTracker
+    watch: OutageWatch
+
+
+def build_background(
+    settings: Settings,
+    services: Services,
+    bot: Bot,
+    metrics: Metrics | None,
+    updates_taken: Callable[[], int],
+) -> Background:
+    """The supervisor, the trackers (the Telegram one fed by ``bot``'s session) and the
+    watch. ``updates_taken`` is the update tracker's monotonic count (an outage's
+    "updates affected" is its growth)."""
+    on_restart = None
+    if metrics is not None:
+        metrics.add_tasks(TASKS)
+        restarts = metrics.background_restarts
+        on_restart = lambda name: restarts.labels(name).inc()  # noqa: E731
+    supervisor = Supervisor(
+        BackoffPolicy(
+            base_delay_s=settings.background_restart_base_s,
+            max_delay_s=max(settings.background_restart_max_s, settings.background_restart_base_s),
+        ),
+        on_restart=on_restart,
+    )
+    counters = {"updates": updates_taken, "errors_spooled": lambda: spooled_errors(services)}
+    database = OutageTracker("database", settings.outage_alert_database_s, counters=counters)
+    telegram = OutageTracker("telegram", settings.outage_alert_telegram_s, counters=counters)
+    watch_telegram(bot, telegram)
+    notifications = services.notifications
+
+    async def on_back(dependency: str) -> None:
+        if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
+            count = await notifications.retry_all_now(statuses=("retrying",))
+            log.info("Telegram back: %d notification(s) made due now", count)
+        notifications.wake()
+
+    watch = OutageWatch(
+        services.pool, services.alerts, database, telegram,
+        on_back=on_back, probe_interval_s=settings.outage_probe_interval_s,
+        probe_timeout_s=settings.readiness_timeout_s,
+    )  # fmt: skip
+    if metrics is not None:
+        for tracker in (database, telegram):
+            gauge = metrics.dependency_up.labels(tracker.dependency)
+            gauge.set_function(lambda t=tracker: 0.0 if t.down else 1.0)
+    services.health_monitor.tasks_down = supervisor.down
+    return Background(supervisor, database, telegram, watch)
