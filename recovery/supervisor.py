@@ -9,8 +9,9 @@ returns when its own stop signal says so). When it raises instead, the superviso
    again;
 4. restarts it after a capped exponential backoff with jitter:
    ``min(base_delay_s * 2**(n-1) + uniform(0, base_delay_s), max_delay_s)`` for the n-th
-   restart in a row (tenacity's ``wait_exponential_jitter``); a run that lasted at least
-   ``stable_after_s`` seconds resets n to 1.
+   restart in a row (the formula of tenacity's ``wait_exponential_jitter``: a floor that
+   doubles, so a crash loop never spins, and jitter, so instances do not restart in step);
+   a run that lasted at least ``stable_after_s`` seconds resets n to 1.
 
 Periodic jobs are not long-lived tasks (each firing is its own run, and the next firing is
 the restart); an exception that escapes a job's own bookkeeping is reported here with
@@ -24,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
-
-from tenacity import RetryCallState
-from tenacity.wait import wait_exponential_jitter
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,9 @@ class BackoffPolicy:
 
     def delay_s(self, restart: int) -> float:
         """Seconds to wait before restart number ``restart`` (1, 2, ...) in a row."""
-        wait = wait_exponential_jitter(
-            initial=self.base_delay_s, max=self.max_delay_s, jitter=self.base_delay_s
-        )
-        state = RetryCallState(None, None, (), {})
-        state.attempt_number = restart
-        return min(float(wait(state)), self.max_delay_s)
+        exponent = min(max(restart, 1) - 1, 60)  # 2**60 s is past any cap
+        floor = self.base_delay_s * 2.0**exponent
+        return min(floor + random.uniform(0, self.base_delay_s), self.max_delay_s)
 
 
 @dataclass(slots=True)
