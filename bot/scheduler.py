@@ -37,6 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.services import Services
 from database import dashboard, job_runs, processed_updates, retention
 from database.locks import try_advisory_lock
+from recovery.classification import is_connection_lost
 from recovery.masking import mask_sensitive
 from recovery.supervisor import Supervisor
 
@@ -148,7 +149,8 @@ class JobRunner:
         instance_id: this process's name in ``job_runs.instance_id``.
         supervisor: where an exception that escapes a job's bookkeeping is logged with its
             traceback and counted (``bot_background_restarts_total{task="job:<name>"}``);
-            the next firing is the restart.
+            the next firing is the restart. A lost connection is only logged (the outage
+            watch reports the outage once).
     """
 
     def __init__(
@@ -184,9 +186,9 @@ class JobRunner:
                 return None
             raise
         except Exception as exc:  # bookkeeping failed (database down): record, carry on
-            if self.supervisor is not None:
+            if self.supervisor is not None and not is_connection_lost(exc):
                 self.supervisor.record_failure(f"job:{name}", exc)
-            else:
+            else:  # the database is away: the outage is reported once, not per firing
                 log.warning("job %s could not run: %s", name, type(exc).__name__)
             with contextlib.suppress(Exception):  # the error path itself may be down too
                 await self.services.error_handler.handle(exc, context={"job": name})

@@ -93,6 +93,7 @@ async def test_the_bot_rides_out_a_database_outage(
 async def _scenario(
     api: FakeTelegramAPI, server: PostgresServer, url: str, bot: BotProcess
 ) -> None:
+    api.add_user(ADMIN_ID, "Admin")  # the outage alert's recipient (ADMIN_IDS)
     await api.wait_for(lambda: api.poll_count > 0 or bot.process.poll() is not None, 60)
     assert bot.process.poll() is None, bot.log()
     for user in PRESSERS:  # each gets the language keyboard while the database is up
