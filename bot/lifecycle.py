@@ -141,6 +141,7 @@ class BotInstance:
         await self._beat()  # the number of instances is known before the first send
         self.services = build_services(s, self.pool, create_i18n(s.default_locale), self.bot,
                                        self.metrics, limiter)  # fmt: skip
+        self.services.error_handler.start()  # the error pipeline's flush task
         self.metrics.add_jobs(job_table(self.services))
         claim = self._claim_update if self.mode in CLAIM_UPDATES_IN else None
         self.tracker = UpdateTrackingMiddleware(self.metrics, claim=claim)
@@ -304,6 +305,8 @@ class BotInstance:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         released = await self._release_claims()
+        if self.services is not None:  # what the error pipeline holds, within bounded time
+            await self.services.error_handler.stop(max(1.0, remaining()))
         await self._leave()
         if self.background is not None:
             await self.background.supervisor.stop_all()

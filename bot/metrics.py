@@ -88,6 +88,16 @@ class Metrics:
         self.updates_in_flight = Gauge(
             "bot_updates_in_flight", "Updates being handled right now.", registry=r
         )
+        self.error_spool_dropped = Counter(
+            "bot_error_spool_dropped_groups",
+            "Error groups dropped from the full error spool (ERROR_SPOOL_MAX_GROUPS).",
+            registry=r,
+        )  # fmt: skip
+        self.error_spool_dropped_occurrences = Counter(
+            "bot_error_spool_dropped_occurrences",
+            "Occurrences of the error groups dropped from the full error spool.",
+            registry=r,
+        )  # fmt: skip
         self.errors = Counter(
             "bot_errors", "Errors recorded by the ErrorHandler, by category and severity.",
             ["category", "severity"], registry=r,
@@ -179,6 +189,11 @@ class Metrics:
         its last success with it)."""
         for name, interval_s in intervals.items():
             self.job_interval.labels(name).set(interval_s)
+
+    def observe_spool_drop(self, occurrences: int) -> None:
+        """Count one error group (of ``occurrences``) dropped from the full error spool."""
+        self.error_spool_dropped.inc()
+        self.error_spool_dropped_occurrences.inc(occurrences)
 
     def observe_error(self, category: str, severity: str) -> None:
         """Count one recorded error."""

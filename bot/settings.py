@@ -132,6 +132,13 @@ class Settings(BaseSettings):
 
     # --- Errors and alerts ----------------------------------------------------------------
     error_alert_window_s: float = Field(default=3600.0, ge=0)
+    # the error pipeline (docs/errors.md): occurrences coalesced for this long, then written
+    # in one statement; while PostgreSQL is away at most this many groups are held (past
+    # it the oldest group is dropped and counted); a failed write is retried with capped
+    # exponential backoff
+    error_flush_window_s: float = Field(default=0.1, gt=0, le=10)
+    error_spool_max_groups: int = Field(default=10_000, ge=1)
+    error_flush_backoff_max_s: float = Field(default=30.0, gt=0)
     error_retention_days: int = Field(default=90, ge=1)
     transaction_log_retention_days: int = Field(default=30, ge=1)
     health_snapshot_retention_days: int = Field(default=30, ge=1)
