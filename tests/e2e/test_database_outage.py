@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from database import outbox
 from database.migrate import upgrade_to_head
+from database.pool import create_pool
 from tests.e2e.conftest import ADMIN_ID, BotProcess, bot_env, spawn_bot
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.pg_server import PostgresServer
@@ -126,9 +127,9 @@ async def _scenario(
     await api.wait_for(lambda: _alerts(api), 60)
 
     # the sender listens again: a notification queued now arrives at once
-    conn = await asyncpg.connect(url)
+    pool = await create_pool(url, min_size=1, max_size=2)
     try:
-        async with conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             await outbox.enqueue(
                 conn, idempotency_key="after-outage", chat_id=ADMIN_ID,
                 template_key="admin.text", params={"text": "after the outage"},
@@ -140,9 +141,9 @@ async def _scenario(
         # every reference shown resolves, with the count of its occurrences
         shown = _references(api, pushed + PRESSERS)
         assert shown, "the users were shown error references during the outage"
-        await _wait_recorded(conn, shown)
+        await _wait_recorded(pool, shown)
     finally:
-        await conn.close()
+        await pool.close()
 
     await asyncio.sleep(3)  # a second alert would have come by now
     alerts = _alerts(api)
@@ -192,10 +193,10 @@ def _references(api: FakeTelegramAPI, chats: list[int]) -> collections.Counter[s
     return collections.Counter(ref for text in texts for ref in REFERENCE.findall(text))
 
 
-async def _wait_recorded(conn: asyncpg.Connection, shown: collections.Counter[str]) -> None:
+async def _wait_recorded(pool: asyncpg.Pool, shown: collections.Counter[str]) -> None:
     deadline = time.monotonic() + 30
     while True:
-        rows = await conn.fetch(
+        rows = await pool.fetch(
             "SELECT reference, occurrence_count FROM error_records WHERE reference = ANY($1)",
             list(shown),
         )

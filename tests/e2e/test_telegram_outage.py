@@ -13,12 +13,12 @@ import collections
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from database import outbox
+from database.pool import create_pool
 from tests.e2e.conftest import ADMIN_ID, StartBot
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegramAPI
 
@@ -78,16 +78,16 @@ async def test_polling_and_delivery_survive_a_telegram_outage(
     await api.wait_for(lambda: api.last_message(ADMIN_ID), 30)
 
     api.outage = True
-    conn = await asyncpg.connect(database_url)
+    pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
-        async with conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             for chat in CHATS:
                 await outbox.enqueue(
                     conn, idempotency_key=f"during-{chat}", chat_id=chat,
                     template_key="admin.text", params={"text": f"due during the outage {chat}"},
                 )  # fmt: skip
     finally:
-        await conn.close()
+        await pool.close()
     api.push_message(LATE_USER, "/start")
     await asyncio.sleep(OUTAGE_S)
     assert api.failed["getupdates"] >= 2 and api.failed["sendmessage"] >= 1, api.failed
