@@ -23,15 +23,14 @@ from recovery.supervisor import BackoffPolicy, Supervisor
 
 log = logging.getLogger(__name__)
 
-TASKS = ("polling", "notification_sender", "heartbeat", "outage_watch")
+TASKS = ("polling", "error_pipeline", "notification_sender", "heartbeat", "outage_watch")
 """The long-lived tasks of a process (``polling`` only in polling mode)."""
 
 
 def spooled_errors(services: Services) -> int:
-    """Errors held in memory so far because they could not be written (a monotonic count
-    kept by the error pipeline); 0 while the error handler keeps no such count."""
-    count = getattr(services.error_handler, "spooled_total", 0)
-    return count if isinstance(count, int) else 0
+    """Error occurrences held in memory so far because the database could not take them
+    (the error pipeline's monotonic ``spooled_total``)."""
+    return services.error_handler.pipeline.spooled_total
 
 
 @dataclass(slots=True)
@@ -73,6 +72,8 @@ def build_background(
     notifications = services.notifications
 
     async def on_back(dependency: str) -> None:
+        if dependency == "database":  # what the error spool holds: written now
+            await services.error_handler.pipeline.flush()
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
             count = await notifications.retry_all_now(statuses=("retrying",))
             log.info("Telegram back: %d notification(s) made due now", count)

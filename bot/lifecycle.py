@@ -141,7 +141,6 @@ class BotInstance:
         await self._beat()  # the number of instances is known before the first send
         self.services = build_services(s, self.pool, create_i18n(s.default_locale), self.bot,
                                        self.metrics, limiter)  # fmt: skip
-        self.services.error_handler.start()  # the error pipeline's flush task
         self.metrics.add_jobs(job_table(self.services))
         claim = self._claim_update if self.mode in CLAIM_UPDATES_IN else None
         self.tracker = UpdateTrackingMiddleware(self.metrics, claim=claim)
@@ -189,6 +188,7 @@ class BotInstance:
             self.metrics.set_job_intervals(
                 {name: interval for name, (_, interval) in job_table(self.services).items()}
             )
+        supervisor.start("error_pipeline", self.services.error_handler.run)
         supervisor.start("notification_sender", self._sender_loop)
         supervisor.start("heartbeat", self._heartbeat_loop)
         stop = self._sender_stop
