@@ -18,6 +18,7 @@ import asyncpg
 
 from database import error_records, outbox, users
 from database.error_records import GroupCount
+from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import (
     Classification,
@@ -232,9 +233,9 @@ class ErrorHandler:
 
     async def _run_step(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         action: str,
-        step: Callable[[asyncpg.Connection], Awaitable[bool]],
+        step: Callable[[AnyConnection], Awaitable[bool]],
         reference: str,
     ) -> bool | None:
         """Run one strategy step in a savepoint; None (and a log line) when it failed."""
@@ -251,7 +252,7 @@ class ErrorHandler:
             )
             return None
 
-    async def _mark(self, conn: asyncpg.Connection, failed: FailedSend) -> bool:
+    async def _mark(self, conn: AnyConnection, failed: FailedSend) -> bool:
         await users.mark_unreachable(conn, failed.chat_id)
         return True
 
@@ -293,7 +294,7 @@ class ErrorHandler:
         return True
 
     async def _queue_resend(
-        self, conn: asyncpg.Connection, verdict: Classification, failed: FailedSend
+        self, conn: AnyConnection, verdict: Classification, failed: FailedSend
     ) -> bool:
         if not failed.text or not failed.idempotency_key:
             return False
