@@ -33,6 +33,11 @@ def spooled_errors(services: Services) -> int:
     return services.error_handler.pipeline.spooled_total
 
 
+def _up_of(tracker: OutageTracker) -> Callable[[], float]:
+    """The ``bot_dependency_up`` reading of ``tracker``: 0.0 during an outage, else 1.0."""
+    return lambda: 0.0 if tracker.down else 1.0
+
+
 @dataclass(slots=True)
 class Background:
     """What ``build_background`` wires; the lifecycle starts the tasks on ``supervisor``."""
@@ -86,7 +91,6 @@ def build_background(
     )  # fmt: skip
     if metrics is not None:
         for tracker in (database, telegram):
-            gauge = metrics.dependency_up.labels(tracker.dependency)
-            gauge.set_function(lambda t=tracker: 0.0 if t.down else 1.0)
+            metrics.dependency_up.labels(tracker.dependency).set_function(_up_of(tracker))
     services.health_monitor.tasks_down = supervisor.down
     return Background(supervisor, database, telegram, watch)

@@ -192,6 +192,7 @@ class BotInstance:
         supervisor.start("notification_sender", self._sender_loop)
         supervisor.start("heartbeat", self._heartbeat_loop)
         stop = self._sender_stop
+        assert stop is not None
         supervisor.start("outage_watch", lambda: background.watch.run(stop))
         log.info("instance %s ready (%s mode)", self.instance_id, self.mode)
 

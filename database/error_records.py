@@ -204,7 +204,7 @@ class GroupCount:
 
 
 async def record_batch(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     groups: list[GroupOccurrences],
     *,
     writer: uuid.UUID,

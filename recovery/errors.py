@@ -194,8 +194,8 @@ class ErrorHandler:
 
     def _steps(
         self, verdict: Classification, record: ErrorRecord, failed_send: FailedSend | None
-    ) -> list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]]:
-        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]] = []
+    ) -> list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]]:
+        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]] = []
         if verdict.alert_admins:
             steps.append(("alerted", lambda conn: self._alert_admins(conn, record)))
         if failed_send is not None and verdict.mark_user_blocked:
@@ -209,7 +209,7 @@ class ErrorHandler:
     async def _escalate(
         self,
         record: ErrorRecord,
-        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]],
+        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]],
     ) -> None:
         """Write the group now (the alert names its row), then run the steps in one
         transaction, each in its own savepoint."""
@@ -256,7 +256,7 @@ class ErrorHandler:
         await users.mark_unreachable(conn, failed.chat_id)
         return True
 
-    async def _alert_admins(self, conn: asyncpg.Connection, record: ErrorRecord) -> bool:
+    async def _alert_admins(self, conn: AnyConnection, record: ErrorRecord) -> bool:
         if record.record_id is None:
             return False
         claimed_at = await error_records.claim_alert(conn, record.record_id, self.alert_window_s)

@@ -54,7 +54,7 @@ class OutboxListener:
         self.channel = channel
         self.on_notify = on_notify
         self.acquire_timeout_s = acquire_timeout_s
-        self.conn: asyncpg.Connection | None = None
+        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
         self.state = ListenState.UNREACHABLE
         self._failing = False
 
