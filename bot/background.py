@@ -18,7 +18,7 @@ from bot.metrics import Metrics
 from bot.services import Services
 from bot.settings import Settings
 from bot.telegram_outage import watch_telegram
-from recovery.outages import OutageTracker, OutageWatch
+from recovery.outages import OutageTracker, OutageWatch, resume_notifications
 from recovery.supervisor import BackoffPolicy, Supervisor
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def build_background(
         if dependency == "database":  # what the error spool holds: written now
             await services.error_handler.pipeline.flush()
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
-            count = await notifications.retry_all_now(statuses=("retrying",))
+            count = await resume_notifications(services.pool, telegram.last_started)
             log.info("Telegram back: %d notification(s) made due now", count)
         notifications.wake()
 

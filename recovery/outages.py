@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from database import notifications as notifications_sql
+from database import outages as sql
 from recovery.alerts import AdminAlerts, AlertKind
+from recovery.notifications import MAX_ATTEMPTS_REASON
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ class OutageTracker:
         self._failures = 0
         self._start_counts: dict[str, int] = {}
         self.finished: list[Outage] = []
+        self.last_started: float | None = None
+        """Epoch seconds at which the last finished outage began (short ones included)."""
 
     @property
     def down(self) -> bool:
@@ -122,6 +127,7 @@ class OutageTracker:
         since, self._since = self._since, None
         if since is None:
             return None
+        self.last_started = since
         now = self.clock()
         counts = {
             name: max(0, read() - self._start_counts.get(name, 0))
@@ -240,3 +246,17 @@ class OutageWatch:
                 tracker.finished.pop(0)
                 raised += 1
         return raised
+
+
+async def resume_notifications(pool: asyncpg.Pool, since_epoch: float | None) -> int:
+    """After a Telegram outage that began at ``since_epoch`` (epoch seconds): every
+    'retrying' notification is made due now, and every one that died of its attempt budget
+    since then (every attempt failed because Telegram was away) gets a fresh budget and is
+    due now. The senders are woken (NOTIFY). Returns how many rows were made due."""
+    count = await notifications_sql.retry_now(pool, None, ("retrying",))
+    if since_epoch is not None:
+        since = dt.datetime.fromtimestamp(since_epoch, dt.UTC)
+        dead = await sql.dead_since(pool, since, MAX_ATTEMPTS_REASON)
+        if dead:
+            count += await notifications_sql.retry_now(pool, dead, ("dead",))
+    return count

@@ -3,7 +3,8 @@ silence (the sender's send timeout) for a while, then recovers.
 
 Polling goes on through it (the process does not exit and polls again afterwards), the
 update sent meanwhile is answered afterwards, the notifications due meanwhile are each
-delivered exactly once afterwards, and admins get exactly one outage alert.
+delivered exactly once afterwards (those that ran out of attempts during the outage too),
+and admins get exactly one outage alert.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ async def test_polling_and_delivery_survive_a_telegram_outage(
     bot = await start_bot(
         OUTAGE_ALERT_TELEGRAM_S="3", NOTIFICATION_SEND_TIMEOUT_S="1",
         NOTIFICATION_POLL_INTERVAL_S="0.5",
+        # two quick attempts: rows die of their budget during the outage, and come back
+        RETRY_MAX_ATTEMPTS="2", RETRY_BASE_DELAY_S="1", RETRY_MAX_DELAY_S="2",
     )  # fmt: skip
     api.push_message(ADMIN_ID, "/start")  # the admin is known before the outage
     await api.wait_for(lambda: api.last_message(ADMIN_ID), 30)
@@ -91,6 +94,8 @@ async def test_polling_and_delivery_survive_a_telegram_outage(
     api.push_message(LATE_USER, "/start")
     await asyncio.sleep(OUTAGE_S)
     assert api.failed["getupdates"] >= 2 and api.failed["sendmessage"] >= 1, api.failed
+    dead = await _dead(database_url)
+    assert dead, "some rows ran out of attempts during the outage"
     assert bot.process.poll() is None, bot.log()
     polls_before = api.poll_count
     api.outage = False
@@ -116,3 +121,12 @@ def _delivered(api: FakeTelegramAPI, chat: int) -> int:
 def _alerts(api: FakeTelegramAPI) -> list[str]:
     texts = [m.get("text", "") for m in api.messages_to(ADMIN_ID)]
     return [t for t in texts if ALERT_MARK in t.lower()]
+
+
+async def _dead(url: str) -> list[int]:
+    pool = await create_pool(url, min_size=1, max_size=1)
+    try:
+        rows = await pool.fetch("SELECT id FROM pending_notifications WHERE status = 'dead'")
+    finally:
+        await pool.close()
+    return [r["id"] for r in rows]
