@@ -9,8 +9,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 # Record a batch of occurrences, coalesced by fingerprint in the process, in one statement:
 # one counter update per group, the hourly rollup of the same occurrences, and an alias for
@@ -201,7 +204,7 @@ class GroupCount:
 
 
 async def record_batch(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     groups: list[GroupOccurrences],
     *,
     writer: uuid.UUID,
@@ -245,27 +248,27 @@ async def record_batch(
     ]
 
 
-async def prune_flush_marks(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def prune_flush_marks(conn: AnyConnection | asyncpg.Pool) -> int:
     """Delete the flush marks of writers silent for a day; returns how many."""
     status = await conn.execute(PRUNE_FLUSH_MARKS_SQL)
     return int(status.split()[-1])
 
 
-async def claim_alert(conn: asyncpg.Connection, record_id: int, window_s: float) -> datetime | None:
+async def claim_alert(conn: AnyConnection, record_id: int, window_s: float) -> datetime | None:
     """The claim time when this caller may alert for the group now (at most once per
     ``window_s`` seconds), else None."""
-    return await conn.fetchval(CLAIM_ALERT_SQL, record_id, float(window_s))
+    return cast(datetime | None, await conn.fetchval(CLAIM_ALERT_SQL, record_id, float(window_s)))
 
 
 async def get_by_reference(
-    conn: asyncpg.Connection | asyncpg.Pool, reference: str
+    conn: AnyConnection | asyncpg.Pool, reference: str
 ) -> asyncpg.Record | None:
     """The group whose reference a user quoted (case and surrounding blanks ignored)."""
     return await conn.fetchrow(GET_BY_REFERENCE_SQL, reference)
 
 
 async def resolve(
-    conn: asyncpg.Connection | asyncpg.Pool, reference: str, resolved_by: int | None
+    conn: AnyConnection | asyncpg.Pool, reference: str, resolved_by: int | None
 ) -> asyncpg.Record | None:
     """Mark the group resolved; returns the updated row, or None when there is no such
     group or it is resolved already."""
@@ -273,7 +276,7 @@ async def resolve(
 
 
 async def top_groups(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     limit: int,
     offset: int = 0,
@@ -291,7 +294,7 @@ async def top_groups(
 
 
 async def group_counts(
-    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
+    conn: AnyConnection | asyncpg.Pool, window_s: float
 ) -> list[GroupCount]:
     """Groups seen in the last ``window_s`` seconds by category and severity."""
     rows = await conn.fetch(GROUP_COUNTS_SQL, float(window_s))

@@ -18,6 +18,7 @@ import asyncpg
 
 from database import error_records, outbox, users
 from database.error_records import GroupCount
+from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import (
     Classification,
@@ -188,8 +189,8 @@ class ErrorHandler:
 
     def _steps(
         self, verdict: Classification, record: ErrorRecord, failed_send: FailedSend | None
-    ) -> list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]]:
-        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]] = []
+    ) -> list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]]:
+        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]] = []
         if verdict.alert_admins:
             steps.append(("alerted", lambda conn: self._alert_admins(conn, record)))
         if failed_send is not None and verdict.mark_user_blocked:
@@ -203,7 +204,7 @@ class ErrorHandler:
     async def _escalate(
         self,
         record: ErrorRecord,
-        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]],
+        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]],
     ) -> None:
         """Write the group now (the alert names its row), then run the steps in one
         transaction, each in its own savepoint."""
@@ -227,9 +228,9 @@ class ErrorHandler:
 
     async def _run_step(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         action: str,
-        step: Callable[[asyncpg.Connection], Awaitable[bool]],
+        step: Callable[[AnyConnection], Awaitable[bool]],
         reference: str,
     ) -> bool | None:
         """Run one strategy step in a savepoint; None (and a log line) when it failed."""
@@ -246,11 +247,11 @@ class ErrorHandler:
             )
             return None
 
-    async def _mark(self, conn: asyncpg.Connection, failed: FailedSend) -> bool:
+    async def _mark(self, conn: AnyConnection, failed: FailedSend) -> bool:
         await users.mark_unreachable(conn, failed.chat_id)
         return True
 
-    async def _alert_admins(self, conn: asyncpg.Connection, record: ErrorRecord) -> bool:
+    async def _alert_admins(self, conn: AnyConnection, record: ErrorRecord) -> bool:
         if record.record_id is None:
             return False
         claimed_at = await error_records.claim_alert(conn, record.record_id, self.alert_window_s)
@@ -288,7 +289,7 @@ class ErrorHandler:
         return True
 
     async def _queue_resend(
-        self, conn: asyncpg.Connection, verdict: Classification, failed: FailedSend
+        self, conn: AnyConnection, verdict: Classification, failed: FailedSend
     ) -> bool:
         if not failed.text or not failed.idempotency_key:
             return False

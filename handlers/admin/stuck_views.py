@@ -227,7 +227,7 @@ def filter_screen(workflow_type: str | None) -> Screen:
 def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     """The request, why it is stuck, its history, its recovery actions and the actions."""
     request = detail.request
-    lines = [
+    lines: list[str] = [
         html(
             _("Request #{id} ({workflow})"),
             id=request["id"],
@@ -448,7 +448,7 @@ def outcome_screen(outcome: Outcome) -> Screen:
     """An applied action."""
     request, plan = outcome.request, outcome.plan
     if plan.action is RecoveryAction.REASSIGN:
-        lines = [
+        lines: list[str] = [
             html(
                 _("Done: request #{id} is now assigned to {name}."),
                 id=request["id"],
@@ -566,7 +566,7 @@ def batch_review_screen(
     token: str,
 ) -> Screen:
     """How many requests the batch touches and what it does, before the admin agrees."""
-    lines = [
+    lines: list[str] = [
         html(
             _("Review: {action} on {n} stuck requests ({filter})."),
             action=ACTION_NAMES[action],
@@ -630,7 +630,7 @@ def _numbers(ids: Sequence[int]) -> str:
 def batch_result_screen(result: BatchResult) -> Screen:
     """How many succeeded, were stale or failed, their request numbers, and why the first
     failures failed."""
-    lines = [
+    lines: list[str] = [
         html(
             _(
                 "Batch {action} done: {ok} succeeded, {stale} stale (moved since the review), "
