@@ -293,9 +293,7 @@ async def top_groups(
     )
 
 
-async def group_counts(
-    conn: AnyConnection | asyncpg.Pool, window_s: float
-) -> list[GroupCount]:
+async def group_counts(conn: AnyConnection | asyncpg.Pool, window_s: float) -> list[GroupCount]:
     """Groups seen in the last ``window_s`` seconds by category and severity."""
     rows = await conn.fetch(GROUP_COUNTS_SQL, float(window_s))
     return [
