@@ -248,7 +248,7 @@ async def record_batch(
     ]
 
 
-async def prune_flush_marks(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def prune_flush_marks(conn: AnyConnection | asyncpg.Pool) -> int:
     """Delete the flush marks of writers silent for a day; returns how many."""
     status = await conn.execute(PRUNE_FLUSH_MARKS_SQL)
     return int(status.split()[-1])

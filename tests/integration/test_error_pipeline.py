@@ -1,24 +1,33 @@
 """The error pipeline on a real PostgreSQL: exact counts when occurrences from many tasks
 meet flushes, the reference shown is the one the admin finds, a real outage (the database
-behind a TCP proxy that is cut) is spooled and written when the database answers again,
-the spool's bound and its drop counter, a retried batch counted once, HOT counter updates."""
+behind a TCP proxy that is cut) is spooled and written when the database answers again (and
+the user is told "temporarily unavailable" with a reference that resolves afterwards), the
+spool's bound and its drop counter, a retried batch counted once, HOT counter updates."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest_asyncio
+from aiogram import Bot, Dispatcher, Router
+from aiogram.types import Message, Update
 
+from bot.i18n import create_i18n
 from database import error_records
 from database.pool import create_pool
+from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
+from middlewares.error_messages import BY_CATEGORY, BY_CATEGORY_SEVERITY
 from recovery.error_pipeline import ErrorPipeline
-from recovery.errors import ErrorHandler, group_reference
+from recovery.errors import ErrorCategory, ErrorHandler, ErrorSeverity, group_reference
 from recovery.exceptions import ConcurrentModificationError, InputValidationError
+from tests.fakes.bot_session import FakeBotSession
+from tests.fakes.telegram_api import DEFAULT_TOKEN
 from tests.integration.commit_cut_proxy import CommitCutProxy
 
 
@@ -228,5 +237,71 @@ async def test_an_outage_is_spooled_and_every_reference_resolves_afterwards(
         assert await pool.fetchval("SELECT sum(occurrences) FROM error_hourly_counts") == 51
     finally:
         assert await handler.stop(timeout_s=5)
+        with contextlib.suppress(Exception):
+            await through_proxy.close()
+
+
+async def test_a_user_during_the_outage_is_told_with_a_reference_that_resolves_afterwards(
+    proxy: OutageProxy, pool: asyncpg.Pool
+) -> None:
+    through_proxy = await create_pool(proxy.dsn, min_size=1, max_size=2)
+    pipeline = ErrorPipeline(
+        through_proxy, window_s=0.02, store_timeout_s=1, backoff_base_s=0.05, backoff_max_s=0.2
+    )
+    handler = ErrorHandler(through_proxy, store_timeout_s=1, pipeline=pipeline)
+    handler.start()
+    i18n = create_i18n("en")
+    session = FakeBotSession()
+    bot = Bot(DEFAULT_TOKEN, session=session)
+    router = Router()
+
+    @router.message()
+    async def needs_the_database(message: Message) -> None:
+        await through_proxy.fetchval("SELECT 1")  # the database is away: this raises
+
+    dp = Dispatcher()
+    dp.update.outer_middleware(EnhancedErrorHandlerMiddleware(handler, i18n, "en"))
+    dp.include_router(router)
+    temporarily = {
+        i18n.gettext(BY_CATEGORY[ErrorCategory.TRANSIENT], locale=lang) for lang in ("en", "ru")
+    } | {
+        i18n.gettext(BY_CATEGORY_SEVERITY[(ErrorCategory.TRANSIENT, ErrorSeverity.HIGH)],
+                     locale=lang) for lang in ("en", "ru")
+    }  # fmt: skip
+    try:
+        await proxy.down()
+        shown: list[str] = []
+        for n, lang in enumerate(["en", "ru", "en", "ru"]):
+            update = Update.model_validate(
+                {
+                    "update_id": 700 + n,
+                    "message": {
+                        "message_id": n + 1, "date": 0, "text": "/my",
+                        "chat": {"id": 4200 + n, "type": "private", "first_name": "U"},
+                        "from": {"id": 4200 + n, "is_bot": False, "first_name": "U",
+                                 "language_code": lang},
+                    },
+                },
+                context={"bot": bot},
+            )  # fmt: skip
+            await dp.feed_update(bot, update)
+            (reply,) = session.texts_to(4200 + n)
+            first, second = reply.split("\n", 1)
+            assert first in temporarily, reply  # the localized "temporarily unavailable"
+            match = re.search(r"E-[A-Z2-9]{6}", second)
+            assert match, reply
+            shown.append(match.group())
+        assert sum((await _counts(pool)).values()) == 0  # nothing written yet
+
+        proxy.up()
+        await _until(lambda: pipeline.held_occurrences == 0, "the spool written")
+        for reference in set(shown):
+            group = await handler.lookup(reference)
+            assert group is not None, reference
+            assert group.category is ErrorCategory.TRANSIENT
+            assert group.occurrence_count == shown.count(reference)
+    finally:
+        assert await handler.stop(timeout_s=5)
+        await bot.session.close()
         with contextlib.suppress(Exception):
             await through_proxy.close()
