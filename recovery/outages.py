@@ -229,7 +229,13 @@ class OutageWatch:
 
     async def report(self) -> int:
         """Raise one alert per finished outage; returns how many were raised. An outage
-        whose alert cannot be written yet stays for the next call."""
+        whose alert cannot be written yet stays for the next call.
+
+        The dedupe key is the dependency alone: every instance sees the same outage and
+        raises its alert within a probe interval of the others, and ``AdminAlerts`` sends
+        the first and counts the others as its duplicates. Within the dedupe window
+        (``ALERT_DEDUPE_WINDOW_S``) a second outage is counted on the first alert too.
+        """
         raised = 0
         for tracker in (self.database, self.telegram):
             if tracker is None:
@@ -238,7 +244,7 @@ class OutageWatch:
                 outage = tracker.finished[0]
                 await self.alerts.raise_alert(
                     AlertKind.SYSTEM,
-                    f"outage:{outage.dependency}:{outage.started_at.isoformat()}",
+                    f"outage:{outage.dependency}",
                     TEMPLATES[outage.dependency],
                     outage.alert_params(),
                     summary=f"{outage.dependency} outage {round(outage.duration_s)} s",
