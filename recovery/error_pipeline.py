@@ -217,13 +217,15 @@ class ErrorPipeline:
 
     # --- writing ----------------------------------------------------------------------------
     async def flush(self) -> bool:
-        """Write the failed batch (if any), then everything pending, each one statement.
+        """Write the failed batch (if any), then the pending groups, each one statement.
 
-        Returns True when nothing is left to write, False when a write failed (the data
-        is kept for the next attempt). Never raises (except cancellation).
+        Returns True when everything held at the call is written (occurrences that arrive
+        meanwhile wait for the next flush), False when a write failed (the data is kept for
+        the next attempt). Never raises (except cancellation).
         """
         async with self._lock:
-            for _ in range(2):  # the failed batch (if any), then the pending groups
+            # the failed batch (if any), then the groups pending now
+            for _ in range(2 if self.spool.failed is not None else 1):
                 batch = self.spool.take(self._seq + 1)
                 if batch is None:
                     return True
@@ -231,7 +233,7 @@ class ErrorPipeline:
                 if not await self._write(*batch):
                     return False
                 self.spool.written()
-            return not self.spool.pending
+            return True
 
     async def _write(self, seq: int, batch: dict[str, HeldGroup]) -> bool:
         groups = [self._payload(fp, held) for fp, held in batch.items()]

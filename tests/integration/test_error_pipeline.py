@@ -123,6 +123,21 @@ async def test_exact_counts_from_50_tasks_across_flushes(pool: asyncpg.Pool) -> 
         assert group.reference == reference
 
 
+async def test_occurrences_during_a_write_wait_for_the_next_one_without_backoff(
+    pool: asyncpg.Pool,
+) -> None:
+    pipeline = ErrorPipeline(pool)
+    pipeline.record(concurrent(1))
+    writing = asyncio.create_task(pipeline.flush())
+    await asyncio.sleep(0)  # the flush took its batch and waits for PostgreSQL
+    pipeline.record(concurrent(2))
+    assert await writing  # a success, not a failure to back off from
+    assert pipeline.unreachable_since is None
+    assert pipeline.held_occurrences == 1
+    assert await pipeline.flush()
+    assert sum((await _counts(pool)).values()) == 2
+
+
 async def test_a_batch_retried_after_a_lost_answer_is_counted_once(pool: asyncpg.Pool) -> None:
     now = datetime.now(UTC)
     batch = [
