@@ -17,6 +17,7 @@ from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.base import BaseStorage
@@ -41,11 +42,13 @@ from database.migrate import (
 )
 from handlers import build_root_router
 from handlers.admin.alerts import offer_markup
+from middlewares.callback_answer import AnswerEveryCallback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
-from middlewares.user import UserMiddleware, update_sender
+from middlewares.user import UserMiddleware
 from recovery.alerts import AdminAlerts, AlertPolicy
 from recovery.audit import AdminAuditLog
+from recovery.error_pipeline import ErrorPipeline
 from recovery.error_stats import ErrorStatistics
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
@@ -118,6 +121,14 @@ def build_services(
     observers: list[ErrorObserver] = [report_critical]
     if metrics is not None:
         observers.append(count_errors(metrics))
+    pipeline = ErrorPipeline(
+        pool,
+        window_s=settings.error_flush_window_s,
+        max_groups=settings.error_spool_max_groups,
+        backoff_max_s=settings.error_flush_backoff_max_s,
+        extra_secrets=secrets,
+        on_drop=metrics.observe_spool_drop if metrics is not None else None,
+    )
     error_handler = ObservedErrorHandler(
         pool,
         admin_ids=settings.admin_ids,
@@ -125,6 +136,7 @@ def build_services(
         extra_secrets=secrets,
         alerts=alerts,
         observers=observers,
+        pipeline=pipeline,
     )
 
     async def send(
@@ -248,7 +260,7 @@ class ContextDispatcher(Dispatcher):
     or ``request_id`` set inside ends with the update."""
 
     async def feed_update(self, bot: Bot, update: Update, **kwargs: Any) -> Any:
-        sender = update_sender(update)
+        sender = UserContextMiddleware.resolve_event_context(update).user
         try:
             update_type = update.event_type
         except UpdateTypeLookupError:
@@ -273,7 +285,8 @@ def build_dispatcher(
 
     Outer update middlewares run in registration order: ``outer_middlewares`` first (the
     running process puts its update tracking there), then the error handler (it catches
-    everything below it), then user loading; i18n wraps each event observer. ``storage``
+    everything below it), then user loading; i18n wraps each event observer; every callback
+    handler is wrapped by ``AnswerEveryCallback`` (one answer per callback). ``storage``
     is the FSM storage (memory when None).
     """
     dp = ContextDispatcher(storage=storage, **services.as_dispatcher_kwargs())
@@ -286,6 +299,7 @@ def build_dispatcher(
     )
     dp.update.outer_middleware(UserMiddleware(services.pool, services.settings))
     UserLocaleMiddleware(services.i18n).setup(dp)
+    dp.callback_query.middleware(AnswerEveryCallback())  # wraps every callback handler
     dp.include_router(build_root_router())
     return dp
 

@@ -1,12 +1,10 @@
-"""The sender's plumbing: group-committed 'sent' marks, the LISTEN connection that wakes
-it, and the wait between run-loop turns."""
+"""Group commit of the sender's 'sent' marks (the LISTEN connection that wakes the sender
+is ``recovery/outbox_listener.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 
 import asyncpg
 
@@ -97,55 +95,3 @@ class SentMarker:
         for (row_id, _, _), future in group:
             if not future.done():
                 future.set_result(row_id in marked)
-
-
-class OutboxListener:
-    """A pooled connection LISTENing on one channel; re-established after a failure."""
-
-    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[[], None]) -> None:
-        self.pool = pool
-        self.channel = channel
-        self.on_notify = on_notify
-        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
-
-    def _callback(self, *_args: object) -> None:
-        self.on_notify()
-
-    async def ensure(self) -> None:
-        """Listen if not listening; on failure log it (the poll keeps working)."""
-        if self.conn is not None and not self.conn.is_closed():
-            return
-        await self.close()
-        try:
-            conn = await self.pool.acquire()
-        except Exception as exc:
-            log.warning("LISTEN unavailable (%s); polling only", type(exc).__name__)
-            return
-        try:
-            await conn.add_listener(self.channel, self._callback)
-        except Exception as exc:
-            log.warning("LISTEN failed (%s); polling only", type(exc).__name__)
-            await self.pool.release(conn)
-            return
-        self.conn = conn
-
-    async def close(self) -> None:
-        """Stop listening and return the connection to the pool."""
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            if not conn.is_closed():
-                await conn.remove_listener(self.channel, self._callback)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
-
-
-async def wait_any(stop: asyncio.Event, wake: asyncio.Event, *, wait_s: float) -> None:
-    """Return when ``stop`` or ``wake`` is set, or after ``wait_s`` seconds."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -45,9 +45,10 @@ from database.pool import AnyConnection
 from recovery.alerts import MUTE_PARAM, AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
-from recovery.notification_batching import OutboxListener, SentMarker, wait_any
+from recovery.notification_batching import SentMarker
 from recovery.notification_model import DrainResult, FailingNotification, RequestMoved
 from recovery.notification_queue import NotificationQueueAdmin
+from recovery.outbox_listener import ListenState, OutboxListener, wait_any
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.retry import RetryPolicy
 
@@ -178,6 +179,8 @@ class NotificationRetryManager(NotificationQueueAdmin):
         self.instance_id = instance_id or default_instance_id()
         self.default_locale = default_locale
         self.poll_interval_s = poll_interval_s
+        self.relisten_s = min(1.0, poll_interval_s)
+        self._wake: asyncio.Event | None = None
         self.clock = clock
         self.rng = rng
         self._claims = itertools.count(1)
@@ -494,19 +497,27 @@ class NotificationRetryManager(NotificationQueueAdmin):
     # ------------------------------------------------------------------ the loop
     async def run(self, stop: asyncio.Event) -> None:
         """Send notifications until ``stop`` is set: whenever PostgreSQL notifies a commit of
-        new rows (LISTEN ``pending_notifications``) and at least every ``poll_interval_s``
-        seconds, batches are claimed and delivered until one comes back short.
+        new rows (LISTEN ``pending_notifications``), when ``wake`` is called and at least
+        every ``poll_interval_s`` seconds, batches are claimed and delivered until one comes
+        back short.
 
-        The batches in hand finish before it returns (no row stays claimed). Errors are
-        recorded and the loop goes on, waiting longer after repeated failures (up to 60 s).
+        While the database is unreachable it tries to LISTEN again every
+        ``relisten_s`` seconds and drains at once when that succeeds, so prompt delivery
+        resumes within about ``relisten_s`` of the database's return. The batches in hand
+        finish before it returns (no row stays claimed). Errors of a drain are recorded and
+        the loop goes on, waiting longer after repeated failures (up to 60 s); an exception
+        outside that (a bug) propagates to the supervisor, which restarts the loop.
         """
-        wake = asyncio.Event()
+        wake = self._wake = asyncio.Event()
         listener = OutboxListener(self.pool, sql.CHANNEL, wake.set)
         failures = 0
         try:
             while not stop.is_set():
-                await listener.ensure()
                 wake.clear()
+                state = await listener.ensure()
+                if state is ListenState.UNREACHABLE:
+                    await wait_any(stop, wake, wait_s=self.relisten_s)
+                    continue
                 try:
                     await self._stream(DrainResult(), max_batches=_UNBOUNDED, stop=stop)
                     failures = 0
@@ -514,9 +525,17 @@ class NotificationRetryManager(NotificationQueueAdmin):
                     failures += 1
                     await self._record(exc, {"loop": "notifications"})
                 timeout = min(self.poll_interval_s * 2 ** min(failures, 6), 60.0)
-                await wait_any(stop, wake, wait_s=max(timeout, self.poll_interval_s))
+                if state is not ListenState.LISTENING:
+                    timeout = min(timeout, self.relisten_s)
+                await wait_any(stop, wake, wait_s=timeout)
         finally:
+            self._wake = None
             await listener.close()
+
+    def wake(self) -> None:
+        """Make ``run`` drain now (the database or Telegram is back); no-op when not running."""
+        if self._wake is not None:
+            self._wake.set()
 
 
 __all__ = [
