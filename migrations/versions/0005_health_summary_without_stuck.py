@@ -13,7 +13,7 @@ message is sent; existing rows are converted (an alert's one row of durations, a
 row per kind), and back on downgrade.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
