@@ -93,6 +93,23 @@ class Settings(BaseSettings):
     )
     processed_update_retention_days: int = Field(default=2, ge=1)
 
+    # --- Supervised background work and outages (docs/outages.md) -------------------------
+    background_restart_base_s: float = Field(
+        default=1.0, gt=0, description="First delay before a crashed background task restarts."
+    )
+    background_restart_max_s: float = Field(
+        default=30.0, gt=0, description="Cap of the doubling restart delay (jitter included)."
+    )
+    outage_probe_interval_s: float = Field(
+        default=1.0, gt=0, description="How often PostgreSQL is probed (outage start and end)."
+    )
+    outage_alert_database_s: float = Field(
+        default=60.0, ge=0, description="A database outage at least this long alerts admins."
+    )
+    outage_alert_telegram_s: float = Field(
+        default=60.0, ge=0, description="A Bot API outage at least this long alerts admins."
+    )
+
     # --- Notification retries (design: Policies / Retries) --------------------------------
     retry_max_attempts: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=30.0, gt=0)

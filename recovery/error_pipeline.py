@@ -120,6 +120,10 @@ class ErrorPipeline:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.spooled_total = 0
+        """Occurrences held because the database could not take them (monotonic): those of
+        the batch whose write failed first, then every one recorded until a write succeeds.
+        An outage's share is its growth over the outage (the outage alert)."""
 
     # --- recording (synchronous: no await between the occurrence and its count) -----------
     def record(self, exc: BaseException, context: Mapping[str, Any] | None = None) -> ErrorRecord:
@@ -181,6 +185,8 @@ class ErrorPipeline:
 
     def _add(self, fp: str, known: KnownGroup, now: float, sample: ErrorRecord | None) -> None:
         self.spool.add(fp, known.reference, now, sample)
+        if self.unreachable_since is not None:
+            self.spooled_total += 1
         if not self._wake.is_set():
             self._wake.set()
 
@@ -282,6 +288,7 @@ class ErrorPipeline:
         first = self.unreachable_since is None
         if first:
             self.unreachable_since = time.time()
+            self.spooled_total += sum(held.n for held in batch.values())
         log.log(
             logging.WARNING if lost else logging.ERROR,
             "could not write error records (%s: %s): holding %d occurrences of %d groups%s",
@@ -297,6 +304,12 @@ class ErrorPipeline:
         if self._task is None or self._task.done():
             self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="error-pipeline-flush")
+
+    async def run(self) -> None:
+        """The flush loop until ``stop``, in the caller's task: how a supervisor runs it
+        (``start`` runs it as a task of its own instead)."""
+        self._stop.clear()
+        await self._run()
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless asked to stop; True when asked to stop."""

@@ -138,6 +138,11 @@ class ErrorHandler:
         """Start the pipeline's flush task (needs a running event loop)."""
         self.pipeline.start()
 
+    async def run(self) -> None:
+        """The pipeline's flush loop in the caller's task (a supervised task), until
+        ``stop``."""
+        await self.pipeline.run()
+
     async def flush(self) -> bool:
         """Write every held occurrence now; True when nothing is left (see
         ``ErrorPipeline.flush``)."""

@@ -13,17 +13,25 @@ LOCALES = ROOT / "bot" / "locales"
 SOURCE_DIRS = ("bot", "handlers", "middlewares", "recovery")
 
 
-def _code_msgids() -> set[str]:
-    msgids: set[str] = set()
+def _extracted() -> list[str | tuple[str, ...]]:
+    messages: list[str | tuple[str, ...]] = []
     for directory in SOURCE_DIRS:
         for _file, _line, message, _comments, _context in extract_from_dir(
             ROOT / directory,
             method_map=[("**.py", "python")],
-            keywords={"_": None, "__": None},
+            keywords={"_": None, "__": None, "N_": (1, 2)},
         ):
-            if isinstance(message, str) and message:
-                msgids.add(message)
-    return msgids
+            if message:
+                messages.append(message)
+    return messages
+
+
+def _code_msgids() -> set[str]:
+    return {m for m in _extracted() if isinstance(m, str)}
+
+
+def _code_plurals() -> set[tuple[str, str]]:
+    return {(m[0], m[1]) for m in _extracted() if isinstance(m, tuple)}
 
 
 def _catalog(locale: str) -> dict[str, str]:
@@ -60,3 +68,19 @@ def test_translations_keep_the_placeholders(locale: str) -> None:
         if text and set(placeholder.findall(msgid)) != set(placeholder.findall(text))
     ]
     assert not broken, f"{locale}: placeholders differ in {broken}"
+
+
+PLURAL_FORMS = {"en": 2, "ru": 3, "uz": 2}
+
+
+@pytest.mark.parametrize("locale", ["en", "ru", "uz"])
+def test_every_plural_msgid_has_each_plural_form(locale: str) -> None:
+    with (LOCALES / locale / "LC_MESSAGES" / "messages.po").open("rb") as po_file:
+        catalog = read_po(po_file, locale=locale)
+    plurals = {tuple(m.id): m.string for m in catalog if isinstance(m.id, tuple | list)}
+    assert _code_plurals(), "the code marks plural messages with N_"
+    for pair in _code_plurals():
+        forms = plurals.get(pair)
+        assert forms is not None, f"{locale}: add the plural msgid {pair}"
+        assert len(forms) == PLURAL_FORMS[locale] and all(forms), f"{locale}: {pair} -> {forms}"
+        assert all("{n}" in form for form in forms), f"{locale}: {pair} lost its {{n}}"
