@@ -8,6 +8,7 @@ import asyncpg
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
@@ -70,6 +71,7 @@ async def tasks(
 @router.callback_query(AdvanceCb.filter())
 async def advance(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: AdvanceCb,
     user: asyncpg.Record,
     state_manager: EnhancedStateManager,
@@ -81,7 +83,7 @@ async def advance(
     )
     template = _("Request #{id} moved to {state}.")
     values = {"id": request["id"], "state": state_label(request["current_state"])}
-    await query.answer(plain(template, **values))
+    callback_answer.text = plain(template, **values)
     if query.message is not None:
         await query.message.answer(html(template, **values))
 

@@ -17,11 +17,10 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
-from handlers.render import Html, bold, cut, html, join, plain
-from handlers.screens import edit_or_send
-from handlers.texts import state_label
+from handlers.render import bold, cut, html, join, plain
+from handlers.screens import edit_or_send, fetch_page, list_markup
 from recovery.audit import AdminAuditLog
-from recovery.notifications import FailingNotification, NotificationRetryManager, RequestMoved
+from recovery.notifications import FailingNotification, NotificationRetryManager
 from recovery.workflows import AdminRef
 
 router = Router(name=__name__)
@@ -90,308 +89,44 @@ async def failing_list(
     query: CallbackQuery, callback_data: RetryListCb, notifications: NotificationRetryManager
 ) -> None:
     """A page of dead and failing notifications with their last error."""
-    page = max(callback_data.page, 0)
-    items, total = await notifications.list_failing(
-        statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+    (items, total), pager = await fetch_page(
+        lambda limit, offset: notifications.list_failing(
+            statuses=FAILING, limit=limit, offset=offset
+        ),
+        lambda r: r[1],
+        callback_data.page,
+        PAGE_SIZE,
     )
-    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    if page >= pages:
-        page = pages - 1
-        items, total = await notifications.list_failing(
-            statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
-        )
-    keyboard = InlineKeyboardBuilder()
     lines: list[str] = [
         html(
             _("Dead and failing notifications: {total}. Page {page} of {pages}."),
             total=total,
-            page=page + 1,
-            pages=pages,
+            page=pager.page + 1,
+            pages=pager.pages,
         )
         if items
         else _("No dead or failing notifications.")
     ]
-    for item in items:
-        lines.append(
-            html(
-                "#{id} {status}: {error}",
-                id=item.id,
-                status=status_label(item.status),
-                error=_short_error(item),
-            )
-        )
-        keyboard.button(
-            text=f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
-            f"{item.template_key}",
-            callback_data=NotificationCb(action="show", notification_id=item.id, page=page),
-        )
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=RetryListCb(page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=RetryListCb(page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=RetriesCb(action="menu"))
-    keyboard.adjust(*([1] * len(items)), *([navigation] if navigation else []), 1)
-    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
-
-
-async def _notification_or_refuse(
-    query: CallbackQuery,
-    notifications: NotificationRetryManager,
-    notification_id: int,
-    *,
-    audit_as: tuple[AdminAuditLog, AdminRef, str] | None = None,
-) -> asyncpg.Record | None:
-    """The notification, or None after a "does not exist" answer (recorded as a refused
-    ``audit_as`` = (log, admin, action) when the button was an action)."""
-    row = await notifications.get(notification_id) if _valid_id(notification_id) else None
-    if row is None:
-        if audit_as is not None:
-            log, admin, action = audit_as
-            await log.record(
-                admin,
-                action,
-                target_type="notification",
-                target_id=notification_id,
-                success=False,
-                error=f"not_found: notification {notification_id}",
-            )
-        await query.answer(_("This notification does not exist."), show_alert=True)
-    return row
-
-
-def render_notification(row: asyncpg.Record) -> Html:
-    """One notification's detail (the stored error is already masked; values escaped)."""
-    lines = [
-        bold(
-            html(
-                _("Notification #{id}: {status}"),
-                id=row["id"],
-                status=status_label(row["status"]),
-            )
-        ),
+    lines += [
         html(
-            _("To chat {chat}, template {template}"),
-            chat=row["chat_id"],
-            template=row["template_key"],
-        ),
-        html(
-            _("Attempts: {n}; next attempt: {when} UTC"),
-            n=row["attempts"],
-            when=f"{row['next_attempt_at']:%Y-%m-%d %H:%M}",
-        ),
-        html(_("Last error: {error}"), error=cut(row["last_error"] or "-", 500)),
+            "#{id} {status}: {error}",
+            id=item.id,
+            status=status_label(item.status),
+            error=_short_error(item),
+        )
+        for item in items
     ]
-    if row["dead_reason"]:
-        lines.append(html(_("Why it stopped: {reason}"), reason=cut(row["dead_reason"], 500)))
-    if row["request_id"] is not None:
-        lines.append(html(_("Request: #{id}"), id=row["request_id"]))
-    return join("\n", lines)
-
-
-def moved_text(moved: RequestMoved) -> Html:
-    """The warning of a notification whose request has moved on since it was written."""
-    if moved.state is None:
-        return html(
-            _("⚠ Request #{id} no longer exists; this notification speaks of it as {said}."),
-            id=moved.request_id,
-            said=state_label(moved.said_state),
+    buttons = [
+        (
+            f"#{item.id} · {status_label(item.status)} · {item.attempts}× · {item.template_key}",
+            NotificationCb(action="show", notification_id=item.id, page=pager.page),
         )
-    return html(
-        _(
-            "⚠ Request #{id} has moved on since this notification was written: it says "
-            "«{said}», the request is now «{now}». It is sent as it was written."
-        ),
-        id=moved.request_id,
-        said=state_label(moved.said_state),
-        now=state_label(moved.state),
+        for item in items
+    ]
+    markup = list_markup(
+        buttons, pager, lambda p: RetryListCb(page=p), (_("« Back"), RetriesCb(action="menu"))
     )
-
-
-@router.callback_query(NotificationCb.filter(F.action == "show"))
-async def detail(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
-) -> None:
-    """One notification with the actions its status allows."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
-    if row is None:
-        return
-    keyboard = InlineKeyboardBuilder()
-    for action, label, allowed in (
-        ("retry", _("Retry now"), RETRYABLE),
-        ("discard", _("Discard"), DISCARDABLE),
-    ):
-        if row["status"] in allowed:
-            keyboard.button(
-                text=label,
-                callback_data=NotificationCb(
-                    action=action, notification_id=row["id"], page=callback_data.page
-                ),
-            )
-    keyboard.button(text=_("« Back"), callback_data=RetryListCb(page=callback_data.page))
-    keyboard.adjust(1)
-    await edit_or_send(query, render_notification(row), keyboard.as_markup())
-
-
-async def _confirm_retry(
-    query: CallbackQuery, row: asyncpg.Record, moved: RequestMoved | None, page: int
-) -> None:
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(
-        text=_("Confirm"),
-        callback_data=NotificationCb(
-            action="retry_ok", notification_id=row["id"], page=page, ack=int(moved is not None)
-        ),
-    )
-    keyboard.button(
-        text=_("Cancel"),
-        callback_data=NotificationCb(action="show", notification_id=row["id"], page=page),
-    )
-    text = html(_("Retry notification #{id} now?"), id=row["id"])
-    if moved is not None:
-        text = join("\n", [text, moved_text(moved)])
-    await edit_or_send(query, text, keyboard.as_markup())
-
-
-@router.callback_query(NotificationCb.filter(F.action == "retry"))
-async def confirm_retry(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
-) -> None:
-    """Asks before sending a notification again, saying so when its request has moved on."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
-    if row is None:
-        return
-    moved = await notifications.request_moved(row["id"])
-    await _confirm_retry(query, row, moved, callback_data.page)
-
-
-async def _refusal(notifications: NotificationRetryManager, notification_id: int) -> str:
-    """``not_retryable`` / ``not_discardable`` detail: the status the row has now."""
-    now = await notifications.get(notification_id)
-    return now["status"] if now is not None else "gone"
-
-
-@router.callback_query(NotificationCb.filter(F.action == "retry_ok"))
-async def retry_one(
-    query: CallbackQuery,
-    callback_data: NotificationCb,
-    user: asyncpg.Record,
-    notifications: NotificationRetryManager,
-    audit: AdminAuditLog,
-) -> None:
-    """Makes one notification due now (audited; refused when it is no longer retryable)."""
-    row = await _notification_or_refuse(
-        query,
-        notifications,
-        callback_data.notification_id,
-        audit_as=(audit, AdminRef.of(user), "notification.retry"),
-    )
-    if row is None:
-        return
-    moved = await notifications.request_moved(row["id"])
-    if moved is not None and not callback_data.ack:  # moved after the screen was shown
-        await _confirm_retry(query, row, moved, callback_data.page)
-        return
-
-    async def refused(done: bool) -> str | None:
-        if done:
-            return None
-        return f"not_retryable: {await _refusal(notifications, row['id'])}"
-
-    done = await audit.audited(
-        AdminRef.of(user),
-        "notification.retry",
-        lambda: notifications.retry_now(row["id"], actor=user["id"]),
-        target_type="notification",
-        target_id=row["id"],
-        before={"status": row["status"], "attempts": row["attempts"]},
-        after=lambda ok: {"done": ok},
-        refused=refused,
-    )
-    text = html(
-        _("Notification #{id} is due again; it goes out within seconds.")
-        if done
-        else _(
-            "Notification #{id} cannot be retried now: it was sent, discarded or is being sent."
-        ),
-        id=row["id"],
-    )
-    await edit_or_send(query, text, _back(RetryListCb(page=callback_data.page)))
-
-
-@router.callback_query(NotificationCb.filter(F.action == "discard"))
-async def confirm_discard(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
-) -> None:
-    """Asks before giving up on a notification."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
-    if row is None:
-        return
-    keyboard = InlineKeyboardBuilder()
-    keyboard.button(
-        text=_("Confirm"),
-        callback_data=NotificationCb(
-            action="discard_ok", notification_id=row["id"], page=callback_data.page
-        ),
-    )
-    keyboard.button(
-        text=_("Cancel"),
-        callback_data=NotificationCb(
-            action="show", notification_id=row["id"], page=callback_data.page
-        ),
-    )
-    await edit_or_send(
-        query,
-        html(
-            _("Discard notification #{id}? It will not be sent; it stays visible as discarded."),
-            id=row["id"],
-        ),
-        keyboard.as_markup(),
-    )
-
-
-@router.callback_query(NotificationCb.filter(F.action == "discard_ok"))
-async def discard(
-    query: CallbackQuery,
-    callback_data: NotificationCb,
-    user: asyncpg.Record,
-    notifications: NotificationRetryManager,
-    audit: AdminAuditLog,
-) -> None:
-    """Discards one notification (audited; refused when it was sent or is being sent)."""
-    row = await _notification_or_refuse(
-        query,
-        notifications,
-        callback_data.notification_id,
-        audit_as=(audit, AdminRef.of(user), "notification.discard"),
-    )
-    if row is None:
-        return
-
-    async def refused(done: bool) -> str | None:
-        if done:
-            return None
-        return f"not_discardable: {await _refusal(notifications, row['id'])}"
-
-    done = await audit.audited(
-        AdminRef.of(user),
-        "notification.discard",
-        lambda: notifications.discard(row["id"], actor=user["id"]),
-        target_type="notification",
-        target_id=row["id"],
-        before={"status": row["status"]},
-        after=lambda ok: {"done": ok, "status": "discarded" if ok else row["status"]},
-        refused=refused,
-    )
-    text = html(
-        _("Notification #{id} discarded.")
-        if done
-        else _("Notification #{id} cannot be discarded now: it was sent or is being sent."),
-        id=row["id"],
-    )
-    await edit_or_send(query, text, _back(RetryListCb(page=callback_data.page)))
+    await edit_or_send(query, join("\n", lines), markup)
 
 
 @router.callback_query(RetriesCb.filter(F.action == "retry_all"))
