@@ -31,7 +31,7 @@ TEMPLATES: dict[str, str] = {
     "request.status_changed": _("Your request #{request_id} is now: {state}."),
     "request.moving_again": _("Your request #{request_id} is moving again. It is now: {state}."),
     "admin.error_alert": _(
-        "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
+        "Critical error {reference}: {category}/{severity} {error_type} (occurrences: {count})."
     ),
     "admin.text": "{text}",
     "admin.health_changed": _(
@@ -70,6 +70,20 @@ STATE_MSGIDS = {
 }
 WORKFLOW_MSGIDS = {"connection": _("connection"), "repair": _("repair")}
 HEALTH_MSGIDS = {"healthy": _("healthy"), "degraded": _("degraded"), "critical": _("critical")}
+CATEGORY_MSGIDS = {
+    "transient": _("transient"),
+    "data": _("data"),
+    "business_logic": _("business logic"),
+    "system": _("system"),
+    "inventory": _("inventory"),
+    "notification": _("notification"),
+}
+SEVERITY_MSGIDS = {
+    "low": _("low"),
+    "medium": _("medium"),
+    "high": _("high"),
+    "critical": _("critical"),
+}
 HEALTH_KEYS = ("status", "previous")  # the health alert's statuses, translated at send time
 
 
@@ -95,6 +109,10 @@ def make_renderer(i18n: I18n):
                 key in ("status", "previous") and isinstance(value, str) and value in HEALTH_MSGIDS
             ):
                 value = i18n.gettext(HEALTH_MSGIDS[value], locale=locale)
+            elif key == "category" and isinstance(value, str) and value in CATEGORY_MSGIDS:
+                value = i18n.gettext(CATEGORY_MSGIDS[value], locale=locale)
+            elif key == "severity" and isinstance(value, str) and value in SEVERITY_MSGIDS:
+                value = i18n.gettext(SEVERITY_MSGIDS[value], locale=locale)
             limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
             values[key] = limit_param(value, limit)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid

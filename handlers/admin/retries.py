@@ -19,7 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
 from handlers.render import Html, bold, cut, html, join, plain
 from handlers.screens import edit_or_send
-from handlers.texts import state_label
+from handlers.texts import ngettext, state_label, template_label
 from recovery.audit import AdminAuditLog
 from recovery.notifications import FailingNotification, NotificationRetryManager, RequestMoved
 from recovery.workflows import AdminRef
@@ -122,7 +122,7 @@ async def failing_list(
         )
         keyboard.button(
             text=f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
-            f"{item.template_key}",
+            f"{template_label(item.template_key)}",
             callback_data=NotificationCb(action="show", notification_id=item.id, page=page),
         )
     navigation = 0
@@ -173,11 +173,13 @@ def render_notification(row: asyncpg.Record) -> Html:
             )
         ),
         html(
-            _("To chat {chat}, template {template}"),
-            chat=row["chat_id"],
-            template=row["template_key"],
+            _("To {name}: {template}"),
+            name=row.get("recipient_name") or html(_("chat {chat}"), chat=row["chat_id"]),
+            template=template_label(row["template_key"]),
         ),
-        html(
+        html(_("Attempts: {n}"), n=row["attempts"])
+        if row["status"] not in ("pending", "retrying")
+        else html(
             _("Attempts: {n}; next attempt: {when} UTC"),
             n=row["attempts"],
             when=f"{row['next_attempt_at']:%Y-%m-%d %H:%M}",
@@ -400,21 +402,29 @@ async def confirm_retry_all(query: CallbackQuery, notifications: NotificationRet
     name a state their request has left."""
     counts = await notifications.status_counts()
     moved = await notifications.moved_count(FAILING)
+    total = sum(counts.get(status, 0) for status in FAILING)
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("Confirm"), callback_data=RetriesCb(action="retry_all_ok"))
     keyboard.button(text=_("Cancel"), callback_data=RetriesCb(action="menu"))
     lines = [
         html(
-            _("Retry all {n} dead and failing notifications now?"),
-            n=sum(counts.get(status, 0) for status in FAILING),
+            ngettext(
+                "Retry the {n} dead or failing notification now?",
+                "Retry all {n} dead and failing notifications now?",
+                total,
+            ),
+            n=total,
         )
     ]
     if moved:
         lines.append(
             html(
-                _(
+                ngettext(
+                    "⚠ {n} of them speaks of a request that has moved on since; it is sent "
+                    "as it was written.",
                     "⚠ {n} of them speak of a request that has moved on since; they are sent "
-                    "as they were written."
+                    "as they were written.",
+                    moved,
                 ),
                 n=moved,
             )
@@ -438,6 +448,13 @@ async def retry_all(
     )
     await edit_or_send(
         query,
-        html(_("{n} notifications are due again; they go out within seconds."), n=count),
+        html(
+            ngettext(
+                "{n} notification is due again; it goes out within seconds.",
+                "{n} notifications are due again; they go out within seconds.",
+                count,
+            ),
+            n=count,
+        ),
         _back(RetriesCb(action="menu")),
     )

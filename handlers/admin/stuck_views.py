@@ -28,7 +28,15 @@ from handlers.callbacks import (
     StuckListCb,
 )
 from handlers.render import html, join, plain
-from handlers.texts import duration, role_label, state_label, workflow_label
+from handlers.texts import (
+    duration,
+    kind_label,
+    ngettext,
+    role_label,
+    state_label,
+    status_label,
+    workflow_label,
+)
 from recovery import workflow_definitions as wf
 from recovery.workflows import BatchResult, Outcome, Plan, RecoveryAction, RequestDetail, StuckPage
 
@@ -38,6 +46,7 @@ PAGE_SIZE = 5
 FAILURES_SHOWN = 10
 IDS_SHOWN = 30  # request numbers listed per outcome of a batch; the rest are counted
 MATERIALS_SHOWN = 20
+REASON_MAX = 500  # characters of a recovery action's reason that are kept
 
 ACTION_OF: dict[ActionCode, RecoveryAction] = {
     ActionCode.FORCE: RecoveryAction.FORCE,
@@ -237,7 +246,7 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
             _("State: {state}, owner: {role}, status: {status}"),
             state=state_label(request["current_state"]),
             role=role_label(request["owner_role"]),
-            status=request["status"],
+            status=status_label(request["status"]),
         ),
     ]
     assignee = detail.assignee
@@ -268,7 +277,7 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     lines += ["", _("History:")]
     for row in detail.history:
         lines.append(
-            f"{row['created_at']:%Y-%m-%d %H:%M} {row['kind']}: "
+            f"{row['created_at']:%Y-%m-%d %H:%M} {kind_label(row['kind'])}: "
             f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
             + (f" ({row['actor_name']})" if row["actor_name"] else "")
         )
@@ -419,12 +428,16 @@ def confirm_screen(plan: Plan) -> Screen:
         )
         lines.append(_("The state and its deadline clock do not change."))
     lines.append(_notified(plan))
-    lines.append(_("Press Confirm, then send a reason or press Skip."))
+    lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
     code = CODE_OF[plan.action]
     arg = plan.to_assignee_id if plan.action is RecoveryAction.REASSIGN else plan.fingerprint
-    confirm = StuckActionCb(action=code, request_id=rid, version=plan.version, arg=arg or 0, step=1)
+    ident = {"action": code, "request_id": rid, "version": plan.version, "arg": arg or 0}
     return join("\n", lines), _keyboard(
-        [[(_("Confirm"), confirm), (_("Cancel"), StuckDetailCb(request_id=rid))]]
+        [
+            [(_("Confirm"), StuckActionCb(**ident, step=2))],
+            [(_("Confirm with a reason"), StuckActionCb(**ident, step=1))],
+            [(_("Cancel"), StuckDetailCb(request_id=rid))],
+        ]
     )
 
 
@@ -440,8 +453,8 @@ def _notified(plan: Plan) -> str:
 
 def reason_prompt(skip: CallbackData, cancel: CallbackData) -> Screen:
     """The optional reason step."""
-    markup = _keyboard([[(_("Skip"), skip), (_("Cancel"), cancel)]])
-    return _("Send the reason as a message, or press Skip."), markup
+    markup = _keyboard([[(_("Apply without a reason"), skip)], [(_("Cancel"), cancel)]])
+    return html(_("Send the reason as a message (at most {n} characters)."), n=REASON_MAX), markup
 
 
 def outcome_screen(outcome: Outcome) -> Screen:
@@ -503,7 +516,11 @@ def batch_menu_screen(total: int, workflow_type: str | None, state: str | None) 
     back = StuckListCb(wf=workflow_type, st=state)
     if not total:
         return _("No stuck workflows."), _keyboard([[(_("« Back"), back)]])
-    text = _("Batch recovery of the {n} stuck requests matching: {filter}. Choose the action:")
+    text = ngettext(
+        "Batch recovery of the {n} stuck request matching: {filter}. Choose the action:",
+        "Batch recovery of the {n} stuck requests matching: {filter}. Choose the action:",
+        total,
+    )
     rows: list[list[tuple[str, CallbackData]]] = [
         [(str(BUTTON_LABELS[action]), StuckBatchCb(wf=workflow_type, st=state, action=code))]
         for code, action in ACTION_OF.items()
@@ -568,7 +585,11 @@ def batch_review_screen(
     """How many requests the batch touches and what it does, before the admin agrees."""
     lines = [
         html(
-            _("Review: {action} on {n} stuck requests ({filter})."),
+            ngettext(
+                "Review: {action} on {n} stuck request ({filter}).",
+                "Review: {action} on {n} stuck requests ({filter}).",
+                count,
+            ),
             action=ACTION_NAMES[action],
             n=count,
             filter=filter_text(workflow_type, state),
@@ -576,7 +597,14 @@ def batch_review_screen(
     ]
     if capped:
         lines.append(
-            html(_("Only the {n} longest stuck are included; run it again for the rest."), n=count)
+            html(
+                ngettext(
+                    "Only the {n} longest stuck is included; run it again for the rest.",
+                    "Only the {n} longest stuck are included; run it again for the rest.",
+                    count,
+                ),
+                n=count,
+            )
         )
     if action is RecoveryAction.RESET:
         if materials:
@@ -595,20 +623,22 @@ def batch_review_screen(
             "review is skipped as stale, nothing is applied twice."
         )
     )
-    lines.append(_("Press Confirm, then send a reason or press Skip."))
+    lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
     return join("\n", lines), _keyboard(
         [
-            [
-                (_("Confirm"), StuckBatchRunCb(token=token, step=1)),
-                (_("Cancel"), StuckListCb(wf=workflow_type, st=state)),
-            ]
+            [(_("Confirm"), StuckBatchRunCb(token=token, step=2))],
+            [(_("Confirm with a reason"), StuckBatchRunCb(token=token, step=1))],
+            [(_("Cancel"), StuckListCb(wf=workflow_type, st=state))],
         ]
     )
 
 
 def batch_progress_text(action: RecoveryAction, count: int) -> str:
     """Shown while a batch runs."""
-    return html(_("Applying {action} to {n} requests…"), action=ACTION_NAMES[action], n=count)
+    template = ngettext(
+        "Applying {action} to {n} request…", "Applying {action} to {n} requests…", count
+    )
+    return html(template, action=ACTION_NAMES[action], n=count)
 
 
 def batch_outdated_screen() -> Screen:

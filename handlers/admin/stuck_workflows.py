@@ -51,8 +51,8 @@ PAGE_SIZE = views.PAGE_SIZE
 PENDING_TTL_S = 15 * 60
 # At most this many requests in one batch (the longest stuck first).
 BATCH_MAX = 1000
-# A reason longer than this is cut (characters).
-REASON_MAX = 500
+# A reason longer than this is cut (characters; the prompt says so).
+REASON_MAX = views.REASON_MAX
 
 PENDING_KEY = "wr_pending"
 BATCH_KEY = "wr_batch"
@@ -253,7 +253,8 @@ async def confirm_action(
 
 @router.callback_query(StuckActionCb.filter(F.step == 1))
 async def ask_reason(query: CallbackQuery, callback_data: StuckActionCb, state: FSMContext) -> None:
-    """Confirmed: wait for an optional reason (a message) or Skip."""
+    """Confirm with a reason: wait for the reason (a message); the prompt can still apply
+    without one."""
     message = _message(query)
     await state.set_state(StuckRecovery.reason)
     await state.update_data(
@@ -283,7 +284,8 @@ async def apply_without_reason(
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
 ) -> None:
-    """Skip: apply the action against the version the admin saw."""
+    """Confirm (or "apply without a reason" at the reason step): apply the action against
+    the version the admin saw."""
     await _drop_pending(state)
     screen = await _apply_single(
         workflow_recovery,
@@ -475,7 +477,7 @@ async def _run_batch(
 async def batch_reason(
     query: CallbackQuery, callback_data: StuckBatchRunCb, state: FSMContext
 ) -> None:
-    """A reviewed batch confirmed: wait for an optional reason or Skip."""
+    """A reviewed batch confirmed with a reason: wait for it (or apply without one)."""
     reviewed = (await state.get_data()).get(BATCH_KEY)
     if not reviewed or reviewed["token"] != callback_data.token:
         await edit_or_send(query, *views.batch_outdated_screen())
@@ -509,7 +511,7 @@ async def batch_apply(
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
 ) -> None:
-    """Skip: run the reviewed batch (each request in its own transaction), then the counts."""
+    """Confirm: run the reviewed batch (each request in its own transaction), then the counts."""
     await _drop_pending(state)
     reviewed = await _take_batch(state, callback_data.token)
     if reviewed is None:

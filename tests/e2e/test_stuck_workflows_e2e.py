@@ -178,7 +178,7 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert f"Reset request #{router_job} from in work back to new?" in text
     assert "UTP cable cat5e (CBL-UTP5E): 120 m" in text
     assert "GPON ONT terminal (ONT-GPON): 27 pcs" in text
-    await admin.press("Confirm", "Send the reason as a message, or press Skip.")
+    await admin.press("Confirm with a reason", "Send the reason as a message")
     text = await admin.send_and_follow("technician sent to the wrong address", "Done:")
     assert f"Done: request #{router_job} moved from in work to new." in text
     assert "Returned to stock:" in text
@@ -202,16 +202,15 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
         ADMIN_ID,
     )
 
-    # --- force, then the same Skip again: refused, nothing changes ------------------------
+    # --- force, then the same Confirm again: refused, nothing changes ------------------------
     review = await _request_id(db, "Home internet, Baker St 221b")
     await admin.press("Stuck workflows", "Stuck workflows: 6.")
     await admin.press_prefix(f"#{review} ", f"Request #{review}")
     text = await admin.press("Force transition", "Force request")
     assert f"Force request #{review} from review to in work?" in text
     assert "The technician staff and the client will be notified." in text
-    await admin.press("Confirm", "Send the reason as a message")
-    skip = admin.data_of("Skip")
-    text = await admin.press("Skip", "Done:")
+    skip = admin.data_of("Confirm")
+    text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{review} moved from review to in work." in text
     forced = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", review)
     assert forced["current_state"] == "in_work"
@@ -230,8 +229,7 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert f"Force request #{cable} from materials to completion?" in text
     assert "Steps skipped: quality check." in text
     assert "No materials were issued for it." in text
-    await admin.press("Confirm", "Send the reason as a message")
-    text = await admin.press("Skip", "Done:")
+    text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{cable} moved from materials to completed." in text
     done = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", cable)
     assert (done["status"], done["current_state"]) == ("completed", "completed")
@@ -244,8 +242,7 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert admin.buttons()[0] == "Aziz Technician · 0 active"
     text = await admin.press("Aziz Technician · 0 active", "to Aziz Technician?")
     assert f"Reassign request #{slow} (in work) to Aziz Technician?" in text
-    await admin.press("Confirm", "Send the reason as a message")
-    text = await admin.press("Skip", "Done:")
+    text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{slow} is now assigned to Aziz Technician." in text
     aziz = await db.fetchrow("SELECT * FROM users WHERE full_name = 'Aziz Technician'")
     assert (
@@ -268,9 +265,8 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert "matching: repair" in text
     text = await admin.press("Force transition", "Review:")
     assert "Review: force transition on 2 stuck requests (repair)." in text
-    await admin.press("Confirm", "Send the reason as a message")
-    batch_skip = admin.data_of("Skip")
-    text = await admin.press("Skip", "Batch force transition done")
+    batch_skip = admin.data_of("Confirm")
+    text = await admin.press("Confirm", "Batch force transition done")
     assert "2 succeeded, 0 stale (moved since the review), 0 failed." in text
     batch_rows = await db.fetch(
         "SELECT * FROM workflow_recovery_log WHERE batch_id IS NOT NULL AND success"
