@@ -52,7 +52,7 @@ TEMPLATES: dict[str, str] = {
     # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
     "telegram.resend": "{text}",
     "admin.stuck_digest": _(
-        "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
+        "Newly stuck requests: {count}.\n{items}\nOpen /workflow_recovery to repair them."
     ),
 }
 
@@ -115,10 +115,41 @@ def make_renderer(i18n: I18n):
                 value = i18n.gettext(SEVERITY_MSGIDS[value], locale=locale)
             limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
             values[key] = limit_param(value, limit)
+        if template_key == "admin.stuck_digest":
+            values["items"] = digest_lines(i18n, params, locale)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
         return html_map(text, _Missing(values))
 
     return render
+
+
+def digest_lines(i18n: I18n, params: dict[str, Any], locale: str) -> Html:
+    """The stuck digest's lines, one per request: ``#12 repair · in work · 2d 4h`` in
+    ``locale``; the plain numbers of ``params["ids"]`` for a row written without ``items``."""
+    from handlers.render import escape, join
+    from handlers.texts import duration, state_label, workflow_label
+
+    items = params.get("items")
+    if not isinstance(items, list) or not items:
+        return escape(limit_param(params.get("ids", ""), MAX_PARAM_CHARS))
+    with i18n.context(), i18n.use_locale(locale):
+        lines = [
+            html_map(
+                "#{id} {workflow} · {state} · {time}",
+                {
+                    "id": item[0],
+                    "workflow": workflow_label(str(item[1])),
+                    "state": state_label(str(item[2])),
+                    "time": duration(float(item[3])),
+                },
+            )
+            for item in items
+            if isinstance(item, list) and len(item) == 4
+        ]
+        count = params.get("count")
+        if isinstance(count, int) and count > len(lines):
+            lines.append(escape(f"… (+{count - len(lines)})"))
+    return join("\n", lines)
 
 
 def limit_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:

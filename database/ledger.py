@@ -114,3 +114,31 @@ async def record_receipt(
     if entry is None:
         return None
     return await increment_stock(conn, material_id, quantity)
+
+
+async def list_materials(
+    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int, offset: int
+) -> tuple[list[asyncpg.Record], int]:
+    """A page of materials (id, sku, name, unit, balance) by name, and how many there are:
+    what ``/use`` offers as buttons."""
+    rows = await conn.fetch(
+        """
+        SELECT id, sku, name, unit, balance, count(*) OVER () AS total
+          FROM materials
+         ORDER BY name, id
+         LIMIT $1 OFFSET $2
+        """,
+        limit,
+        offset,
+    )
+    total = rows[0]["total"] if rows else int(await conn.fetchval("SELECT count(*) FROM materials"))
+    return list(rows), total
+
+
+async def get_material(
+    conn: asyncpg.Connection | asyncpg.Pool, material_id: int
+) -> asyncpg.Record | None:
+    """One material (id, sku, name, unit, balance), or None."""
+    return await conn.fetchrow(
+        "SELECT id, sku, name, unit, balance FROM materials WHERE id = $1", material_id
+    )

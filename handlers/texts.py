@@ -65,6 +65,18 @@ TEMPLATE_LABELS = {
     "telegram.resend": __("resent message"),
     "admin.stuck_digest": __("newly stuck requests"),
 }
+# materials.unit: the usual ones are translated, any other is shown as stored
+UNIT_LABELS = {
+    "pcs": __("pcs"),
+    "m": __("m"),
+    "kg": __("kg"),
+    "l": __("l"),
+}
+
+
+def unit_label(unit: str | None) -> str:
+    """The localized abbreviation of a material's unit (``pcs``, ``m``...), else as stored."""
+    return str(UNIT_LABELS.get(unit or "", unit or ""))
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:

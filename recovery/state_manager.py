@@ -443,6 +443,16 @@ class EnhancedStateManager:
         user may act on (assigned to nobody or to them)."""
         return await requests.list_for_role(self.pool, role, limit=limit, assignee_id=user_id)
 
+    async def list_materials(
+        self, *, limit: int = 8, offset: int = 0
+    ) -> tuple[list[asyncpg.Record], int]:
+        """A page of materials with their balance (by name) and the number of materials."""
+        return await ledger.list_materials(self.pool, limit=limit, offset=offset)
+
+    async def get_material(self, material_id: int) -> asyncpg.Record | None:
+        """One material with its balance, or None."""
+        return await ledger.get_material(self.pool, material_id)
+
     async def health_figures(self, window_s: float = 3600.0) -> StateManagerHealth:
         """Active requests now and the transactions of the last ``window_s`` seconds
         (from ``transaction_log``, all instances), plus this process's counters."""

@@ -471,7 +471,9 @@ class WorkflowRecoveryManager:
         In one transaction: forget alert marks of requests that left the alerted state,
         mark every stuck request not alerted yet for its current visit of its state
         (``stuck_alerts``), and enqueue one ``admin.stuck_digest`` notification per admin
-        (admin-role users plus ``admin_telegram_ids``) listing them. The outbox idempotency
+        (admin-role users plus ``admin_telegram_ids``) listing them (``ids``: their numbers;
+        ``items``: [id, workflow type, state, seconds in the state] of the first
+        ``DIGEST_MAX_IDS``, shown as one line each in the admin's language). The outbox idempotency
         key is derived from the (request, state visit) pairs, so the same digest is never
         enqueued twice; a rollback forgets the marks and the digest together.
         """
@@ -484,6 +486,11 @@ class WorkflowRecoveryManager:
             shown = ", ".join(f"#{i}" for i in ids[:DIGEST_MAX_IDS])
             if len(ids) > DIGEST_MAX_IDS:
                 shown += f" (+{len(ids) - DIGEST_MAX_IDS})"
+            items = [
+                [r["id"], r["workflow_type"], r["current_state"], r["stuck_s"]]
+                for r in await requests.digest_items(conn, ids[:DIGEST_MAX_IDS])
+            ]
+            params = {"count": len(ids), "ids": shown, "items": items}
             digest = hashlib.sha256(
                 ",".join(
                     f"{r['request_id']}@{r['state_entered_at'].isoformat()}" for r in rows
@@ -494,7 +501,7 @@ class WorkflowRecoveryManager:
                     AlertKind.STUCK,
                     f"stuck-digest:{digest}",
                     "admin.stuck_digest",
-                    {"count": len(ids), "ids": shown},
+                    params,
                     summary=f"stuck {shown}",
                     conn=conn,
                 )
@@ -503,7 +510,7 @@ class WorkflowRecoveryManager:
                 conn,
                 key_prefix=f"stuck-digest:{digest}",
                 template_key="admin.stuck_digest",
-                params={"count": len(ids), "ids": shown},
+                params=params,
                 extra_telegram_ids=list(admin_telegram_ids),
             )
             return StuckAlerts(ids, digests, forgotten)

@@ -17,6 +17,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from database.compensation import Outstanding
 from handlers.callbacks import (
     ActionCode,
+    HistoryCb,
     MenuCb,
     StuckActionCb,
     StuckAssigneesCb,
@@ -211,7 +212,7 @@ def list_screen(
     if result.total:
         tools.append((_("Batch action"), StuckBatchCb(wf=workflow_type, st=state)))
     rows.append(tools)
-    rows.append([(_("Recovery history"), StuckHistoryCb())])
+    rows.append([(_("Recovery history"), HistoryCb())])
     rows.append([(_("« Back"), MenuCb(section="main"))])
     return join("\n", lines), _keyboard(rows)
 
@@ -275,12 +276,7 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
         lines.append(_("Not stuck now."))
     lines.append(html(_("Description: {text}"), text=request["description"][:300]))
     lines += ["", _("History:")]
-    for row in detail.history:
-        lines.append(
-            f"{row['created_at']:%Y-%m-%d %H:%M} {kind_label(row['kind'])}: "
-            f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
-            + (f" ({row['actor_name']})" if row["actor_name"] else "")
-        )
+    lines += [_transition_line(row) for row in detail.history]
     if detail.recovery:
         lines += ["", _("Recovery actions:")]
         lines += [_history_line(row) for row in detail.recovery]
@@ -319,6 +315,20 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     rows.append([(_("Recovery log"), StuckHistoryCb(request_id=request["id"]))])
     rows.append([(_("« Back"), StuckListCb(page=back.page, wf=back.wf, st=back.st))])
     return join("\n", lines), _keyboard(rows)
+
+
+def _transition_line(row: Any) -> str:
+    """One history row: when, what kind, the states, or for a (re)assignment both people,
+    and who did it."""
+    keys = row.keys() if hasattr(row, "keys") else ()
+    if row["kind"] in ("assign", "reassign") and "to_assignee_name" in keys:
+        before = row["from_assignee_name"] or _("nobody")
+        after = row["to_assignee_name"] or _("nobody")
+        change = f"{before} → {after}"
+    else:
+        change = f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
+    line = f"{row['created_at']:%Y-%m-%d %H:%M} {kind_label(row['kind'])}: {change}"
+    return line + (f" ({row['actor_name']})" if row["actor_name"] else "")
 
 
 # --- single actions ------------------------------------------------------------------------
@@ -488,6 +498,8 @@ def outcome_screen(outcome: Outcome) -> Screen:
 def refusal_screen(code: str, request_id: int) -> Screen:
     """A refused action: why, and that nothing changed."""
     text = html(str(REFUSALS.get(code, REFUSALS["refused"])), id=request_id)
+    if code == "not_found":  # nothing to open: back to the list
+        return text, _keyboard([[(_("Stuck workflows"), StuckListCb())]])
     return text, _after_keyboard(request_id)
 
 
@@ -581,8 +593,10 @@ def batch_review_screen(
     materials: Sequence[Outstanding],
     assignee_name: str | None,
     token: str,
+    request_ids: Sequence[int] = (),
 ) -> Screen:
-    """How many requests the batch touches and what it does, before the admin agrees."""
+    """How many requests the batch touches, which ones (their numbers; past ``IDS_SHOWN``
+    how many more) and what it does, before the admin agrees."""
     lines = [
         html(
             ngettext(
@@ -595,6 +609,8 @@ def batch_review_screen(
             filter=filter_text(workflow_type, state),
         )
     ]
+    if request_ids:
+        lines.append(html(_("Requests: {ids}"), ids=_numbers(list(request_ids))))
     if capped:
         lines.append(
             html(
@@ -687,7 +703,7 @@ def batch_result_screen(result: BatchResult) -> Screen:
         lines.append(_numbers(others))
     return join("\n", lines), _keyboard(
         [
-            [(_("Recovery history"), StuckHistoryCb())],
+            [(_("Recovery history"), HistoryCb())],
             [(_("Stuck workflows"), StuckListCb())],
         ]
     )

@@ -163,15 +163,19 @@ async def stuck_detail(
 async def recovery_history(
     query: CallbackQuery, callback_data: StuckHistoryCb, workflow_recovery: WorkflowRecoveryManager
 ) -> None:
-    """A page of the recovery history (one request's, or all)."""
+    """A page of one request's recovery actions (the whole menu's history is
+    ``handlers.admin.history``); a page past the end shows the last one."""
+    page = callback_data.page
     rows, total = await workflow_recovery.recovery_history(
-        request_id=callback_data.request_id or None,
-        limit=PAGE_SIZE,
-        offset=callback_data.page * PAGE_SIZE,
+        request_id=callback_data.request_id or None, limit=PAGE_SIZE, offset=page * PAGE_SIZE
     )
-    await edit_or_send(
-        query, *views.history_screen(rows, total, callback_data.page, callback_data.request_id)
-    )
+    last = max(0, (total - 1) // PAGE_SIZE)
+    if page > last:
+        page = last
+        rows, total = await workflow_recovery.recovery_history(
+            request_id=callback_data.request_id or None, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+        )
+    await edit_or_send(query, *views.history_screen(rows, total, page, callback_data.request_id))
 
 
 # --- single actions ------------------------------------------------------------------------
@@ -442,7 +446,15 @@ async def batch(
     await edit_or_send(
         query,
         *views.batch_review_screen(
-            action, len(targets), capped, workflow_type, state_code, materials, assignee_name, token
+            action,
+            len(targets),
+            capped,
+            workflow_type,
+            state_code,
+            materials,
+            assignee_name,
+            token,
+            request_ids=[request_id for request_id, _version in targets],
         ),
     )
 

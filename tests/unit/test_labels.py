@@ -104,3 +104,24 @@ def test_labels_are_translated_into_the_language(name: str, locale: str) -> None
     assert not missing, f"{name}: not in the {locale} catalog: {missing}"
     same = sorted(m for m in msgids if catalog[m] == m and m not in LOANWORDS[locale])
     assert not same, f"{name}: {locale} shows these in English: {same}"
+
+
+@pytest.mark.parametrize(
+    ("locale", "line"),
+    [
+        ("en", "#7 repair · in work · 1d 2h"),
+        ("ru", "#7 ремонт · в работе · 1д 2ч"),
+        ("uz", "#7 taʼmirlash · ishda · 1k 2s"),
+    ],
+)
+def test_the_stuck_digest_names_type_state_and_time(locale: str, line: str | None) -> None:
+    from bot.notification_texts import make_renderer
+
+    render = make_renderer(create_i18n("en"))
+    params = {"count": 2, "ids": "#7, #8", "items": [[7, "repair", "in_work", 26 * 3600]]}
+    text = str(render("admin.stuck_digest", params, locale))
+    first = text.splitlines()[1]
+    if line is not None:
+        assert first == line
+    assert "repair" not in first or locale == "en"
+    assert text.splitlines()[2] == "… (+1)"
