@@ -268,7 +268,7 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         ru.forge(MenuCb(section="health").pack())
         await ru.see("Состояние системы")
         ru.forge(MenuCb(section="errors").pack())
-        await ru.see("Последние 24 ч")
+        await ru.see("За 24 часа: 7 случаев в 1 группе")  # plural forms of Russian
         await ru.all_answered()
 
         # --- a stranger is refused on every dashboard callback and the lookup state
