@@ -11,6 +11,7 @@ stays below Telegram's limit of 4096 characters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -91,7 +92,7 @@ class UnknownTemplateError(KeyError):
     """An outbox row names a template this version of the bot does not know."""
 
 
-def make_renderer(i18n: I18n):
+def make_renderer(i18n: I18n) -> Callable[[str, dict[str, Any], str], Html]:
     """A renderer bound to ``i18n``: ``render(template_key, params, locale) -> Html``."""
 
     def render(template_key: str, params: dict[str, Any], locale: str) -> Html:

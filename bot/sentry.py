@@ -29,6 +29,7 @@ from recovery.masking import mask_sensitive
 if TYPE_CHECKING:  # sentry-sdk is the optional ``sentry`` extra: imported when used
     from sentry_sdk.scrubber import EventScrubber
     from sentry_sdk.transport import Transport
+    from sentry_sdk.types import Event, Hint
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def init_sentry(settings: Settings, *, transport: Transport | None = None) -> bo
     secrets = _secrets(settings)
     scrubber = project_event_scrubber()
 
-    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    def before_send(event: Event, hint: Hint) -> Event:
         return mask_event(event, secrets)
 
     def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiogram.utils.i18n import I18n
@@ -38,7 +39,7 @@ class Services:
     inventory: InventoryReconciliationManager
     metrics: Metrics | None = None
 
-    def as_dispatcher_kwargs(self) -> dict[str, object]:
+    def as_dispatcher_kwargs(self) -> dict[str, Any]:
         """What handlers may declare as typed parameters."""
         return {
             "settings": self.settings,

@@ -10,7 +10,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -134,7 +134,9 @@ class Settings(BaseSettings):
     inventory_orphan_grace_s: float = Field(default=24 * 3600.0, ge=0)
     # kinds the hourly reconciliation fixes by itself; the others wait for an admin
     inventory_auto_fix_kinds: Annotated[list[InventoryKind], NoDecode] = Field(
-        default_factory=lambda: ["drift", "negative_balance", "orphaned_transaction"],
+        default_factory=lambda: cast(
+            list[InventoryKind], ["drift", "negative_balance", "orphaned_transaction"]
+        ),
         description="Comma-separated: drift, negative_balance, negative_ledger, "
         "orphaned_transaction, duplicate_reference (empty: report only).",
     )

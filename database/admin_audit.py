@@ -3,11 +3,13 @@ history screen, which also shows ``workflow_recovery_log`` (the workflow actions
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
-Db = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Db = AnyConnection | asyncpg.Pool
 
 INSERT_SQL = """
 INSERT INTO admin_audit_log
@@ -58,18 +60,21 @@ async def insert(
     error_message: str | None,
 ) -> int:
     """Append one audit row; returns its id."""
-    return await conn.fetchval(
-        INSERT_SQL,
-        admin_id,
-        admin_telegram_id,
-        action,
-        target_type,
-        target_id,
-        before,
-        after,
-        reason,
-        success,
-        error_message,
+    return cast(
+        int,
+        await conn.fetchval(
+            INSERT_SQL,
+            admin_id,
+            admin_telegram_id,
+            action,
+            target_type,
+            target_id,
+            before,
+            after,
+            reason,
+            success,
+            error_message,
+        ),
     )
 
 
@@ -80,4 +85,4 @@ async def history(conn: Db, limit: int, offset: int) -> list[asyncpg.Record]:
 
 async def history_count(conn: Db) -> int:
     """Entries in both logs."""
-    return await conn.fetchval(HISTORY_COUNT_SQL)
+    return cast(int, await conn.fetchval(HISTORY_COUNT_SQL))

@@ -8,9 +8,11 @@ instances raising alerts at the same moment count the rate limit and the duplica
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 # Serializes alert decisions across instances until the end of the caller's transaction.
 LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('admin-alerts'))"
@@ -77,28 +79,28 @@ RETURNING muted_until
 """
 
 
-async def lock(conn: asyncpg.Connection) -> None:
+async def lock(conn: AnyConnection) -> None:
     """Take the alert path's advisory lock until the end of the current transaction."""
     await conn.execute(LOCK_SQL)
 
 
-async def recent_by_key(conn: asyncpg.Connection, dedupe_key: str, window_s: float) -> int | None:
+async def recent_by_key(conn: AnyConnection, dedupe_key: str, window_s: float) -> int | None:
     """Id of the latest alert with ``dedupe_key`` raised in the last ``window_s`` seconds."""
-    return await conn.fetchval(RECENT_BY_KEY_SQL, dedupe_key, float(window_s))
+    return cast(int | None, await conn.fetchval(RECENT_BY_KEY_SQL, dedupe_key, float(window_s)))
 
 
-async def add_duplicate(conn: asyncpg.Connection, alert_id: int) -> None:
+async def add_duplicate(conn: AnyConnection, alert_id: int) -> None:
     """Count one more repeat of an alert that was not sent again."""
     await conn.execute(ADD_DUPLICATE_SQL, alert_id)
 
 
-async def sent_since(conn: asyncpg.Connection, window_s: float) -> int:
+async def sent_since(conn: AnyConnection, window_s: float) -> int:
     """Alerts delivered one by one in the last ``window_s`` seconds."""
-    return await conn.fetchval(SENT_SINCE_SQL, float(window_s))
+    return cast(int, await conn.fetchval(SENT_SINCE_SQL, float(window_s)))
 
 
 async def insert(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     kind: str,
     dedupe_key: str,
@@ -107,38 +109,40 @@ async def insert(
     status: str,
 ) -> int:
     """Store a raised alert ('sent' or 'queued'); returns its id."""
-    return await conn.fetchval(INSERT_SQL, kind, dedupe_key, template_key, params, status)
+    return cast(
+        int, await conn.fetchval(INSERT_SQL, kind, dedupe_key, template_key, params, status)
+    )
 
 
-async def set_recipients(conn: asyncpg.Connection, alert_id: int, recipients: int) -> None:
+async def set_recipients(conn: AnyConnection, alert_id: int, recipients: int) -> None:
     """How many admins the alert was enqueued for."""
     await conn.execute(SET_RECIPIENTS_SQL, alert_id, recipients)
 
 
-async def muted_chats(conn: asyncpg.Connection, kind: str, chat_ids: list[int]) -> set[int]:
+async def muted_chats(conn: AnyConnection, kind: str, chat_ids: list[int]) -> set[int]:
     """Which of ``chat_ids`` muted ``kind`` (mute not expired)."""
     rows = await conn.fetch(MUTED_CHATS_SQL, kind, chat_ids)
     return {row["chat_id"] for row in rows}
 
 
-async def mutes_of_chats(conn: asyncpg.Connection, chat_ids: list[int]) -> set[tuple[int, str]]:
+async def mutes_of_chats(conn: AnyConnection, chat_ids: list[int]) -> set[tuple[int, str]]:
     """Live mutes of ``chat_ids`` as (chat_id, kind) pairs."""
     rows = await conn.fetch(MUTES_OF_CHATS_SQL, chat_ids)
     return {(row["chat_id"], row["kind"]) for row in rows}
 
 
-async def queued(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+async def queued(conn: AnyConnection, limit: int) -> list[asyncpg.Record]:
     """Alerts waiting for the digest, oldest first (locked; call in a transaction)."""
     return await conn.fetch(QUEUED_SQL, limit)
 
 
-async def mark_digested(conn: asyncpg.Connection, alert_ids: list[int], recipients: int) -> None:
+async def mark_digested(conn: AnyConnection, alert_ids: list[int], recipients: int) -> None:
     """The alerts went out in a digest to ``recipients`` admins."""
     await conn.execute(MARK_DIGESTED_SQL, alert_ids, recipients)
 
 
 async def mute(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     chat_id: int,
     kind: str,
@@ -147,23 +151,28 @@ async def mute(
 ) -> dt.datetime:
     """Mute ``kind`` for ``chat_id`` for ``duration_s`` seconds from now (replacing an earlier
     mute of the same kind); returns the end of the mute."""
-    return await conn.fetchval(MUTE_SQL, chat_id, kind, float(duration_s), muted_by)
+    return cast(
+        dt.datetime, await conn.fetchval(MUTE_SQL, chat_id, kind, float(duration_s), muted_by)
+    )
 
 
 async def unmute(
-    conn: asyncpg.Connection | asyncpg.Pool, *, chat_id: int, kind: str
+    conn: AnyConnection | asyncpg.Pool, *, chat_id: int, kind: str
 ) -> dt.datetime | None:
     """Lift a live mute; returns when it would have ended, or None when there was none."""
-    return await conn.fetchval(UNMUTE_SQL, chat_id, kind)
+    return cast(dt.datetime | None, await conn.fetchval(UNMUTE_SQL, chat_id, kind))
 
 
 async def mute_of(
-    conn: asyncpg.Connection | asyncpg.Pool, *, chat_id: int, kind: str
+    conn: AnyConnection | asyncpg.Pool, *, chat_id: int, kind: str
 ) -> dt.datetime | None:
     """End of the live mute of ``kind`` for ``chat_id``, or None."""
-    return await conn.fetchval(
-        "SELECT muted_until FROM admin_alert_mutes "
-        "WHERE chat_id = $1 AND kind = $2 AND muted_until > now()",
-        chat_id,
-        kind,
+    return cast(
+        dt.datetime | None,
+        await conn.fetchval(
+            "SELECT muted_until FROM admin_alert_mutes "
+            "WHERE chat_id = $1 AND kind = $2 AND muted_until > now()",
+            chat_id,
+            kind,
+        ),
     )

@@ -19,6 +19,8 @@ from datetime import datetime
 
 import asyncpg
 
+from database.pool import AnyConnection
+
 # Issues made during given visits of states: (request, state, state_entered_at) triples as
 # parallel arrays, matched against the stamp every issue carries; with what is still
 # outstanding of each (> 0 only).
@@ -112,7 +114,7 @@ def reversal_key(issue_id: int) -> str:
 
 
 async def visit_issues(
-    conn: asyncpg.Connection | asyncpg.Pool, visits: list[tuple[int, str, datetime]]
+    conn: AnyConnection | asyncpg.Pool, visits: list[tuple[int, str, datetime]]
 ) -> list[Outstanding]:
     """The issues made for each (request, state, state_entered_at) visit, with what is still
     outstanding of each. Called with the visits of the step a reset undoes, under the
@@ -129,14 +131,14 @@ async def visit_issues(
 
 
 async def request_issues(
-    conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[int]
+    conn: AnyConnection | asyncpg.Pool, request_ids: list[int]
 ) -> list[Outstanding]:
     """Every issue of these requests still (partly) outstanding."""
     return _outstanding(await conn.fetch(REQUEST_ISSUES_SQL, request_ids))
 
 
 async def reverse(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     issues: list[Outstanding],
     *,
     actor_id: int | None,

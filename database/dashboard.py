@@ -5,11 +5,13 @@ and from ``error_records``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
-Db = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Db = AnyConnection | asyncpg.Pool
 
 
 # --- Health ---------------------------------------------------------------------------------
@@ -21,25 +23,29 @@ async def health_summary(
     ``stuck_thresholds``: seconds per ``"workflow_type:state"``; others use
     ``stuck_threshold_s``.
     """
-    return await conn.fetchval(
-        "SELECT get_system_health_summary($1, $2::jsonb)",
-        float(stuck_threshold_s),
-        {key: float(value) for key, value in (stuck_thresholds or {}).items()},
+    return cast(
+        dict[str, Any],
+        await conn.fetchval(
+            "SELECT get_system_health_summary($1, $2::jsonb)",
+            float(stuck_threshold_s),
+            {key: float(value) for key, value in (stuck_thresholds or {}).items()},
+        ),
     )
 
 
-async def lock_snapshots(conn: asyncpg.Connection) -> None:
+async def lock_snapshots(conn: AnyConnection) -> None:
     """One snapshot at a time across instances, until the end of the transaction."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('health-snapshot'))")
 
 
 async def insert_snapshot(conn: Db, status: str, metrics: dict[str, Any]) -> int:
     """Store one snapshot; returns its id."""
-    return await conn.fetchval(
+    snapshot_id: int = await conn.fetchval(
         "INSERT INTO system_health_snapshots (status, metrics) VALUES ($1, $2::jsonb) RETURNING id",
         status,
         metrics,
     )
+    return snapshot_id
 
 
 async def latest_snapshot(conn: Db) -> asyncpg.Record | None:
@@ -69,7 +75,7 @@ async def baseline_snapshot(conn: Db, age_s: float) -> asyncpg.Record | None:
 
 async def cleanup(conn: Db, retention_days: int) -> int:
     """``cleanup_old_dashboard_data``: rows removed (error rollup, admin alerts, ended mutes)."""
-    return await conn.fetchval("SELECT cleanup_old_dashboard_data($1)", retention_days)
+    return cast(int, await conn.fetchval("SELECT cleanup_old_dashboard_data($1)", retention_days))
 
 
 async def notification_counts(conn: Db) -> dict[str, int]:
@@ -148,10 +154,11 @@ async def top_groups(conn: Db, limit: int, offset: int = 0) -> list[asyncpg.Reco
 async def unresolved_group_count(conn: Db, cap: int) -> int:
     """How many groups are open or regressed, counting at most ``cap + 1`` (the screen
     shows "more than cap"; an exact count of 300,000 groups costs ~150 ms)."""
-    return await conn.fetchval(
+    count: int = await conn.fetchval(
         "SELECT count(*) FROM (SELECT 1 FROM error_records WHERE status <> 'resolved' LIMIT $1) s",
         cap + 1,
     )
+    return count
 
 
 async def error_group(conn: Db, record_id: int) -> asyncpg.Record | None:

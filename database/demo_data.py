@@ -3,7 +3,7 @@ finds the demo users and changes nothing."""
 
 from __future__ import annotations
 
-import asyncpg
+from database.pool import AnyConnection
 
 # Demo users live in a Telegram id range no real account uses in this setup.
 DEMO_TELEGRAM_ID_BASE = 9_000_000_000
@@ -46,7 +46,7 @@ DEMO_MATERIALS = [
 ]
 
 
-async def already_seeded(conn: asyncpg.Connection) -> bool:
+async def already_seeded(conn: AnyConnection) -> bool:
     """True when the demo users exist."""
     return bool(
         await conn.fetchval(
@@ -56,7 +56,7 @@ async def already_seeded(conn: asyncpg.Connection) -> bool:
     )
 
 
-async def seed(conn: asyncpg.Connection, admin_telegram_ids: list[int]) -> dict[str, int]:
+async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, int]:
     """Insert the demo data set in the caller's transaction; returns row counts."""
     ids: dict[int, int] = {}
     for offset, name, role, language in DEMO_USERS:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 # Record one occurrence: a new group, or one more occurrence of an existing group. A resolved
 # group that happens again becomes 'regressed'. xmax = 0 tells a fresh insert from an update.
@@ -107,7 +109,7 @@ class GroupCount:
 
 
 async def upsert(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     reference: str,
     fingerprint: str,
@@ -148,21 +150,21 @@ async def upsert(
     )
 
 
-async def claim_alert(conn: asyncpg.Connection, record_id: int, window_s: float) -> datetime | None:
+async def claim_alert(conn: AnyConnection, record_id: int, window_s: float) -> datetime | None:
     """The claim time when this caller may alert for the group now (at most once per
     ``window_s`` seconds), else None."""
-    return await conn.fetchval(CLAIM_ALERT_SQL, record_id, float(window_s))
+    return cast(datetime | None, await conn.fetchval(CLAIM_ALERT_SQL, record_id, float(window_s)))
 
 
 async def get_by_reference(
-    conn: asyncpg.Connection | asyncpg.Pool, reference: str
+    conn: AnyConnection | asyncpg.Pool, reference: str
 ) -> asyncpg.Record | None:
     """The group whose reference a user quoted (case and surrounding blanks ignored)."""
     return await conn.fetchrow(GET_BY_REFERENCE_SQL, reference)
 
 
 async def resolve(
-    conn: asyncpg.Connection | asyncpg.Pool, reference: str, resolved_by: int | None
+    conn: AnyConnection | asyncpg.Pool, reference: str, resolved_by: int | None
 ) -> asyncpg.Record | None:
     """Mark the group resolved; returns the updated row, or None when there is no such
     group or it is resolved already."""
@@ -170,7 +172,7 @@ async def resolve(
 
 
 async def top_groups(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     limit: int,
     offset: int = 0,
@@ -187,9 +189,7 @@ async def top_groups(
     )
 
 
-async def group_counts(
-    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
-) -> list[GroupCount]:
+async def group_counts(conn: AnyConnection | asyncpg.Pool, window_s: float) -> list[GroupCount]:
     """Groups seen in the last ``window_s`` seconds by category and severity."""
     rows = await conn.fetch(GROUP_COUNTS_SQL, float(window_s))
     return [

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Conn = AnyConnection | asyncpg.Pool
 
 # Instance $1 (mode $2) is alive now; $3: seconds after which a silent row counts as dead.
 # Rows of dead instances are removed on the way; returns the live instances, this one

@@ -19,11 +19,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
 from database.locks import advisory_lock
+from database.pool import AnyConnection
 from recovery.exceptions import InsufficientStockError, NotFoundError
 
 # --- Detection (set-based, one material id range per call) ---------------------------------
@@ -150,25 +151,27 @@ SELECT m.id, m.sku, m.balance,
 """
 
 
-async def material_range(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, int, int]:
+async def material_range(conn: AnyConnection | asyncpg.Pool) -> tuple[int, int, int]:
     """(number of materials, smallest id, largest id); ids are 0 when there are none."""
     row = await conn.fetchrow(MATERIAL_RANGE_SQL)
+    assert row is not None  # an aggregate without GROUP BY returns one row
     return int(row["materials"]), int(row["min_id"] or 0), int(row["max_id"] or 0)
 
 
 async def next_chunk(
-    conn: asyncpg.Connection | asyncpg.Pool, after_id: int, size: int
+    conn: AnyConnection | asyncpg.Pool, after_id: int, size: int
 ) -> tuple[int, int] | None:
     """(largest id, number of materials) of the next ``size`` materials after ``after_id``;
     None when there are no more."""
     row = await conn.fetchrow(NEXT_CHUNK_SQL, after_id, size)
+    assert row is not None  # an aggregate without GROUP BY returns one row
     if row["last_id"] is None:
         return None
     return int(row["last_id"]), int(row["materials"])
 
 
 async def material_states(
-    conn: asyncpg.Connection | asyncpg.Pool, material_ids: Sequence[int]
+    conn: AnyConnection | asyncpg.Pool, material_ids: Sequence[int]
 ) -> dict[int, asyncpg.Record]:
     """id -> (id, sku, balance, ledger_sum) for ``material_ids``."""
     if not material_ids:
@@ -178,14 +181,14 @@ async def material_states(
 
 
 async def material_level(
-    conn: asyncpg.Connection | asyncpg.Pool, first_id: int, last_id: int
+    conn: AnyConnection | asyncpg.Pool, first_id: int, last_id: int
 ) -> list[asyncpg.Record]:
     """Materials in [first_id, last_id] with a negative balance or ledger, or drift."""
     return await conn.fetch(MATERIAL_LEVEL_SQL, first_id, last_id)
 
 
 async def orphans(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     material_states: Sequence[str],
     grace_s: float,
@@ -198,7 +201,7 @@ async def orphans(
 
 
 async def duplicates(
-    conn: asyncpg.Connection | asyncpg.Pool, first_id: int, last_id: int
+    conn: AnyConnection | asyncpg.Pool, first_id: int, last_id: int
 ) -> list[asyncpg.Record]:
     """Unreversed repeats of an external reference for materials in [first_id, last_id]."""
     return await conn.fetch(DUPLICATES_SQL, first_id, last_id)
@@ -221,24 +224,24 @@ RETURNING id
 """
 
 
-async def lock_material(conn: asyncpg.Connection, material_id: int) -> asyncpg.Record | None:
+async def lock_material(conn: AnyConnection, material_id: int) -> asyncpg.Record | None:
     """Lock the material row for the rest of the caller's transaction; None if it does not
     exist. Waits for a concurrent movement of the same material to commit."""
     return await conn.fetchrow(LOCK_MATERIAL_SQL, material_id)
 
 
-async def ledger_sum(conn: asyncpg.Connection, material_id: int) -> int:
+async def ledger_sum(conn: AnyConnection, material_id: int) -> int:
     """Sum of the material's ledger quantities (0 without rows)."""
     return int(await conn.fetchval(LEDGER_SUM_SQL, material_id))
 
 
-async def adjust_balance(conn: asyncpg.Connection, material_id: int, delta: int) -> int:
+async def adjust_balance(conn: AnyConnection, material_id: int, delta: int) -> int:
     """Add ``delta`` to the balance (relative update); returns the new balance."""
     return int(await conn.fetchval(ADJUST_BALANCE_SQL, material_id, delta))
 
 
 async def insert_correction(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     material_id: int,
     quantity: int,
@@ -253,8 +256,17 @@ async def insert_correction(
         asyncpg.UniqueViolationError: SQLSTATE 23505, ``idempotency_key`` already used (the
             same correction was written before).
     """
-    return await conn.fetchval(
-        INSERT_CORRECTION_SQL, material_id, quantity, request_id, idempotency_key, reverses_id, note
+    return cast(
+        int,
+        await conn.fetchval(
+            INSERT_CORRECTION_SQL,
+            material_id,
+            quantity,
+            request_id,
+            idempotency_key,
+            reverses_id,
+            note,
+        ),
     )
 
 
@@ -281,7 +293,7 @@ MOVEMENT_KINDS = ("receipt", "issue", "return", "adjustment")
 
 
 async def record_movement(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     material_id: int,
     kind: str,
@@ -326,6 +338,7 @@ async def record_movement(
             raise NotFoundError("material", material_id) from exc
         if row_id is None:
             existing = await conn.fetchrow(EXISTING_MOVEMENT_SQL, idempotency_key)
+            assert existing is not None  # the row that ON CONFLICT met
             return int(existing["id"]), False
         balance = await conn.fetchval(GUARDED_MOVE_SQL, material_id, quantity)
         if balance is None:
@@ -415,7 +428,7 @@ RETURNING id
 
 
 async def accepted(
-    conn: asyncpg.Connection | asyncpg.Pool, fingerprints: Sequence[str]
+    conn: AnyConnection | asyncpg.Pool, fingerprints: Sequence[str]
 ) -> set[tuple[str, str, int]]:
     """(fingerprint, kind, amount) of the accepted discrepancies among ``fingerprints``."""
     if not fingerprints:
@@ -425,7 +438,7 @@ async def accepted(
 
 
 async def upsert_open(
-    conn: asyncpg.Connection | asyncpg.Pool, rows: Sequence[dict[str, Any]]
+    conn: AnyConnection | asyncpg.Pool, rows: Sequence[dict[str, Any]]
 ) -> dict[str, int]:
     """Insert or refresh open discrepancies (keys: fingerprint, kind, material_id,
     request_id, transaction_id, amount, balance, ledger_sum, details); returns
@@ -448,7 +461,7 @@ async def upsert_open(
 
 
 async def resolve_gone(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     present: Sequence[str],
     actor: str,
     material_id: int | None = None,
@@ -460,7 +473,7 @@ async def resolve_gone(
 
 
 async def close_discrepancy(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     row: dict[str, Any],
     *,
     status: str,
@@ -502,20 +515,20 @@ async def close_discrepancy(
 
 
 async def get_discrepancy(
-    conn: asyncpg.Connection | asyncpg.Pool, discrepancy_id: int
+    conn: AnyConnection | asyncpg.Pool, discrepancy_id: int
 ) -> asyncpg.Record | None:
     """One discrepancy row with the material's sku and name, or None."""
     return await conn.fetchrow(GET_DISCREPANCY_SQL, discrepancy_id)
 
 
-async def lock_discrepancy(conn: asyncpg.Connection, discrepancy_id: int) -> str | None:
+async def lock_discrepancy(conn: AnyConnection, discrepancy_id: int) -> str | None:
     """Lock the discrepancy row in the caller's transaction; returns its status or None."""
     row = await conn.fetchrow(LOCK_DISCREPANCY_SQL, discrepancy_id)
     return None if row is None else str(row["status"])
 
 
 async def list_open(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     kind: str | None = None,
     limit: int = 10,
@@ -525,16 +538,14 @@ async def list_open(
     return await conn.fetch(LIST_OPEN_SQL, kind, limit, offset)
 
 
-async def open_counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+async def open_counts(conn: AnyConnection | asyncpg.Pool) -> dict[str, int]:
     """Open discrepancies by kind."""
     return {row["kind"]: int(row["n"]) for row in await conn.fetch(OPEN_COUNTS_SQL)}
 
 
-async def accept(
-    conn: asyncpg.Connection, discrepancy_id: int, actor: str, reason: str
-) -> int | None:
+async def accept(conn: AnyConnection, discrepancy_id: int, actor: str, reason: str) -> int | None:
     """Mark an open discrepancy accepted; None when it is not open."""
-    return await conn.fetchval(ACCEPT_SQL, discrepancy_id, actor, reason)
+    return cast(int | None, await conn.fetchval(ACCEPT_SQL, discrepancy_id, actor, reason))
 
 
 # --- The reconciliation log -----------------------------------------------------------------
@@ -549,7 +560,7 @@ RETURNING id
 
 
 async def insert_log(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     run_id: uuid.UUID,
     material_id: int | None,
@@ -564,19 +575,22 @@ async def insert_log(
     dry_run: bool = False,
 ) -> int:
     """Append one ``inventory_reconciliation_log`` row; returns its id."""
-    return await conn.fetchval(
-        INSERT_LOG_SQL,
-        run_id,
-        material_id,
-        transaction_id,
-        discrepancy_id,
-        discrepancy,
-        action,
-        json.dumps(before, default=str) if before is not None else None,
-        json.dumps(after, default=str) if after is not None else None,
-        actor,
-        reason,
-        dry_run,
+    return cast(
+        int,
+        await conn.fetchval(
+            INSERT_LOG_SQL,
+            run_id,
+            material_id,
+            transaction_id,
+            discrepancy_id,
+            discrepancy,
+            action,
+            json.dumps(before, default=str) if before is not None else None,
+            json.dumps(after, default=str) if after is not None else None,
+            actor,
+            reason,
+            dry_run,
+        ),
     )
 
 

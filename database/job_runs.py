@@ -11,7 +11,9 @@ from typing import Any
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Conn = AnyConnection | asyncpg.Pool
 
 # Runs left 'running' by a dead instance (only the advisory lock holder may call this).
 ABANDON_ORPHANS_SQL = """

@@ -9,7 +9,11 @@ elsewhere.
 
 from __future__ import annotations
 
+from typing import cast
+
 import asyncpg
+
+from database.pool import AnyConnection
 
 # One ledger row unless its idempotency key is already there (the same business event):
 # a concurrent insert of the same key waits for the first one's transaction, then does
@@ -43,7 +47,7 @@ BALANCE_SQL = "SELECT balance FROM materials WHERE id = $1"
 
 
 async def insert_entry(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     material_id: int,
     kind: str,
@@ -63,33 +67,33 @@ async def insert_entry(
 
 
 async def get_by_key(
-    conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: str
+    conn: AnyConnection | asyncpg.Pool, idempotency_key: str
 ) -> asyncpg.Record | None:
     """The ledger row with this idempotency key, or None."""
     return await conn.fetchrow(GET_BY_KEY_SQL, idempotency_key)
 
 
-async def decrement_stock(conn: asyncpg.Connection, material_id: int, quantity: int) -> int | None:
+async def decrement_stock(conn: AnyConnection, material_id: int, quantity: int) -> int | None:
     """Take ``quantity`` (> 0) from the balance if at least that much is there.
 
     Returns the new balance, or None when the material is missing or the balance is below
     ``quantity`` (nothing changed).
     """
-    return await conn.fetchval(DECREMENT_SQL, material_id, quantity)
+    return cast(int | None, await conn.fetchval(DECREMENT_SQL, material_id, quantity))
 
 
-async def increment_stock(conn: asyncpg.Connection, material_id: int, quantity: int) -> int | None:
+async def increment_stock(conn: AnyConnection, material_id: int, quantity: int) -> int | None:
     """Add ``quantity`` (> 0) to the balance; returns the new balance, None if no material."""
-    return await conn.fetchval(INCREMENT_SQL, material_id, quantity)
+    return cast(int | None, await conn.fetchval(INCREMENT_SQL, material_id, quantity))
 
 
-async def balance(conn: asyncpg.Connection | asyncpg.Pool, material_id: int) -> int | None:
+async def balance(conn: AnyConnection | asyncpg.Pool, material_id: int) -> int | None:
     """The material's balance, or None when there is no such material."""
-    return await conn.fetchval(BALANCE_SQL, material_id)
+    return cast(int | None, await conn.fetchval(BALANCE_SQL, material_id))
 
 
 async def record_receipt(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     material_id: int,
     quantity: int,
@@ -117,7 +121,7 @@ async def record_receipt(
 
 
 async def list_materials(
-    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int, offset: int
+    conn: AnyConnection | asyncpg.Pool, *, limit: int, offset: int
 ) -> tuple[list[asyncpg.Record], int]:
     """A page of materials (id, sku, name, unit, balance) by name, and how many there are:
     what ``/use`` offers as buttons."""
@@ -136,7 +140,7 @@ async def list_materials(
 
 
 async def get_material(
-    conn: asyncpg.Connection | asyncpg.Pool, material_id: int
+    conn: AnyConnection | asyncpg.Pool, material_id: int
 ) -> asyncpg.Record | None:
     """One material (id, sku, name, unit, balance), or None."""
     return await conn.fetchrow(

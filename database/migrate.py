@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import asyncpg
 
@@ -99,6 +99,7 @@ def head_revision() -> str:
             continue
         revisions.add(revision)
         down = _assigned(tree, "down_revision")
+        # down_revision is None, a str, or a tuple of str (a merge); literal_eval gives object
         followed.update([down] if isinstance(down, str) else down or ())  # type: ignore[arg-type]
     heads = revisions - followed
     if len(heads) != 1:
@@ -130,7 +131,7 @@ async def database_revision(url: str, timeout_s: float = 30.0) -> str | None:
     try:
         if not await conn.fetchval(readiness.HAS_VERSION_TABLE_SQL):
             return None
-        return await conn.fetchval(readiness.REVISION_SQL)
+        return cast(str | None, await conn.fetchval(readiness.REVISION_SQL))
     finally:
         await conn.close()
 

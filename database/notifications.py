@@ -18,7 +18,9 @@ from typing import Any
 
 import asyncpg
 
-Db = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Db = AnyConnection | asyncpg.Pool
 
 CHANNEL = "pending_notifications"
 """The LISTEN/NOTIFY channel a commit of new outbox rows notifies (migration trigger)."""
@@ -253,12 +255,12 @@ async def mark_final(
     )
 
 
-async def lock_retry_queue(conn: asyncpg.Connection) -> None:
+async def lock_retry_queue(conn: AnyConnection) -> None:
     """Serialize retry-queue bookkeeping until the end of the caller's transaction."""
     await conn.execute(QUEUE_LOCK_SQL)
 
 
-async def close_waiting_entry(conn: asyncpg.Connection, row_id: int) -> bool:
+async def close_waiting_entry(conn: AnyConnection, row_id: int) -> bool:
     """End the row's waiting retry-queue entry; True when it had one."""
     return await conn.fetchval(CLOSE_WAITING_SQL, row_id) is not None
 
@@ -269,7 +271,7 @@ async def queue_depth(db: Db) -> int:
 
 
 async def mark_retrying(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     row_id: int,
     claim_id: str,
     *,
@@ -295,7 +297,7 @@ async def mark_retrying(
     return RetryScheduled(attempts=row["attempts"], next_attempt_at=row["next_attempt_at"])
 
 
-async def start_queue_full(conn: asyncpg.Connection) -> Any:
+async def start_queue_full(conn: AnyConnection) -> Any:
     """Record that the queue is full; returns the episode's start (a datetime) only to the
     call that started it, else None."""
     return await conn.fetchval(START_QUEUE_FULL_SQL)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-import asyncpg
+from database.pool import AnyConnection
 
 # Insert one notification unless its idempotency key is already there (same business event).
 ENQUEUE_SQL = """
@@ -24,7 +24,7 @@ RETURNING id
 
 
 async def enqueue(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     idempotency_key: str,
     chat_id: int,
@@ -34,14 +34,17 @@ async def enqueue(
     request_id: int | None = None,
 ) -> int | None:
     """Add a notification to the outbox; returns its id, or None for a duplicate key."""
-    return await conn.fetchval(
-        ENQUEUE_SQL,
-        idempotency_key,
-        recipient_id,
-        chat_id,
-        template_key,
-        params or {},
-        request_id,
+    return cast(
+        int | None,
+        await conn.fetchval(
+            ENQUEUE_SQL,
+            idempotency_key,
+            recipient_id,
+            chat_id,
+            template_key,
+            params or {},
+            request_id,
+        ),
     )
 
 
@@ -69,7 +72,7 @@ RETURNING id
 """
 
 
-async def enqueue_many(conn: asyncpg.Connection, notifications: Sequence[Notification]) -> int:
+async def enqueue_many(conn: AnyConnection, notifications: Sequence[Notification]) -> int:
     """Add ``notifications`` to the outbox with one statement (call it on the connection of
     the causing transaction, like ``enqueue``); returns how many were new (a key already in
     the outbox adds nothing)."""
@@ -95,7 +98,7 @@ SELECT id, telegram_id FROM users
 
 
 async def admin_recipients(
-    conn: asyncpg.Connection, extra_telegram_ids: list[int] | tuple[int, ...] = ()
+    conn: AnyConnection, extra_telegram_ids: list[int] | tuple[int, ...] = ()
 ) -> list[tuple[int | None, int]]:
     """(user id or None, chat id) of every admin: admin-role users plus ``ADMIN_IDS``."""
     rows = await conn.fetch(ADMIN_RECIPIENTS_SQL)
@@ -116,7 +119,7 @@ async def admin_recipients(
 
 
 async def enqueue_for_admins(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     key_prefix: str,
     template_key: str,

@@ -32,9 +32,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+AnyConnection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+"""A connection to run statements on: an ``asyncpg.Connection`` of its own, or one acquired
+from a pool (``pool.acquire()`` hands out a ``PoolConnectionProxy`` with the same methods)."""
 
 
 def _encode_json(value: object) -> str:
@@ -51,7 +56,7 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+class PooledConnection(asyncpg.Connection):
     """A pooled connection that knows whether it carries session state.
 
     ``holds_session_state`` is set by ``mark_session_state`` (``session_connection``) and
@@ -78,7 +83,7 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 async def _reset_connection(connection: asyncpg.Connection) -> None:
     """The pool's ``reset``: nothing for an ordinary connection (asyncpg has already rolled
     back an open transaction), asyncpg's full reset query for a session connection."""
-    if getattr(connection, "holds_session_state", False):
+    if isinstance(connection, PooledConnection) and connection.holds_session_state:
         await connection.execute(connection.get_reset_query())
         connection.holds_session_state = False
 
@@ -112,7 +117,7 @@ async def create_pool(
 
 
 @asynccontextmanager
-async def session_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def session_connection(pool: asyncpg.Pool) -> AsyncIterator[AnyConnection]:
     """A connection of ``pool`` for session-level state (a session advisory lock): whatever
     the block leaves on it, a cancellation in the middle of it included, is reset in full
     when it goes back to the pool (a pool not made by ``create_pool`` resets every

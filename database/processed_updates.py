@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Conn = AnyConnection | asyncpg.Pool
 
 # Take update $1 for instance $2; no row comes back when some instance took it before.
 # Asynchronous commit (set_config(..., true) is local to the statement's transaction): the

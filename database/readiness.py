@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import asyncpg
 
 # Whether alembic has created its bookkeeping table yet (NULL before the first migration).
@@ -24,4 +26,4 @@ async def schema_revision(pool: asyncpg.Pool, timeout_s: float) -> str | None:
     async with pool.acquire(timeout=timeout_s) as conn:
         if not await conn.fetchval(HAS_VERSION_TABLE_SQL, timeout=timeout_s):
             return None
-        return await conn.fetchval(REVISION_SQL, timeout=timeout_s)
+        return cast(str | None, await conn.fetchval(REVISION_SQL, timeout=timeout_s))

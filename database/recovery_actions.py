@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from database.pool import AnyConnection
+
 # Every history row of some requests, oldest first (a reset replays it as a stack).
 STATE_PATHS_SQL = """
 SELECT request_id, id, from_state, to_state, to_assignee_id, kind, created_at
@@ -27,7 +29,7 @@ SELECT u.id, u.full_name, u.telegram_id,
 
 
 async def state_paths(
-    conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[int]
+    conn: AnyConnection | asyncpg.Pool, request_ids: list[int]
 ) -> dict[int, list[asyncpg.Record]]:
     """Each request's transitions oldest first (``id``, ``from_state``, ``to_state``,
     ``to_assignee_id``, ``kind``, ``created_at``); requests without history are absent."""
@@ -38,7 +40,7 @@ async def state_paths(
 
 
 async def candidates(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     role: str,
     *,
     exclude_user_id: int | None,
@@ -62,7 +64,7 @@ async def candidates(
 
 
 async def positions(
-    conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[int]
+    conn: AnyConnection | asyncpg.Pool, request_ids: list[int]
 ) -> list[asyncpg.Record]:
     """``id``, ``current_state``, ``state_entered_at`` of each request (for batch previews)."""
     return await conn.fetch(

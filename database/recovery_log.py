@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 INSERT_SQL = """
 INSERT INTO workflow_recovery_log
@@ -26,7 +28,7 @@ SELECT l.*, u.full_name AS admin_name, count(*) OVER () AS total
 
 
 async def insert(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     request_id: int | None,
     action: str,
@@ -40,23 +42,26 @@ async def insert(
     batch_id: uuid.UUID | None = None,
 ) -> int:
     """Append one audit row; returns its id."""
-    return await conn.fetchval(
-        INSERT_SQL,
-        request_id,
-        action,
-        admin_id,
-        admin_telegram_id,
-        reason,
-        before,
-        after,
-        success,
-        error_message,
-        batch_id,
+    return cast(
+        int,
+        await conn.fetchval(
+            INSERT_SQL,
+            request_id,
+            action,
+            admin_id,
+            admin_telegram_id,
+            reason,
+            before,
+            after,
+            success,
+            error_message,
+            batch_id,
+        ),
     )
 
 
 async def recent(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     limit: int = 10,
     offset: int = 0,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import asyncpg
+
+from database.pool import AnyConnection
 
 INSERT_REQUEST_SQL = """
 INSERT INTO service_requests
@@ -47,7 +51,7 @@ RETURNING *
 
 
 async def insert(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     workflow_type: str,
     client_id: int,
@@ -64,29 +68,29 @@ async def insert(
     return row
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, request_id: int) -> asyncpg.Record | None:
+async def get(conn: AnyConnection | asyncpg.Pool, request_id: int) -> asyncpg.Record | None:
     """The request, or None."""
     return await conn.fetchrow("SELECT * FROM service_requests WHERE id = $1", request_id)
 
 
-async def lock(conn: asyncpg.Connection, request_id: int) -> asyncpg.Record | None:
+async def lock(conn: AnyConnection, request_id: int) -> asyncpg.Record | None:
     """The request locked ``FOR UPDATE`` until the transaction ends, or None."""
     return await conn.fetchrow(LOCK_REQUEST_SQL, request_id)
 
 
-async def lock_shared(conn: asyncpg.Connection, request_id: int) -> asyncpg.Record | None:
+async def lock_shared(conn: AnyConnection, request_id: int) -> asyncpg.Record | None:
     """The request locked ``FOR SHARE`` until the transaction ends (its state cannot change
     meanwhile; other shared lockers are not blocked), or None."""
     return await conn.fetchrow(LOCK_REQUEST_SHARED_SQL, request_id)
 
 
-async def count_active(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def count_active(conn: AnyConnection | asyncpg.Pool) -> int:
     """How many requests are active (served by the partial indexes on active requests)."""
-    return await conn.fetchval(COUNT_ACTIVE_SQL)
+    return cast(int, await conn.fetchval(COUNT_ACTIVE_SQL))
 
 
 async def apply_state(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     request_id: int,
     expected_version: int,
@@ -102,7 +106,7 @@ async def apply_state(
 
 
 async def insert_transition(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     *,
     request_id: int,
     from_state: str | None,
@@ -134,7 +138,7 @@ async def insert_transition(
 
 
 async def history(
-    conn: asyncpg.Connection | asyncpg.Pool, request_id: int, limit: int = 20
+    conn: AnyConnection | asyncpg.Pool, request_id: int, limit: int = 20
 ) -> list[asyncpg.Record]:
     """The request's last ``limit`` transitions, newest first, with the names of the actor
     (``actor_name``) and of the assignees before and after (``from_assignee_name``,
@@ -164,7 +168,7 @@ SELECT * FROM service_requests
 
 
 async def list_for_role(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     role: str,
     *,
     limit: int = 20,
@@ -176,7 +180,7 @@ async def list_for_role(
 
 
 async def list_for_client(
-    conn: asyncpg.Connection | asyncpg.Pool, client_id: int, *, limit: int = 20
+    conn: AnyConnection | asyncpg.Pool, client_id: int, *, limit: int = 20
 ) -> list[asyncpg.Record]:
     """The client's requests, newest first."""
     return await conn.fetch(
@@ -187,7 +191,7 @@ async def list_for_client(
 
 
 async def digest_items(
-    conn: asyncpg.Connection | asyncpg.Pool, request_ids: list[int]
+    conn: AnyConnection | asyncpg.Pool, request_ids: list[int]
 ) -> list[asyncpg.Record]:
     """``id``, ``workflow_type``, ``current_state`` and ``stuck_s`` (seconds in the current
     state, by the database clock) of the requests, in the order of ``request_ids``: the

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.Pool
+from database.pool import AnyConnection
+
+Conn = AnyConnection | asyncpg.Pool
 
 
 async def cleanup_error_records(conn: Conn, retention_days: int) -> int:

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +202,7 @@ def _args(limits: Sequence[Limit], workflow_type: str | None, state: str | None)
 
 
 async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     limits: Sequence[Limit],
     *,
     workflow_type: str | None = None,
@@ -220,18 +223,18 @@ async def page(
 
 
 async def count(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     limits: Sequence[Limit],
     *,
     workflow_type: str | None = None,
     state: str | None = None,
 ) -> int:
     """How many requests are stuck (each counted once, whatever the reasons)."""
-    return await conn.fetchval(COUNT_SQL, *_args(limits, workflow_type, state))
+    return cast(int, await conn.fetchval(COUNT_SQL, *_args(limits, workflow_type, state)))
 
 
 async def targets(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     limits: Sequence[Limit],
     *,
     workflow_type: str | None = None,
@@ -243,7 +246,7 @@ async def targets(
     return [(row["id"], row["version"]) for row in rows]
 
 
-async def remember_new(conn: asyncpg.Connection, limits: Sequence[Limit]) -> list[asyncpg.Record]:
+async def remember_new(conn: AnyConnection, limits: Sequence[Limit]) -> list[asyncpg.Record]:
     """Insert a ``stuck_alerts`` row for every stuck request not alerted for its current
     visit of its state; returns those rows (``request_id``, ``state``, ``reason``,
     ``state_entered_at``), i.e. the newly stuck requests. Call inside a transaction."""
@@ -251,7 +254,7 @@ async def remember_new(conn: asyncpg.Connection, limits: Sequence[Limit]) -> lis
     return sorted(rows, key=lambda row: (row["state_entered_at"], row["request_id"]))
 
 
-async def forget_left(conn: asyncpg.Connection) -> int:
+async def forget_left(conn: AnyConnection) -> int:
     """Delete alert rows of requests that left the alerted visit; returns how many.
 
     Call inside a transaction: JIT compilation is switched off for it (``SET LOCAL``), as

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+
+from database.pool import AnyConnection
 
 INSERT_SQL = """
 INSERT INTO transaction_log
@@ -57,7 +59,7 @@ class CommittedEntry:
 
 
 async def insert(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     transaction_id: uuid.UUID,
     operation: str,
@@ -87,7 +89,7 @@ async def insert(
         duration_ms,
     )
     assert row_id is not None
-    return row_id
+    return cast(int, row_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,7 @@ class Lookup:
 
 
 async def lookup(
-    conn: asyncpg.Connection | asyncpg.Pool, transaction_id: uuid.UUID, backend_pid: int
+    conn: AnyConnection | asyncpg.Pool, transaction_id: uuid.UUID, backend_pid: int
 ) -> Lookup:
     """Did ``transaction_id`` commit, and is the attempt that ran on ``backend_pid`` over?"""
     row = await conn.fetchrow(LOOKUP_SQL, transaction_id, backend_pid)
@@ -113,7 +115,7 @@ async def lookup(
 
 
 async def counts_since(
-    conn: asyncpg.Connection | asyncpg.Pool, window_s: float
+    conn: AnyConnection | asyncpg.Pool, window_s: float
 ) -> dict[tuple[str, str | None], int]:
     """Rows written in the last ``window_s`` seconds per (status, error category); the
     category is None for committed rows. Absent combinations have no key."""
@@ -122,7 +124,7 @@ async def counts_since(
 
 
 async def for_transaction(
-    conn: asyncpg.Connection | asyncpg.Pool, transaction_id: uuid.UUID
+    conn: AnyConnection | asyncpg.Pool, transaction_id: uuid.UUID
 ) -> list[asyncpg.Record]:
     """Every row of one logical transaction, oldest first."""
     return await conn.fetch(FOR_TRANSACTION_SQL, transaction_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from database.pool import AnyConnection
+
 # Register on /start, or refresh name and username; writing to the bot again clears the
 # blocked mark (the user can be reached again).
 UPSERT_FROM_TELEGRAM_SQL = """
@@ -19,7 +21,7 @@ RETURNING *
 
 
 async def upsert_from_telegram(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     telegram_id: int,
     full_name: str,
@@ -59,7 +61,7 @@ SELECT * FROM found WHERE NOT EXISTS (SELECT 1 FROM written)
 
 
 async def load_or_register(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: AnyConnection | asyncpg.Pool,
     *,
     telegram_id: int,
     full_name: str,
@@ -77,27 +79,25 @@ async def load_or_register(
 
 
 async def get_by_telegram_id(
-    conn: asyncpg.Connection | asyncpg.Pool, telegram_id: int
+    conn: AnyConnection | asyncpg.Pool, telegram_id: int
 ) -> asyncpg.Record | None:
     """The user with this Telegram id, or None."""
     return await conn.fetchrow("SELECT * FROM users WHERE telegram_id = $1", telegram_id)
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> asyncpg.Record | None:
+async def get(conn: AnyConnection | asyncpg.Pool, user_id: int) -> asyncpg.Record | None:
     """The user with this id, or None."""
     return await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
 
 
-async def set_language(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, language: str
-) -> None:
+async def set_language(conn: AnyConnection | asyncpg.Pool, user_id: int, language: str) -> None:
     """Change the user's language (en, ru, uz)."""
     await conn.execute(
         "UPDATE users SET language = $2, updated_at = now() WHERE id = $1", user_id, language
     )
 
 
-async def mark_unreachable(conn: asyncpg.Connection | asyncpg.Pool, telegram_id: int) -> None:
+async def mark_unreachable(conn: AnyConnection | asyncpg.Pool, telegram_id: int) -> None:
     """Mark the user as unreachable (Telegram 403 / chat not found) until they write again."""
     await conn.execute(
         "UPDATE users SET blocked_bot_at = now(), updated_at = now() "
@@ -106,9 +106,7 @@ async def mark_unreachable(conn: asyncpg.Connection | asyncpg.Pool, telegram_id:
     )
 
 
-async def reachable_by_role(
-    conn: asyncpg.Connection | asyncpg.Pool, role: str
-) -> list[asyncpg.Record]:
+async def reachable_by_role(conn: AnyConnection | asyncpg.Pool, role: str) -> list[asyncpg.Record]:
     """Active users of ``role`` the bot can reach, oldest first."""
     return await conn.fetch(
         "SELECT * FROM users WHERE role = $1 AND is_active AND blocked_bot_at IS NULL ORDER BY id",

@@ -16,4 +16,4 @@ class TextAnswer(Filter):
     (a description, a reason, a reference)."""
 
     async def __call__(self, message: Message) -> bool:
-        return bool(message.text) and not message.text.startswith("/")
+        return bool(message.text and not message.text.startswith("/"))

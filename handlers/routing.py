@@ -52,7 +52,7 @@ class CallbackGate(Filter):
 
     async def __call__(self, query: CallbackQuery) -> bool:
         data = query.data
-        return bool(data) and any(data.split(sep, 1)[0] in names for sep, names in self.prefixes)
+        return bool(data and any(data.split(sep, 1)[0] in names for sep, names in self.prefixes))
 
 
 def _handlers(router: Router, observer: str) -> list[HandlerObject]:
@@ -90,7 +90,7 @@ def message_gate(router: Router) -> MessageGate | None:
         command = next((f for f in filters if isinstance(f, Command)), None)
         state = next((f for f in filters if isinstance(f, StateFilter)), None)
         if command is not None and all(isinstance(c, str) for c in command.commands):
-            commands.update(command.commands)
+            commands.update(c for c in command.commands if isinstance(c, str))
             prefixes.update(command.prefix)
         elif state is not None and (names := _state_names(state.states)) is not None:
             states.update(names)

@@ -32,6 +32,7 @@ import asyncpg
 
 from database import alerts as sql
 from database import outbox
+from database.pool import AnyConnection
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class AdminAlerts:
         params: dict[str, Any],
         *,
         summary: str = "",
-        conn: asyncpg.Connection | None = None,
+        conn: AnyConnection | None = None,
     ) -> AlertResult:
         """Raise one alert. ``template_key``/``params`` name an outbox template rendered in
         each admin's language; ``summary`` is a short untranslated token (an error reference,
@@ -171,7 +172,7 @@ class AdminAlerts:
 
     async def _raise(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         kind: AlertKind,
         dedupe_key: str,
         template_key: str,
@@ -213,7 +214,7 @@ class AdminAlerts:
         return AlertResult(AlertOutcome.SENT, alert_id, len(recipients))
 
     async def _recipients(
-        self, conn: asyncpg.Connection, kinds: set[AlertKind]
+        self, conn: AnyConnection, kinds: set[AlertKind]
     ) -> list[tuple[int | None, int]]:
         """Admins who did not mute every one of ``kinds``."""
         everyone = await outbox.admin_recipients(conn, self.admin_ids)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from database import admin_audit
+from database.pool import AnyConnection
 from recovery.exceptions import DomainError
 from recovery.masking import mask_sensitive
 from recovery.workflows import AdminRef, refusal_code
@@ -75,7 +76,7 @@ class AdminAuditLog:
         reason: str | None = None,
         success: bool = True,
         error: str | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: AnyConnection | None = None,
     ) -> int:
         """Append one audit entry (the reason and error are masked); returns its id.
 

@@ -29,6 +29,7 @@ import asyncpg
 
 from database import error_records, outbox, users
 from database.error_records import GroupCount
+from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import (
     Classification,
@@ -430,7 +431,7 @@ class ErrorHandler:
         record gets its reference only once the transaction committed."""
         verdict = record.classification
         assert verdict is not None
-        steps: list[tuple[str, Callable[[asyncpg.Connection], Awaitable[bool]]]] = []
+        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]] = []
         if verdict.alert_admins:
             steps.append(("alerted", lambda conn: self._alert_admins(conn, record)))
         if failed_send is not None and verdict.mark_user_blocked:
@@ -466,7 +467,7 @@ class ErrorHandler:
             record.actions = actions
 
     async def _upsert(
-        self, conn: asyncpg.Connection, record: ErrorRecord, *, durable: bool
+        self, conn: AnyConnection, record: ErrorRecord, *, durable: bool
     ) -> error_records.UpsertResult:
         result = await error_records.upsert(
             conn,
@@ -489,9 +490,9 @@ class ErrorHandler:
 
     async def _run_step(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         action: str,
-        step: Callable[[asyncpg.Connection], Awaitable[bool]],
+        step: Callable[[AnyConnection], Awaitable[bool]],
         reference: str,
     ) -> bool | None:
         """Run one strategy step in a savepoint; None (and a log line) when it failed."""
@@ -508,11 +509,11 @@ class ErrorHandler:
             )
             return None
 
-    async def _mark(self, conn: asyncpg.Connection, failed: FailedSend) -> bool:
+    async def _mark(self, conn: AnyConnection, failed: FailedSend) -> bool:
         await users.mark_unreachable(conn, failed.chat_id)
         return True
 
-    async def _alert_admins(self, conn: asyncpg.Connection, record: ErrorRecord) -> bool:
+    async def _alert_admins(self, conn: AnyConnection, record: ErrorRecord) -> bool:
         assert record.record_id is not None
         claimed_at = await error_records.claim_alert(conn, record.record_id, self.alert_window_s)
         if claimed_at is None:
@@ -549,7 +550,7 @@ class ErrorHandler:
         return True
 
     async def _queue_resend(
-        self, conn: asyncpg.Connection, verdict: Classification, failed: FailedSend
+        self, conn: AnyConnection, verdict: Classification, failed: FailedSend
     ) -> bool:
         if not failed.text or not failed.idempotency_key:
             return False

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from database import dashboard
+from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind, AlertResult
 
 log = logging.getLogger(__name__)
@@ -278,14 +279,14 @@ class HealthMonitor:
             "usage": in_use / maximum if maximum else 0.0,
         }
 
-    async def summary(self, conn: asyncpg.Connection | None = None) -> dict[str, Any]:
+    async def summary(self, conn: AnyConnection | None = None) -> dict[str, Any]:
         """``get_system_health_summary()`` as a dict, with ``pool`` (``pool_figures``) and
         ``rate_limits`` (where Telegram's limits are held, when known)."""
         pool = self.pool_figures()
         summary = await dashboard.health_summary(
             conn or self.pool, self.stuck_threshold_s, self.stuck_thresholds
         )
-        local = {"pool": pool}
+        local: dict[str, Any] = {"pool": pool}
         if self.rate_limits is not None:
             local["rate_limits"] = dict(self.rate_limits())
         return {**summary, **local}
@@ -326,7 +327,7 @@ class HealthMonitor:
         return SnapshotResult(snapshot_id, report, previous_status, alert)
 
     async def _alert(
-        self, conn: asyncpg.Connection, previous: HealthStatus, report: HealthReport
+        self, conn: AnyConnection, previous: HealthStatus, report: HealthReport
     ) -> AlertResult:
         assert self.alerts is not None
         figures = report.figures

@@ -43,6 +43,7 @@ from typing import Any
 import asyncpg
 
 from database import inventory as inv
+from database.pool import AnyConnection
 from recovery.errors import ErrorHandler
 from recovery.exceptions import ConcurrentModificationError, InputValidationError, NotFoundError
 from recovery.workflow_definitions import MATERIAL_STATES
@@ -399,7 +400,7 @@ class InventoryReconciliationManager:
         return found, done
 
     async def _row_level(
-        self, conn: asyncpg.Connection, material_id: int | None, last_id: int = 0
+        self, conn: AnyConnection, material_id: int | None, last_id: int = 0
     ) -> list[Discrepancy]:
         """Orphans and duplicates of one material, or of all (``material_id`` None, ids up to
         ``last_id``); balance and ledger sum are not filled in."""
@@ -595,7 +596,7 @@ class InventoryReconciliationManager:
                     key = f"reconcile:duplicate:{d.transaction_id}"
                     reverses = d.transaction_id
                     note = f"reverses duplicate of {d.details['external_reference']}"
-                tx_id = await inv.insert_correction(
+                tx_id: int | None = await inv.insert_correction(
                     conn,
                     material_id=material_id,
                     quantity=d.amount,
@@ -650,7 +651,7 @@ class InventoryReconciliationManager:
 
     async def _close_and_log(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         d: Discrepancy,
         action: str,
         actor: str,

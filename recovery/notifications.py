@@ -43,6 +43,7 @@ import asyncpg
 
 from database import notifications as sql
 from database import outbox, users
+from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
@@ -120,7 +121,7 @@ class RetryPolicy:
 
     def cap_s(self, attempt: int) -> float:
         """The upper bound of the jittered delay: ``min(max_delay_s, base * 2**attempt)``."""
-        return min(self.max_delay_s, self.base_delay_s * (2 ** min(max(attempt, 0), 62)))
+        return min(self.max_delay_s, self.base_delay_s * float(2 ** min(max(attempt, 0), 62)))
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds before the next try after ``attempt`` earlier failures (0-based):
@@ -544,7 +545,7 @@ class NotificationRetryManager:
                 raise _ClaimLostError(row_id)  # rolls the entry's closing back
         result.retried += 1
 
-    async def _alert_queue_full(self, conn: asyncpg.Connection, since: Any, depth: int) -> None:
+    async def _alert_queue_full(self, conn: AnyConnection, since: Any, depth: int) -> None:
         """Enqueue the queue-full alert for every admin, once per episode (the idempotency
         key names the episode by its start)."""
         key = f"retry-queue-full:{since.timestamp():.6f}"
@@ -795,7 +796,7 @@ class _Listener:
         self.pool = pool
         self.channel = channel
         self.on_notify = on_notify
-        self.conn: asyncpg.Connection | None = None
+        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
 
     def _callback(self, *_args: object) -> None:
         self.on_notify()

@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from database import ledger, requests, transaction_log, users
+from database.pool import AnyConnection
 from recovery import workflow_definitions as wf
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -575,7 +576,7 @@ class EnhancedStateManager:
 
     @staticmethod
     async def _existing_use(
-        conn: asyncpg.Connection | asyncpg.Pool,
+        conn: AnyConnection | asyncpg.Pool,
         idempotency_key: str,
         request_id: int,
         material_id: int,

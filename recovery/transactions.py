@@ -45,7 +45,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import asyncpg
 import structlog
@@ -53,6 +53,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from database import transaction_log
+from database.pool import AnyConnection
 from recovery.classification import RetryStrategy, classify, is_connection_lost
 from recovery.exceptions import TransactionInDoubtError
 from recovery.masking import mask_sensitive
@@ -183,7 +184,7 @@ class TransactionContext:
 
     def __init__(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         *,
         transaction_id: uuid.UUID,
         operation: str,
@@ -206,7 +207,7 @@ class TransactionContext:
         """The name of the last step that failed, or None."""
         for entry in reversed(self.steps):
             if entry["status"] in ("failed", "rolled_back"):
-                return entry["step"]
+                return cast(str, entry["step"])
         return None
 
     def record(self, entity: str, entity_id: Any, *, before: Any = None, after: Any = None) -> None:
@@ -281,7 +282,7 @@ def recorded(steps: list[dict[str, Any]], entity: str) -> dict[str, Any] | None:
     for step in steps:
         for operation in step.get("operations", []):
             if operation["entity"] == entity:
-                return operation
+                return cast(dict[str, Any], operation)
     return None
 
 
@@ -303,7 +304,9 @@ class TransactionalStateManager:
         *,
         retry_policy: TransactionRetryPolicy | None = None,
         step_hook: StepHook | None = None,
-        isolation: str = "read_committed",
+        isolation: Literal[
+            "read_committed", "read_uncommitted", "repeatable_read", "serializable"
+        ] = "read_committed",
     ) -> None:
         self.pool = pool
         self.retry_policy = retry_policy or TransactionRetryPolicy()
@@ -575,7 +578,7 @@ class TransactionalStateManager:
             # transaction back itself, and the release below terminates the connection
             log.debug("rollback of %s failed: %s", operation, type(exc).__name__)
 
-    async def _release(self, conn: asyncpg.Connection, operation: str) -> None:
+    async def _release(self, conn: asyncpg.pool.PoolConnectionProxy, operation: str) -> None:
         """Return the connection to the pool; never raises an ``Exception``.
 
         asyncpg resets a released connection first; on a connection the server ended that

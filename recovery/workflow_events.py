@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncpg
 
 from database import outbox, users
+from database.pool import AnyConnection
 
 
 async def notify_state_change(
-    conn: asyncpg.Connection,
+    conn: AnyConnection,
     request: asyncpg.Record,
     *,
     transition_id: int,

@@ -37,6 +37,7 @@ import asyncpg
 
 from database import compensation, outbox, recovery_actions, recovery_log, requests, stuck, users
 from database.compensation import Outstanding, Reversal
+from database.pool import AnyConnection
 from database.stuck import Limit
 from recovery import workflow_definitions as wf
 from recovery.alerts import AdminAlerts, AlertKind
@@ -100,7 +101,7 @@ class AdminRef:
     telegram_id: int
 
     @classmethod
-    def of(cls, user: Mapping[str, Any]) -> AdminRef:
+    def of(cls, user: Mapping[str, Any] | asyncpg.Record) -> AdminRef:
         """The admin behind a ``users`` row (keys ``id`` and ``telegram_id``)."""
         return cls(user_id=user["id"], telegram_id=user["telegram_id"])
 
@@ -398,7 +399,7 @@ class WorkflowRecoveryManager:
             if step.role is not None and state in (None, step.state)
         ]
 
-    def _item(self, row: asyncpg.Record) -> StuckRequest:
+    def _item(self, row: Mapping[str, Any] | asyncpg.Record) -> StuckRequest:
         reasons: list[str] = []
         if row["over_deadline"]:
             reasons.append("over_deadline")
@@ -553,7 +554,7 @@ class WorkflowRecoveryManager:
 
     async def _stuck_item(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         request: asyncpg.Record,
         assignee: asyncpg.Record | None,
     ) -> StuckRequest | None:
@@ -586,7 +587,7 @@ class WorkflowRecoveryManager:
         )
         if not row["over_deadline"] and not unreachable:
             return None
-        return self._item(row)  # type: ignore[arg-type]
+        return self._item(row)
 
     async def get_request(self, request_id: int) -> asyncpg.Record:
         """The request row.
@@ -662,7 +663,7 @@ class WorkflowRecoveryManager:
 
     async def _plan(
         self,
-        conn: asyncpg.Connection,
+        conn: AnyConnection,
         current: asyncpg.Record,
         action: RecoveryAction,
         assignee_id: int | None,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the project with every extra into .venv at the versions of requirements.lock, check
-# that the lock matches pyproject.toml, lint, then run every test.
+# that the lock matches pyproject.toml, lint, type-check (mypy, configured in pyproject.toml),
+# then run every test.
 # Tests use TEST_DATABASE_URL when set, else an embedded PostgreSQL; REDIS_URL when set, else
 # the machine's Redis at 127.0.0.1:6379 when it answers, else the Redis tests are skipped
 # (saying so). The alert rule tests need promtool (Debian's prometheus package).
@@ -16,6 +17,7 @@ fi
 .venv/bin/python scripts/check_lock.py
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 if [ -z "${REDIS_URL:-}" ] && .venv/bin/python -c "
 import redis
 redis.Redis(host='127.0.0.1', port=6379, socket_timeout=1, socket_connect_timeout=1).ping()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import io
 from collections.abc import Mapping
+from typing import cast
 
 from recovery.error_stats import HourlySeries
 
@@ -39,6 +40,7 @@ def render_errors_per_hour(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
     FigureCanvasAgg(figure)
@@ -62,7 +64,8 @@ def render_errors_per_hour(
     axes.set_ylabel(y_label)
     axes.set_title(title)
     axes.set_xlim(-0.5, len(positions) - 0.5)
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    # a linear axis' default locator is an AutoLocator, a MaxNLocator
+    cast(MaxNLocator, axes.yaxis.get_major_locator()).set_params(integer=True)
     if series.by_category:
         axes.legend(loc="upper left", fontsize="small")
     axes.grid(axis="y", alpha=0.3)

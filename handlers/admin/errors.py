@@ -156,7 +156,7 @@ def render_series_text(series: HourlySeries, hours: int) -> Html:
         for category, values in series.by_category.items():
             if values[i]:
                 bucket[category] = bucket.get(category, 0) + values[i]
-    lines = [
+    lines: list[str] = [
         html(
             _("Errors per {unit} over the last {window} (UTC): {total}"),
             unit=_("day") if daily else _("hour"),
@@ -229,7 +229,7 @@ async def top_groups(
     keyboard.button(text=_("« Back"), callback_data=ErrorsCb(view="stats"))
     keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
     if result.total:
-        text = html(
+        text: str = html(
             _("Unresolved error groups: {total}. Page {page} of {pages}."),
             total=f"{result.total}+" if result.capped else result.total,
             page=page + 1,

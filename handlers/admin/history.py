@@ -125,7 +125,7 @@ async def history(
     page = min(requested, pages - 1)
     if page != requested:
         result = await audit.history(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    lines = [
+    lines: list[str] = [
         html(
             _("Recovery history. Actions: {total}. Page {page} of {pages}."),
             total=result.total,

@@ -113,7 +113,7 @@ class ProgressMessage:
         self.last_edit, self.last_text = now, text
 
 
-def _counts_lines(counts: dict[str, int]) -> list[str]:
+def _counts_lines(counts: dict[str, int]) -> list[Html]:
     return [html("• {kind}: {n}", kind=kind_label(kind), n=n) for kind, n in sorted(counts.items())]
 
 
@@ -229,7 +229,7 @@ async def open_list(
     keyboard.button(text=_("« Back"), callback_data=InventoryCb(action="menu"))
     keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
     if result.items:
-        text = html(
+        text: str = html(
             _("Open discrepancies: {total}. Page {page} of {pages}."),
             total=total,
             page=page + 1,

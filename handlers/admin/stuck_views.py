@@ -237,7 +237,7 @@ def filter_screen(workflow_type: str | None) -> Screen:
 def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     """The request, why it is stuck, its history, its recovery actions and the actions."""
     request = detail.request
-    lines = [
+    lines: list[str] = [
         html(
             _("Request #{id} ({workflow})"),
             id=request["id"],
@@ -441,11 +441,11 @@ def confirm_screen(plan: Plan) -> Screen:
     lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
     code = CODE_OF[plan.action]
     arg = plan.to_assignee_id if plan.action is RecoveryAction.REASSIGN else plan.fingerprint
-    ident = {"action": code, "request_id": rid, "version": plan.version, "arg": arg or 0}
+    confirm = StuckActionCb(action=code, request_id=rid, version=plan.version, arg=arg or 0)
     return join("\n", lines), _keyboard(
         [
-            [(_("Confirm"), StuckActionCb(**ident, step=2))],
-            [(_("Confirm with a reason"), StuckActionCb(**ident, step=1))],
+            [(_("Confirm"), confirm.model_copy(update={"step": 2}))],
+            [(_("Confirm with a reason"), confirm.model_copy(update={"step": 1}))],
             [(_("Cancel"), StuckDetailCb(request_id=rid))],
         ]
     )
@@ -471,7 +471,7 @@ def outcome_screen(outcome: Outcome) -> Screen:
     """An applied action."""
     request, plan = outcome.request, outcome.plan
     if plan.action is RecoveryAction.REASSIGN:
-        lines = [
+        lines: list[str] = [
             html(
                 _("Done: request #{id} is now assigned to {name}."),
                 id=request["id"],
@@ -597,7 +597,7 @@ def batch_review_screen(
 ) -> Screen:
     """How many requests the batch touches, which ones (their numbers; past ``IDS_SHOWN``
     how many more) and what it does, before the admin agrees."""
-    lines = [
+    lines: list[str] = [
         html(
             ngettext(
                 "Review: {action} on {n} stuck request ({filter}).",
@@ -676,7 +676,7 @@ def _numbers(ids: Sequence[int]) -> str:
 def batch_result_screen(result: BatchResult) -> Screen:
     """How many succeeded, were stale or failed, their request numbers, and why the first
     failures failed."""
-    lines = [
+    lines: list[str] = [
         html(
             _(
                 "Batch {action} done: {ok} succeeded, {stale} stale (moved since the review), "

@@ -157,7 +157,7 @@ class Cluster:
         self, instance: WebhookInstance, api: FakeTelegramAPI | RemoteTelegramAPI
     ) -> bool:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
+        deadline = loop.time() + 120  # a busy machine imports slowly
         while loop.time() < deadline:
             if instance.process.poll() is not None:
                 return False

@@ -119,16 +119,19 @@ class Chat:
 
     async def press(self, data: str) -> str:
         """Press the inline button carrying ``data`` (on whichever message shows it); return
-        the text of the callback answer."""
-        shown = [
-            m["message_id"]
-            for m in reversed(self.api.messages_to(self.user_id))
-            for row in m.get("reply_markup", {}).get("inline_keyboard", [])
-            for button in row
-            if button.get("callback_data") == data
-        ]
-        assert shown, f"no button {data!r} in {self.texts()[-3:]}"
-        message_id = shown[0]
+        the text of the callback answer. A list comes as one message per item, so the
+        button may still be on its way: wait for it."""
+
+        def shown() -> list[int]:
+            return [
+                m["message_id"]
+                for m in reversed(self.api.messages_to(self.user_id))
+                for row in m.get("reply_markup", {}).get("inline_keyboard", [])
+                for button in row
+                if button.get("callback_data") == data
+            ]
+
+        message_id = (await self.api.wait_for(shown, 20))[0]
         update = self.api.push_callback(self.user_id, data, message_id=message_id)
         query_id = update["callback_query"]["id"]
         answer = await self.api.wait_for(
