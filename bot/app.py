@@ -17,6 +17,7 @@ from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
@@ -42,9 +43,10 @@ from database.migrate import (
 from handlers import build_root_router
 from handlers.admin.alerts import mute_callback
 from handlers.command_menu import publish_defaults, publish_for_chat
+from middlewares.callback_answer import AnswerEveryCallback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
-from middlewares.user import UserMiddleware, update_sender
+from middlewares.user import UserMiddleware
 from recovery.alerts import AdminAlerts, AlertPolicy
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
@@ -248,7 +250,7 @@ class ContextDispatcher(Dispatcher):
     or ``request_id`` set inside ends with the update."""
 
     async def feed_update(self, bot: Bot, update: Update, **kwargs: Any) -> Any:
-        sender = update_sender(update)
+        sender = UserContextMiddleware.resolve_event_context(update).user
         try:
             update_type = update.event_type
         except UpdateTypeLookupError:
@@ -273,7 +275,8 @@ def build_dispatcher(
 
     Outer update middlewares run in registration order: ``outer_middlewares`` first (the
     running process puts its update tracking there), then the error handler (it catches
-    everything below it), then user loading; i18n wraps each event observer. ``storage``
+    everything below it), then user loading; i18n wraps each event observer; every callback
+    handler is wrapped by ``AnswerEveryCallback`` (one answer per callback). ``storage``
     is the FSM storage (memory when None).
     """
     dp = ContextDispatcher(storage=storage, **services.as_dispatcher_kwargs())
@@ -286,6 +289,7 @@ def build_dispatcher(
     )
     dp.update.outer_middleware(UserMiddleware(services.pool, services.settings))
     UserLocaleMiddleware(services.i18n).setup(dp)
+    dp.callback_query.middleware(AnswerEveryCallback())  # wraps every callback handler
     dp.include_router(build_root_router())
     return dp
 

@@ -46,7 +46,6 @@ async def pick_type(query: CallbackQuery, callback_data: NewRequestCb, state: FS
     """Remembers the type and asks for a description."""
     await state.set_state(NewRequest.description)
     await state.update_data(workflow_type=callback_data.workflow_type)
-    await query.answer()
     if query.message is not None:
         await query.message.answer(_("Describe the problem and the address in one message."))
 

@@ -6,6 +6,7 @@ import asyncpg
 from aiogram import F, Router
 from aiogram.filters import Command, CommandStart
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -85,6 +86,7 @@ async def choose_language(message: Message) -> None:
 @router.callback_query(LanguageCb.filter(F.code.in_(SUPPORTED_LOCALES)))
 async def set_language(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: LanguageCb,
     user: asyncpg.Record,
     pool: asyncpg.Pool,
@@ -103,6 +105,6 @@ async def set_language(
             locale=callback_data.code,
         )
     with i18n.use_locale(callback_data.code):
-        await query.answer(_("Language changed."))
+        callback_answer.text = _("Language changed.")
         if query.message is not None:
             await query.message.answer(_("Language changed."))

@@ -1,8 +1,8 @@
 """Last router: an answer to everything no other router took.
 
-- A button nobody handles (an older menu layout, a removed feature) is answered with "this
-  menu is outdated" instead of a spinning button or an error; an admin's outdated
-  admin-menu button also gets a fresh admin menu in place of the old one.
+- A button nobody handles (an older menu layout, a removed feature, a field out of range)
+  is answered with "this menu is outdated" instead of a spinning button or an error; an
+  admin's outdated admin-menu button also gets a fresh admin menu in place of the old one.
 - A message nobody handles gets a short hint: at a dialogue step, what the step expects
   (a photo where ``/new`` waits for a description: "send the description as text");
   outside a dialogue, an unknown command, free text, a photo or a sticker each get a line
@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 from aiogram import Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
-from handlers.callbacks import ADMIN_MENU_PREFIX
+from handlers.admin import MENU_PREFIXES
+from handlers.admin.menu import fresh_menu
+from handlers.screens import alert
 
 router = Router(name=__name__)
 
@@ -57,36 +59,20 @@ def message_hint(message: Message, raw_state: str | None) -> str:
 
 
 def is_admin_menu_data(data: str | None) -> bool:
-    """True for callback data of the admin menu (every prefix starts with ``wr``)."""
-    return bool(data) and (data or "").split(":", 1)[0].startswith(ADMIN_MENU_PREFIX)
-
-
-async def answer_outdated(query: CallbackQuery, *, is_admin: bool) -> None:
-    """Answer ``query`` with "this menu is outdated"; for an admin's admin-menu button,
-    replace the old menu with a fresh main menu (edit, else a new message)."""
-    if not (is_admin and is_admin_menu_data(query.data)):
-        await query.answer(_("This menu is outdated. Send the command again."), show_alert=True)
-        return
-    from handlers.admin.workflow_recovery import main_menu_markup  # the admin menu's owner
-
-    await query.answer(_("This menu is outdated. Here is a fresh one."), show_alert=True)
-    text, markup = _("Workflow recovery. Choose a section:"), main_menu_markup()
-    message = query.message
-    if isinstance(message, Message):
-        try:
-            await message.edit_text(text, reply_markup=markup)
-            return
-        except TelegramBadRequest:
-            pass
-        await message.answer(text, reply_markup=markup)
-    elif query.from_user is not None and query.bot is not None:
-        await query.bot.send_message(query.from_user.id, text, reply_markup=markup)
+    """True for callback data whose prefix (before the first ``:``, aiogram's separator)
+    is one of the admin menu's ``CallbackData`` prefixes."""
+    return bool(data) and (data or "").split(":", 1)[0] in MENU_PREFIXES
 
 
 @router.callback_query()
-async def outdated_button(query: CallbackQuery, is_admin: bool = False) -> None:
+async def outdated_button(
+    query: CallbackQuery, callback_answer: CallbackAnswer, is_admin: bool = False
+) -> None:
     """Answers any callback no other router took."""
-    await answer_outdated(query, is_admin=is_admin)
+    if is_admin and is_admin_menu_data(query.data):
+        await fresh_menu(query, callback_answer)
+        return
+    alert(callback_answer, _("This menu is outdated. Send the command again."))
 
 
 @router.message()

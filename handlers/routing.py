@@ -112,6 +112,18 @@ def callback_gate(router: Router) -> CallbackGate | None:
     return CallbackGate({sep: frozenset(names) for sep, names in prefixes.items()})
 
 
+def callback_prefixes(*routers: Router) -> frozenset[str]:
+    """The ``CallbackData`` prefixes (``__prefix__``) of every callback handler's filter in
+    the trees of ``routers``."""
+    return frozenset(
+        data.callback_data.__prefix__
+        for router in routers
+        for handler in _handlers(router, "callback_query")
+        for data in _filters(handler)
+        if isinstance(data, CallbackQueryFilter)
+    )
+
+
 def gate_tree(router: Router) -> None:
     """Install the gates on ``router`` (call it once its sub-routers are included); an
     observer whose handlers cannot be gated keeps taking everything."""

@@ -12,6 +12,7 @@ from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
@@ -88,6 +89,7 @@ async def tasks(
 @router.callback_query(AdvanceCb.filter())
 async def advance(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: AdvanceCb,
     user: asyncpg.Record,
     state_manager: EnhancedStateManager,
@@ -99,7 +101,7 @@ async def advance(
     )
     template = _("Request #{id} moved to {state}.")
     values = {"id": request["id"], "state": state_label(request["current_state"])}
-    await query.answer(plain(template, **values))
+    callback_answer.text = plain(template, **values)
     if query.message is not None:
         await query.message.answer(html(template, **values))
 
@@ -194,7 +196,7 @@ async def choose_material(
         )
         navigation += 1
     keyboard.adjust(*([1] * len(rows)), *([navigation] if navigation else []))
-    await query.answer()
+
     if query.message is not None:
         text = (
             html(_("Request #{id}: which material?"), id=callback_data.request_id)
@@ -213,7 +215,7 @@ async def ask_quantity(
 ) -> None:
     """Remembers the request and the material; asks how many."""
     material = await state_manager.get_material(callback_data.material_id)
-    await query.answer()
+
     if material is None or query.message is None:
         if query.message is not None:
             await query.message.answer(

@@ -26,31 +26,16 @@ from aiogram.client.default import Default
 from aiogram.dispatcher.event.bases import CancelHandler, SkipHandler
 from aiogram.exceptions import TelegramAPIError
 from aiogram.methods import SendMessage
-from aiogram.types import TelegramObject, Update, User
+from aiogram.types import Chat, TelegramObject, Update, User
 from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.i18n import I18n
 
 from bot.i18n import pick_locale
 from middlewares.error_messages import CALLBACK_ALERT_LIMIT, user_message
-from middlewares.user import update_sender
 from recovery.errors import ErrorHandler, ErrorRecord, FailedSend
 from recovery.masking import mask_sensitive
 
 log = logging.getLogger(__name__)
-
-
-def _chat_id(update: Update) -> int | None:
-    """The chat a reply to this update goes to."""
-    if update.message is not None:
-        return update.message.chat.id
-    if update.edited_message is not None:
-        return update.edited_message.chat.id
-    query = update.callback_query
-    if query is not None and query.message is not None:
-        return query.message.chat.id
-    if update.my_chat_member is not None:
-        return update.my_chat_member.chat.id
-    return None
 
 
 def _parse_mode(method: SendMessage, bot: Bot | None) -> str | None:
@@ -103,14 +88,17 @@ def _update_type(update: Update | None, event: TelegramObject) -> str:
         return "unknown"
 
 
-def _context(update: Update | None, event: TelegramObject, sender: User | None) -> dict[str, Any]:
+def _context(
+    update: Update | None, event: TelegramObject, sender: User | None, chat: Chat | None = None
+) -> dict[str, Any]:
     """What the error record keeps of the update; built from any update whatever its text
-    (empty, blanks only, no-break spaces) or kind."""
+    (empty, blanks only, no-break spaces) or kind. ``sender`` and ``chat``: aiogram's
+    ``event_from_user`` and ``event_chat``."""
     context: dict[str, Any] = {
         "update_id": update.update_id if update is not None else None,
         "update_type": _update_type(update, event),
         "telegram_user_id": sender.id if sender is not None else None,
-        "chat_id": _chat_id(update) if update is not None else None,
+        "chat_id": chat.id if chat is not None else None,
     }
     if update is not None and update.message is not None and update.message.text:
         words = update.message.text.split(maxsplit=1)
@@ -159,10 +147,12 @@ class EnhancedErrorHandlerMiddleware(BaseMiddleware):
 
     async def _handle(self, exc: Exception, event: TelegramObject, data: dict[str, Any]) -> None:
         update = event if isinstance(event, Update) else None
-        sender = update_sender(update) if update is not None else None
+        # aiogram's UserContextMiddleware (an outer middleware of the Dispatcher) puts these
+        sender: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
         record = await self.error_handler.handle(
             exc,
-            context=_context(update, event, sender),
+            context=_context(update, event, sender, chat),
             failed_send=failed_send_of(exc, update, data),
         )
         if record.reference:  # every later line of this update carries what the user sees
@@ -188,12 +178,14 @@ class EnhancedErrorHandlerMiddleware(BaseMiddleware):
         text = user_message(
             self.i18n, verdict, reference=record.reference, locale=locale, queued_resend=queued
         )
-        await self._send(update, text, bot, record)
+        await self._send(chat, text, bot, record)
 
-    async def _send(self, update: Update, text: str, bot: Bot | None, record: ErrorRecord) -> None:
-        chat_id = _chat_id(update)
-        if chat_id is None or bot is None:
+    async def _send(
+        self, chat: Chat | None, text: str, bot: Bot | None, record: ErrorRecord
+    ) -> None:
+        if chat is None or bot is None:
             return
+        chat_id = chat.id
         try:
             await bot.send_message(chat_id, text, parse_mode=None)
         except Exception as reply_exc:  # blocked the bot meanwhile, chat gone, network...

@@ -11,6 +11,7 @@ from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update, User
+from aiogram.types.update import UpdateTypeLookupError
 
 from bot.i18n import pick_locale
 from bot.settings import Settings
@@ -22,17 +23,21 @@ log = logging.getLogger(__name__)
 _NUL = "\x00"
 
 
-def update_sender(update: Update) -> User | None:
-    """The Telegram user behind an update, for the update kinds the bot handles."""
-    for event in (
-        update.message,
-        update.edited_message,
-        update.callback_query,
-        update.my_chat_member,
-    ):
-        if event is not None and event.from_user is not None:
-            return event.from_user
-    return None
+# The update kinds the bot has handlers for; any other kind reaches no handler.
+HANDLED_KINDS = frozenset({"message", "edited_message", "callback_query", "my_chat_member"})
+
+
+def human_sender(update: Update, data: dict[str, Any]) -> User | None:
+    """The person behind ``update``: aiogram's ``event_from_user`` (set by its
+    ``UserContextMiddleware``) for a kind in ``HANDLED_KINDS`` sent by a human; else None."""
+    sender: User | None = data.get("event_from_user")
+    if sender is None or sender.is_bot:
+        return None
+    try:
+        kind = update.event_type
+    except UpdateTypeLookupError:
+        return None
+    return sender if kind in HANDLED_KINDS else None
 
 
 class UserMiddleware(BaseMiddleware):
@@ -59,9 +64,9 @@ class UserMiddleware(BaseMiddleware):
     ) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
-        sender = update_sender(event)
-        if sender is None or sender.is_bot:
-            await self._skip(event, sender)
+        sender = human_sender(event, data)
+        if sender is None:
+            await self._skip(event, data.get("event_from_user"))
             return UNHANDLED
         user = await self._load(sender)
         data["user"] = user
@@ -76,7 +81,7 @@ class UserMiddleware(BaseMiddleware):
         log.info(
             "update %s skipped: no human sender (%s)",
             update.update_id,
-            "a bot" if sender is not None else "none",
+            "a bot" if sender is not None and sender.is_bot else "none, or a kind not handled",
         )
         query = update.callback_query
         if query is not None and query.bot is not None:

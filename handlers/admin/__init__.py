@@ -22,7 +22,8 @@ from handlers.admin import (
     retries,
     workflow_recovery,
 )
-from handlers.routing import gate_tree
+from handlers.routing import callback_prefixes, gate_tree
+from handlers.screens import alert
 
 
 class AdminOnlyMiddleware(BaseMiddleware):
@@ -37,23 +38,29 @@ class AdminOnlyMiddleware(BaseMiddleware):
         if data.get("is_admin"):
             return await handler(event, data)
         refusal = _("This section is for administrators only.")
-        if isinstance(event, CallbackQuery):
-            await event.answer(refusal, show_alert=True)
+        if isinstance(event, CallbackQuery):  # answered by AnswerEveryCallback
+            alert(data["callback_answer"], refusal)
         elif isinstance(event, Message):
             await event.answer(refusal)
         return None
 
 
-router = Router(name=__name__)
-router.message.middleware(AdminOnlyMiddleware())
-router.callback_query.middleware(AdminOnlyMiddleware())
-router.include_routers(
+# The menu's sections (alert mute buttons sit on alert messages, not in the menu)
+MENU_ROUTERS = (
     workflow_recovery.router,
     health.router,
     errors.router,
     inventory.router,
     retries.router,
     history.router,
-    alerts.router,
 )
+
+router = Router(name=__name__)
+router.message.middleware(AdminOnlyMiddleware())
+router.callback_query.middleware(AdminOnlyMiddleware())
+router.include_routers(*MENU_ROUTERS, alerts.router)
 gate_tree(router)
+
+MENU_PREFIXES: frozenset[str] = callback_prefixes(*MENU_ROUTERS)
+"""The ``CallbackData`` prefixes of every button of the admin menu, read off the menu
+routers' callback filters (``wr``, ``wrs``, ``es``, ``eg``, ``iv``, ``nr``, ...)."""

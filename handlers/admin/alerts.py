@@ -9,11 +9,13 @@ import asyncpg
 from aiogram import Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import AlertMuteCb, AlertUnmuteCb
 from handlers.render import plain
+from handlers.screens import alert
 from recovery.alerts import KIND_LABELS, MUTE_BUTTON_TEXTS, MUTE_DURATIONS_S, AdminAlerts, AlertKind
 from recovery.audit import AdminAuditLog
 from recovery.workflows import AdminRef
@@ -60,6 +62,7 @@ async def _replace_keyboard(query: CallbackQuery, markup: InlineKeyboardMarkup) 
 @router.callback_query(AlertMuteCb.filter())
 async def mute(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: AlertMuteCb,
     user: asyncpg.Record,
     alerts: AdminAlerts,
@@ -76,7 +79,7 @@ async def mute(
             success=False,
             error=f"refused: no mute option {kind} for {seconds} s",
         )
-        await query.answer(_("This mute option is not available."), show_alert=True)
+        alert(callback_answer, _("This mute option is not available."))
         return
     chat_id = query.from_user.id
     before = await alerts.muted_until(chat_id=chat_id, kind=kind)
@@ -89,13 +92,13 @@ async def mute(
         before={"muted_until": before.isoformat() if before else None},
         after=lambda end: {"muted_until": end.isoformat(), "seconds": seconds},
     )
-    await query.answer(
+    alert(
+        callback_answer,
         plain(
             _("Alerts about {kind} are muted for you until {until} UTC."),
             kind=_(KIND_LABELS[AlertKind(kind)]),
             until=f"{until:%Y-%m-%d %H:%M}",
         ),
-        show_alert=True,
     )
     await _replace_keyboard(query, unmute_markup(kind))
 
@@ -103,6 +106,7 @@ async def mute(
 @router.callback_query(AlertUnmuteCb.filter())
 async def unmute(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: AlertUnmuteCb,
     user: asyncpg.Record,
     alerts: AdminAlerts,
@@ -119,7 +123,7 @@ async def unmute(
             success=False,
             error=f"refused: no alert kind {kind}",
         )
-        await query.answer(_("This mute option is not available."), show_alert=True)
+        alert(callback_answer, _("This mute option is not available."))
         return
     chat_id = query.from_user.id
     ended = await audit.audited(
@@ -135,5 +139,5 @@ async def unmute(
         if ended is not None
         else _("Alerts about {kind} were not muted.")
     )
-    await query.answer(plain(text, kind=_(KIND_LABELS[AlertKind(kind)])), show_alert=True)
+    alert(callback_answer, plain(text, kind=_(KIND_LABELS[AlertKind(kind)])))
     await _replace_keyboard(query, mute_markup(kind))

@@ -14,6 +14,7 @@ from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -22,7 +23,7 @@ from handlers.admin.charts import charts_available, render_errors_per_hour
 from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, cut, html, join, plain
-from handlers.screens import edit_or_send
+from handlers.screens import Pager, alert, answer_now, edit_or_send, list_markup
 from handlers.texts import ngettext
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import CategoryCount, ErrorStatistics, HourlySeries
@@ -210,44 +211,44 @@ async def top_groups(
 ) -> None:
     """A page of unresolved groups, most frequent first."""
     result = await error_stats.top_groups(page=callback_data.page, page_size=PAGE_SIZE)
-    pages = max((result.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    page = min(max(callback_data.page, 0), pages - 1)
-    keyboard = InlineKeyboardBuilder()
-    for row in result.items:
-        keyboard.button(
-            text=f"{row['reference']} · {category_label(row['category'])}/"
+    pager = Pager.of(result.total, callback_data.page, PAGE_SIZE)
+    buttons = [
+        (
+            f"{row['reference']} · {category_label(row['category'])}/"
             f"{severity_label(row['severity'])} · {row['occurrence_count']}×",
-            callback_data=ErrorGroupCb(record_id=row["id"], page=page),
+            ErrorGroupCb(record_id=row["id"], page=pager.page),
         )
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=ErrorsCb(view="top", page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=ErrorsCb(view="top", page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=ErrorsCb(view="stats"))
-    keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
+        for row in result.items
+    ]
+    markup = list_markup(
+        buttons,
+        pager,
+        lambda p: ErrorsCb(view="top", page=p),
+        (_("« Back"), ErrorsCb(view="stats")),
+    )
     if result.total:
         text: str = html(
             _("Unresolved error groups: {total}. Page {page} of {pages}."),
             total=f"{result.total}+" if result.capped else result.total,
-            page=page + 1,
-            pages=f"{pages}+" if result.capped else pages,
+            page=pager.page + 1,
+            pages=f"{pager.pages}+" if result.capped else pager.pages,
         )
     else:
         text = _("No unresolved error groups.")
-    await edit_or_send(query, text, keyboard.as_markup())
+    await edit_or_send(query, text, markup)
 
 
 @router.callback_query(ErrorGroupCb.filter())
 async def group_detail(
-    query: CallbackQuery, callback_data: ErrorGroupCb, error_stats: ErrorStatistics
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: ErrorGroupCb,
+    error_stats: ErrorStatistics,
 ) -> None:
     """One group's detail."""
     row = await error_stats.group(callback_data.record_id)
     if row is None:
-        await query.answer(_("This error group does not exist (any more)."), show_alert=True)
+        alert(callback_answer, _("This error group does not exist (any more)."))
         return
     await edit_or_send(query, render_group(row), group_markup(row, callback_data.page))
 
@@ -255,6 +256,7 @@ async def group_detail(
 @router.callback_query(ErrorResolveCb.filter())
 async def resolve(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: ErrorResolveCb,
     user: asyncpg.Record,
     error_stats: ErrorStatistics,
@@ -273,7 +275,7 @@ async def resolve(
             success=False,
             error=f"not_found: error group {callback_data.record_id}",
         )
-        await query.answer(_("This error group does not exist (any more)."), show_alert=True)
+        alert(callback_answer, _("This error group does not exist (any more)."))
         return
     await audit.audited(
         AdminRef.of(user),
@@ -330,17 +332,23 @@ async def lookup(message: Message, error_stats: ErrorStatistics, state: FSMConte
     await message.answer(render_group(row), reply_markup=group_markup(row, 0))
 
 
-@router.callback_query(ErrorsCb.filter(F.view == "chart"))
+@router.callback_query(ErrorsCb.filter((F.view == "chart") & ~F.hours.in_(CHART_WINDOWS_H)))
+async def no_chart(query: CallbackQuery, callback_answer: CallbackAnswer) -> None:
+    """A chart window the menu does not offer."""
+    alert(callback_answer, _("This chart is not available."))
+
+
+@router.callback_query(ErrorsCb.filter((F.view == "chart") & F.hours.in_(CHART_WINDOWS_H)))
 async def chart(
-    query: CallbackQuery, callback_data: ErrorsCb, error_stats: ErrorStatistics
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: ErrorsCb,
+    error_stats: ErrorStatistics,
 ) -> None:
     """Errors per hour by category as a PNG photo; as text when sending the photo fails or
     matplotlib (the ``charts`` extra) is not installed."""
+    await answer_now(query, callback_answer)  # drawing takes a while
     hours = callback_data.hours
-    if hours not in CHART_WINDOWS_H:
-        await query.answer(_("This chart is not available."), show_alert=True)
-        return
-    await query.answer()
     series = await error_stats.hourly(hours)
     if not charts_available() and isinstance(query.message, Message):
         await query.message.answer(render_series_text(series, hours))

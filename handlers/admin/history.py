@@ -7,11 +7,10 @@ from aiogram import F, Router
 from aiogram.types import CallbackQuery
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import HistoryCb, MenuCb
 from handlers.render import Html, html, join
-from handlers.screens import edit_or_send
+from handlers.screens import edit_or_send, fetch_page, list_markup
 from recovery.alerts import KIND_LABELS, AlertKind
 from recovery.audit import AdminAuditLog, HistoryEntry
 
@@ -119,29 +118,23 @@ async def history(
 ) -> None:
     """A page of admin actions, newest first."""
     requested = callback_data.page if isinstance(callback_data, HistoryCb) else 0
-    requested = min(max(requested, 0), MAX_PAGE)
-    result = await audit.history(limit=PAGE_SIZE, offset=requested * PAGE_SIZE)
-    pages = max((result.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    page = min(requested, pages - 1)
-    if page != requested:
-        result = await audit.history(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    result, pager = await fetch_page(
+        lambda limit, offset: audit.history(limit=limit, offset=offset),
+        lambda r: r.total,
+        requested,
+        PAGE_SIZE,
+        MAX_PAGE,
+    )
     lines: list[str] = [
         html(
             _("Recovery history. Actions: {total}. Page {page} of {pages}."),
             total=result.total,
-            page=page + 1,
-            pages=pages,
+            page=pager.page + 1,
+            pages=pager.pages,
         )
     ]
     lines += [render_entry(entry) for entry in result.items] or [_("none")]
-    keyboard = InlineKeyboardBuilder()
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=HistoryCb(page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=HistoryCb(page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
-    keyboard.adjust(*([navigation] if navigation else []), 1)
-    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
+    markup = list_markup(
+        [], pager, lambda p: HistoryCb(page=p), (_("« Back"), MenuCb(section="main"))
+    )
+    await edit_or_send(query, join("\n", lines), markup)

@@ -14,6 +14,7 @@ from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -21,7 +22,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, html, join, plain
-from handlers.screens import edit_or_send
+from handlers.screens import Pager, alert, answer_now, edit_or_send, list_markup, replace
 from recovery.audit import AdminAuditLog
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -173,12 +174,13 @@ async def menu(
 @router.callback_query(InventoryCb.filter(F.action == "check"))
 async def check(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     user: asyncpg.Record,
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
 ) -> None:
     """Runs a check now (records what is open, fixes nothing), showing its progress."""
-    await query.answer(_("Checking the inventory…"))
+    await answer_now(query, callback_answer, _("Checking the inventory…"))
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
@@ -190,16 +192,7 @@ async def check(
     )
     total = sum((await inventory.open_counts()).values())
     text = join("\n", [bold(_("Check done.")), *render_report(report)])
-    await _show(query.message, text, menu_markup(total))
-
-
-async def _show(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
-    """Replace the (progress) message with the result; send it when it cannot be edited."""
-    try:
-        await message.edit_text(text, reply_markup=markup)
-    except TelegramAPIError as exc:
-        log.info("result edit refused (%s); sending it", exc.message)
-        await message.answer(text, reply_markup=markup)
+    await replace(query.message, text, menu_markup(total))
 
 
 @router.callback_query(DiscrepancyListCb.filter())
@@ -210,34 +203,31 @@ async def open_list(
 ) -> None:
     """A page of open discrepancies, oldest first."""
     total = sum((await inventory.open_counts()).values())
-    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    page = min(max(callback_data.page, 0), pages - 1)
-    result = await inventory.list_open(limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    keyboard = InlineKeyboardBuilder()
-    for d in result.items:
-        keyboard.button(
-            text=f"#{d.id} {d.sku or d.material_id} · {kind_label(d.kind)} · {d.amount:+d}",
-            callback_data=DiscrepancyCb(action="show", discrepancy_id=d.id or 0, page=page),
+    pager = Pager.of(total, callback_data.page, PAGE_SIZE)
+    result = await inventory.list_open(limit=PAGE_SIZE, offset=pager.offset)
+    buttons = [
+        (
+            f"#{d.id} {d.sku or d.material_id} · {kind_label(d.kind)} · {d.amount:+d}",
+            DiscrepancyCb(action="show", discrepancy_id=d.id or 0, page=pager.page),
         )
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=DiscrepancyListCb(page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=DiscrepancyListCb(page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=InventoryCb(action="menu"))
-    keyboard.adjust(*([1] * len(result.items)), *([navigation] if navigation else []), 1)
+        for d in result.items
+    ]
+    markup = list_markup(
+        buttons,
+        pager,
+        lambda p: DiscrepancyListCb(page=p),
+        (_("« Back"), InventoryCb(action="menu")),
+    )
     if result.items:
         text: str = html(
             _("Open discrepancies: {total}. Page {page} of {pages}."),
             total=total,
-            page=page + 1,
-            pages=pages,
+            page=pager.page + 1,
+            pages=pager.pages,
         )
     else:
         text = _("No open discrepancies.")
-    await edit_or_send(query, text, keyboard.as_markup())
+    await edit_or_send(query, text, markup)
 
 
 def render_discrepancy(d: Discrepancy) -> Html:
@@ -266,23 +256,26 @@ def render_discrepancy(d: Discrepancy) -> Html:
 
 
 async def _discrepancy_or_refuse(
-    query: CallbackQuery, inventory: InventoryReconciliationManager, discrepancy_id: int
+    callback_answer: CallbackAnswer, inventory: InventoryReconciliationManager, discrepancy_id: int
 ) -> Discrepancy | None:
     if _valid_id(discrepancy_id):
         try:
             return await inventory.get(discrepancy_id)
         except NotFoundError:
             pass
-    await query.answer(_("This discrepancy does not exist."), show_alert=True)
+    alert(callback_answer, _("This discrepancy does not exist."))
     return None
 
 
 @router.callback_query(DiscrepancyCb.filter(F.action == "show"))
 async def detail(
-    query: CallbackQuery, callback_data: DiscrepancyCb, inventory: InventoryReconciliationManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: DiscrepancyCb,
+    inventory: InventoryReconciliationManager,
 ) -> None:
     """One discrepancy with its actions (when it is still open)."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         return
     keyboard = InlineKeyboardBuilder()
@@ -303,10 +296,13 @@ async def detail(
 
 @router.callback_query(DiscrepancyCb.filter(F.action == "fix"))
 async def confirm_fix(
-    query: CallbackQuery, callback_data: DiscrepancyCb, inventory: InventoryReconciliationManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: DiscrepancyCb,
+    inventory: InventoryReconciliationManager,
 ) -> None:
     """Says what fixing the discrepancy does and asks for confirmation."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         return
     text = html(
@@ -363,6 +359,7 @@ def _refusal(exc: DomainError) -> str:
 @router.callback_query(DiscrepancyCb.filter(F.action == "fix_ok"))
 async def fix_one(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: DiscrepancyCb,
     user: asyncpg.Record,
     inventory: InventoryReconciliationManager,
@@ -370,7 +367,7 @@ async def fix_one(
 ) -> None:
     """Fixes one discrepancy (audited); a stale or missing one is refused with a clear
     answer, and audited as refused."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         await audit.record(
             AdminRef.of(user),
@@ -399,7 +396,7 @@ async def fix_one(
             },
         )
     except (ConcurrentModificationError, NotFoundError) as exc:
-        await query.answer(_refusal(exc), show_alert=True)
+        alert(callback_answer, _refusal(exc))
         return
     await edit_or_send(query, _outcome_text(d.id or 0, outcome), back.as_markup())
 
@@ -424,12 +421,13 @@ async def confirm_fix_all(query: CallbackQuery, inventory: InventoryReconciliati
 @router.callback_query(InventoryCb.filter(F.action == "fixall_ok"))
 async def fix_all(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     user: asyncpg.Record,
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
 ) -> None:
     """Fixes every discrepancy (audited), showing the progress."""
-    await query.answer(_("Fixing the inventory…"))
+    await answer_now(query, callback_answer, _("Fixing the inventory…"))
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
@@ -441,18 +439,19 @@ async def fix_all(
     )
     total = sum((await inventory.open_counts()).values())
     text = join("\n", [bold(_("Fix all done.")), *render_report(report)])
-    await _show(query.message, text, menu_markup(total))
+    await replace(query.message, text, menu_markup(total))
 
 
 @router.callback_query(DiscrepancyCb.filter(F.action == "accept"))
 async def ask_reason(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: DiscrepancyCb,
     inventory: InventoryReconciliationManager,
     state: FSMContext,
 ) -> None:
     """Asks for the reason of accepting the discrepancy."""
-    d = await _discrepancy_or_refuse(query, inventory, callback_data.discrepancy_id)
+    d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         return
     await state.set_state(InventoryAccept.reason)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncpg
 from aiogram import F, Router
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
 from handlers.render import Html, bold, cut, html, join, plain
-from handlers.screens import edit_or_send
+from handlers.screens import alert, edit_or_send, fetch_page, list_markup
 from handlers.texts import ngettext, state_label, template_label
 from recovery.audit import AdminAuditLog
 from recovery.notifications import FailingNotification, NotificationRetryManager, RequestMoved
@@ -90,55 +91,49 @@ async def failing_list(
     query: CallbackQuery, callback_data: RetryListCb, notifications: NotificationRetryManager
 ) -> None:
     """A page of dead and failing notifications with their last error."""
-    page = max(callback_data.page, 0)
-    items, total = await notifications.list_failing(
-        statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+    (items, total), pager = await fetch_page(
+        lambda limit, offset: notifications.list_failing(
+            statuses=FAILING, limit=limit, offset=offset
+        ),
+        lambda r: r[1],
+        callback_data.page,
+        PAGE_SIZE,
     )
-    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    if page >= pages:
-        page = pages - 1
-        items, total = await notifications.list_failing(
-            statuses=FAILING, limit=PAGE_SIZE, offset=page * PAGE_SIZE
-        )
-    keyboard = InlineKeyboardBuilder()
     lines: list[str] = [
         html(
             _("Dead and failing notifications: {total}. Page {page} of {pages}."),
             total=total,
-            page=page + 1,
-            pages=pages,
+            page=pager.page + 1,
+            pages=pager.pages,
         )
         if items
         else _("No dead or failing notifications.")
     ]
-    for item in items:
-        lines.append(
-            html(
-                "#{id} {status}: {error}",
-                id=item.id,
-                status=status_label(item.status),
-                error=_short_error(item),
-            )
+    lines += [
+        html(
+            "#{id} {status}: {error}",
+            id=item.id,
+            status=status_label(item.status),
+            error=_short_error(item),
         )
-        keyboard.button(
-            text=f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
+        for item in items
+    ]
+    buttons = [
+        (
+            f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
             f"{template_label(item.template_key)}",
-            callback_data=NotificationCb(action="show", notification_id=item.id, page=page),
+            NotificationCb(action="show", notification_id=item.id, page=pager.page),
         )
-    navigation = 0
-    if page > 0:
-        keyboard.button(text="‹", callback_data=RetryListCb(page=page - 1))
-        navigation += 1
-    if page + 1 < pages:
-        keyboard.button(text="›", callback_data=RetryListCb(page=page + 1))
-        navigation += 1
-    keyboard.button(text=_("« Back"), callback_data=RetriesCb(action="menu"))
-    keyboard.adjust(*([1] * len(items)), *([navigation] if navigation else []), 1)
-    await edit_or_send(query, join("\n", lines), keyboard.as_markup())
+        for item in items
+    ]
+    markup = list_markup(
+        buttons, pager, lambda p: RetryListCb(page=p), (_("« Back"), RetriesCb(action="menu"))
+    )
+    await edit_or_send(query, join("\n", lines), markup)
 
 
 async def _notification_or_refuse(
-    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     notifications: NotificationRetryManager,
     notification_id: int,
     *,
@@ -158,7 +153,7 @@ async def _notification_or_refuse(
                 success=False,
                 error=f"not_found: notification {notification_id}",
             )
-        await query.answer(_("This notification does not exist."), show_alert=True)
+        alert(callback_answer, _("This notification does not exist."))
     return row
 
 
@@ -214,10 +209,15 @@ def moved_text(moved: RequestMoved) -> Html:
 
 @router.callback_query(NotificationCb.filter(F.action == "show"))
 async def detail(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: NotificationCb,
+    notifications: NotificationRetryManager,
 ) -> None:
     """One notification with the actions its status allows."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        callback_answer, notifications, callback_data.notification_id
+    )
     if row is None:
         return
     keyboard = InlineKeyboardBuilder()
@@ -259,10 +259,15 @@ async def _confirm_retry(
 
 @router.callback_query(NotificationCb.filter(F.action == "retry"))
 async def confirm_retry(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: NotificationCb,
+    notifications: NotificationRetryManager,
 ) -> None:
     """Asks before sending a notification again, saying so when its request has moved on."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        callback_answer, notifications, callback_data.notification_id
+    )
     if row is None:
         return
     moved = await notifications.request_moved(row["id"])
@@ -278,6 +283,7 @@ async def _refusal(notifications: NotificationRetryManager, notification_id: int
 @router.callback_query(NotificationCb.filter(F.action == "retry_ok"))
 async def retry_one(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: NotificationCb,
     user: asyncpg.Record,
     notifications: NotificationRetryManager,
@@ -285,7 +291,7 @@ async def retry_one(
 ) -> None:
     """Makes one notification due now (audited; refused when it is no longer retryable)."""
     row = await _notification_or_refuse(
-        query,
+        callback_answer,
         notifications,
         callback_data.notification_id,
         audit_as=(audit, AdminRef.of(user), "notification.retry"),
@@ -325,10 +331,15 @@ async def retry_one(
 
 @router.callback_query(NotificationCb.filter(F.action == "discard"))
 async def confirm_discard(
-    query: CallbackQuery, callback_data: NotificationCb, notifications: NotificationRetryManager
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: NotificationCb,
+    notifications: NotificationRetryManager,
 ) -> None:
     """Asks before giving up on a notification."""
-    row = await _notification_or_refuse(query, notifications, callback_data.notification_id)
+    row = await _notification_or_refuse(
+        callback_answer, notifications, callback_data.notification_id
+    )
     if row is None:
         return
     keyboard = InlineKeyboardBuilder()
@@ -357,6 +368,7 @@ async def confirm_discard(
 @router.callback_query(NotificationCb.filter(F.action == "discard_ok"))
 async def discard(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: NotificationCb,
     user: asyncpg.Record,
     notifications: NotificationRetryManager,
@@ -364,7 +376,7 @@ async def discard(
 ) -> None:
     """Discards one notification (audited; refused when it was sent or is being sent)."""
     row = await _notification_or_refuse(
-        query,
+        callback_answer,
         notifications,
         callback_data.notification_id,
         audit_as=(audit, AdminRef.of(user), "notification.discard"),

@@ -3,7 +3,8 @@ with history, the four recovery actions (confirmation that spells out the conseq
 optional reason, result), batch recovery after a review, recovery history.
 
 Admin access is checked by the package's middleware (``handlers/admin/__init__.py``) on
-every message and callback. Every callback is answered (``edit_or_send`` answers first).
+every message and callback. Every callback is answered once (``AnswerEveryCallback``; a batch
+run is answered before it starts).
 A callback whose fields do not make sense any more (an older layout, a filter that no
 longer exists) gets the "menu is outdated" answer and a fresh menu. The reason step uses
 aiogram's FSM: what waits for a reason is kept in the admin's FSM data, for at most
@@ -23,9 +24,11 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 
 from handlers.admin import stuck_views as views
+from handlers.admin.menu import fresh_menu
 from handlers.callbacks import (
     ActionCode,
     StuckActionCb,
@@ -37,9 +40,8 @@ from handlers.callbacks import (
     StuckHistoryCb,
     StuckListCb,
 )
-from handlers.fallback import answer_outdated
 from handlers.filters import TextAnswer
-from handlers.screens import edit_or_send
+from handlers.screens import answer_now, edit_or_send, replace
 from recovery import workflow_definitions as wf
 from recovery.exceptions import DomainError
 from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager, refusal_code
@@ -85,17 +87,6 @@ async def _drop_pending(state: FSMContext) -> None:
     await state.update_data({PENDING_KEY: None})
 
 
-async def _replace(message: Message | None, text: str, markup: InlineKeyboardMarkup) -> None:
-    """Show a second screen for an already answered callback (edit, else send)."""
-    if message is None:
-        return
-    try:
-        await message.edit_text(text, reply_markup=markup)
-    except TelegramBadRequest as exc:
-        if "message is not modified" not in exc.message:
-            await message.answer(text, reply_markup=markup)
-
-
 def _message(query: CallbackQuery) -> Message | None:
     return query.message if isinstance(query.message, Message) else None
 
@@ -106,6 +97,7 @@ def _message(query: CallbackQuery) -> Message | None:
 @router.callback_query(StuckListCb.filter())
 async def stuck_list(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: StuckListCb,
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
@@ -113,7 +105,7 @@ async def stuck_list(
     """A page of stuck requests, longest in state first."""
     workflow_type, state_code = callback_data.wf, callback_data.st
     if not _valid_filter(workflow_type, state_code):
-        await answer_outdated(query, is_admin=True)
+        await fresh_menu(query, callback_answer)
         return
     await _drop_pending(state)
     page = callback_data.page
@@ -129,10 +121,12 @@ async def stuck_list(
 
 
 @router.callback_query(StuckFilterCb.filter())
-async def stuck_filter(query: CallbackQuery, callback_data: StuckFilterCb) -> None:
+async def stuck_filter(
+    query: CallbackQuery, callback_answer: CallbackAnswer, callback_data: StuckFilterCb
+) -> None:
     """The filter picker."""
     if not _valid_filter(callback_data.wf, None):
-        await answer_outdated(query, is_admin=True)
+        await fresh_menu(query, callback_answer)
         return
     await edit_or_send(query, *views.filter_screen(callback_data.wf))
 
@@ -140,13 +134,14 @@ async def stuck_filter(query: CallbackQuery, callback_data: StuckFilterCb) -> No
 @router.callback_query(StuckDetailCb.filter())
 async def stuck_detail(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: StuckDetailCb,
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
 ) -> None:
     """A request's detail with its history and the recovery actions."""
     if not _valid_filter(callback_data.wf, callback_data.st):
-        await answer_outdated(query, is_admin=True)
+        await fresh_menu(query, callback_answer)
         return
     await _drop_pending(state)
     try:
@@ -360,7 +355,7 @@ async def reason_given(
             views.batch_progress_text(RecoveryAction(batch["action"]), len(batch["targets"]))
         )
         screen = await _run_batch(workflow_recovery, AdminRef.of(user), batch, reason)
-        await _replace(progress, *screen)
+        await replace(progress, *screen)
         return
     text, markup = await _apply_single(
         workflow_recovery,
@@ -380,6 +375,7 @@ async def reason_given(
 @router.callback_query(StuckBatchCb.filter())
 async def batch(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: StuckBatchCb,
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
@@ -388,7 +384,7 @@ async def batch(
     exact (request, version) list the batch will touch."""
     workflow_type, state_code = callback_data.wf, callback_data.st
     if not _valid_filter(workflow_type, state_code):
-        await answer_outdated(query, is_admin=True)
+        await fresh_menu(query, callback_answer)
         return
     await _drop_pending(state)
     if callback_data.action is None:
@@ -404,7 +400,7 @@ async def batch(
     if action is RecoveryAction.REASSIGN:
         role = views.batch_role(workflow_type, state_code)
         if role is None:
-            await answer_outdated(query, is_admin=True)
+            await fresh_menu(query, callback_answer)
             return
         if callback_data.arg == 0:
             rows, total = await workflow_recovery.reassign_candidates(
@@ -416,7 +412,7 @@ async def batch(
             return
         assignee = await workflow_recovery.get_user(callback_data.arg)
         if assignee is None or assignee["role"] != role:
-            await answer_outdated(query, is_admin=True)
+            await fresh_menu(query, callback_answer)
             return
         assignee_name = assignee["full_name"] or str(assignee["telegram_id"])
     targets = await workflow_recovery.stuck_targets(
@@ -518,12 +514,14 @@ async def batch_reason(
 @router.callback_query(StuckBatchRunCb.filter(F.step == 2))
 async def batch_apply(
     query: CallbackQuery,
+    callback_answer: CallbackAnswer,
     callback_data: StuckBatchRunCb,
     user: asyncpg.Record,
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
 ) -> None:
     """Confirm: run the reviewed batch (each request in its own transaction), then the counts."""
+    await answer_now(query, callback_answer)  # a batch takes a while
     await _drop_pending(state)
     reviewed = await _take_batch(state, callback_data.token)
     if reviewed is None:
@@ -532,4 +530,5 @@ async def batch_apply(
     action = RecoveryAction(reviewed["action"])
     await edit_or_send(query, views.batch_progress_text(action, len(reviewed["targets"])))
     screen = await _run_batch(workflow_recovery, AdminRef.of(user), reviewed, None)
-    await _replace(_message(query), *screen)
+    if (message := _message(query)) is not None:
+        await replace(message, *screen)
