@@ -49,6 +49,7 @@ from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
 from recovery.alerts import AdminAlerts, AlertPolicy
 from recovery.audit import AdminAuditLog
+from recovery.error_pipeline import ErrorPipeline
 from recovery.error_stats import ErrorStatistics
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
@@ -123,6 +124,14 @@ def build_services(
     observers: list[ErrorObserver] = [report_critical]
     if metrics is not None:
         observers.append(count_errors(metrics))
+    pipeline = ErrorPipeline(
+        pool,
+        window_s=settings.error_flush_window_s,
+        max_groups=settings.error_spool_max_groups,
+        backoff_max_s=settings.error_flush_backoff_max_s,
+        extra_secrets=secrets,
+        on_drop=metrics.observe_spool_drop if metrics is not None else None,
+    )
     error_handler = ObservedErrorHandler(
         pool,
         admin_ids=settings.admin_ids,
@@ -130,6 +139,7 @@ def build_services(
         extra_secrets=secrets,
         alerts=alerts,
         observers=observers,
+        pipeline=pipeline,
     )
 
     async def send(

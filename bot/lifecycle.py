@@ -44,6 +44,7 @@ from bot.app import (
     resolve_database_url,
     set_commands,
 )
+from bot.background import Background, build_background
 from bot.i18n import create_i18n
 from bot.metrics import Metrics, Readiness, ops_routes, refresh_shared_gauges
 from bot.scheduler import JobRunner, build_scheduler, job_table
@@ -91,9 +92,7 @@ class BotInstance:
         self.readiness: Readiness | None = None
         self.webhook: WebhookHandler | None = None
         self.web_runner: web.AppRunner | None = None
-        self.polling_task: asyncio.Task[None] | None = None
-        self.sender_task: asyncio.Task[None] | None = None
-        self.heartbeat_task: asyncio.Task[None] | None = None
+        self.background: Background | None = None
         self.rate_limiter: TelegramRateLimiter | RedisRateLimiter | None = None
         self._stop_requested: asyncio.Event | None = None
         self._sender_stop: asyncio.Event | None = None
@@ -149,10 +148,15 @@ class BotInstance:
         self.dp = build_dispatcher(
             self.services, storage=self.storage, outer_middlewares=[self.tracker]
         )
-        self.runner = JobRunner(self.services, self.instance_id)
+        tracker = self.tracker
+        self.background = background = build_background(
+            s, self.services, self.bot, self.metrics, lambda: tracker.taken
+        )
+        supervisor = background.supervisor
+        self.runner = JobRunner(self.services, self.instance_id, supervisor)
         self.readiness = Readiness(
             self.pool, head_revision(), s.readiness_timeout_s, self.metrics,
-            rate_limits=limiter.status,
+            rate_limits=limiter.status, tasks_down=supervisor.down,
         )  # fmt: skip
         await set_commands(self.bot, self.services)
         if self.mode == "webhook":
@@ -168,13 +172,15 @@ class BotInstance:
         else:
             if s.http_in_polling:
                 await self._start_web_server()
-            self.polling_task = asyncio.create_task(
-                self.dp.start_polling(
-                    self.bot,
-                    allowed_updates=self.dp.resolve_used_update_types(),
+            dp, bot = self.dp, self.bot
+            supervisor.start(
+                "polling",
+                lambda: dp.start_polling(
+                    bot,
+                    allowed_updates=dp.resolve_used_update_types(),
                     handle_signals=False,
                     close_bot_session=False,
-                )
+                ),
             )
         if s.scheduler_enabled:
             self.scheduler = build_scheduler(self.services, self.runner)
@@ -182,8 +188,12 @@ class BotInstance:
             self.metrics.set_job_intervals(
                 {name: interval for name, (_, interval) in job_table(self.services).items()}
             )
-        self.sender_task = asyncio.create_task(self._sender_loop())
-        self.heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        supervisor.start("error_pipeline", self.services.error_handler.run)
+        supervisor.start("notification_sender", self._sender_loop)
+        supervisor.start("heartbeat", self._heartbeat_loop)
+        stop = self._sender_stop
+        assert stop is not None
+        supervisor.start("outage_watch", lambda: background.watch.run(stop))
         log.info("instance %s ready (%s mode)", self.instance_id, self.mode)
 
     async def _start_web_server(self) -> None:
@@ -253,14 +263,16 @@ class BotInstance:
         assert self._stop_requested is not None
         waiter = asyncio.create_task(self._stop_requested.wait())
         watched: set[asyncio.Task[Any]] = {waiter}
-        if self.polling_task is not None:
-            watched.add(self.polling_task)
+        polling = self._task("polling")
+        if polling is not None:
+            watched.add(polling)  # ends only when polling stops without an error
         try:
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        if self.polling_task is not None and self.polling_task.done():
-            self.polling_task.result()  # polling ended by itself: raise its error
+
+    def _task(self, name: str) -> asyncio.Task[None] | None:
+        return self.background.supervisor.task(name) if self.background is not None else None
 
     # ------------------------------------------------------------------ shutdown
     async def shutdown(self) -> None:
@@ -271,6 +283,8 @@ class BotInstance:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_grace_s
         log.info("instance %s stopping: no new updates", self.instance_id)
+        if self.background is not None:
+            self.background.supervisor.stopping = True  # a crash now is not restarted
         if self.readiness is not None:
             self.readiness.draining = True
         if self.webhook is not None:
@@ -292,7 +306,11 @@ class BotInstance:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         released = await self._release_claims()
+        if self.services is not None:  # what the error pipeline holds, within bounded time
+            await self.services.error_handler.stop(max(1.0, remaining()))
         await self._leave()
+        if self.background is not None:
+            await self.background.supervisor.stop_all()
         await self._close()
         log.info(
             "instance %s stopped: %d update(s) cut short, %d job run(s) cancelled, "
@@ -301,7 +319,7 @@ class BotInstance:
         )  # fmt: skip
 
     async def _stop_polling(self) -> None:
-        task = self.polling_task
+        task = self._task("polling")
         if task is None or task.done() or self.dp is None:
             return
         with contextlib.suppress(RuntimeError):  # polling had not started yet
@@ -320,15 +338,10 @@ class BotInstance:
         return left
 
     async def _stop_sender(self, timeout_s: float) -> None:
-        task = self.sender_task
-        if task is None:
+        if self.background is None:
             return
-        done, _ = await asyncio.wait({task}, timeout=timeout_s)
-        if not done:
-            log.warning("notification sender still busy at the shutdown deadline: cancelling")
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not await self.background.supervisor.stop("notification_sender", timeout_s):
+            log.warning("notification sender still busy at the shutdown deadline: cancelled")
 
     async def _release_claims(self) -> int:
         if self.services is None:
@@ -342,10 +355,8 @@ class BotInstance:
     async def _leave(self) -> None:
         """Stop the heartbeat and remove this instance's row: from their next heartbeat on,
         the others count one instance fewer."""
-        if self.heartbeat_task is not None:
-            self.heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat_task
+        if self.background is not None:
+            await self.background.supervisor.stop("heartbeat", 0.0)
         if self.pool is None:
             return
         try:
@@ -368,7 +379,11 @@ class BotInstance:
             with contextlib.suppress(Exception):
                 await self.rate_limiter.close()
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), 5.0)
+            except Exception as exc:  # connections broken by an outage: drop them
+                log.warning("pool did not close cleanly (%s): terminated", type(exc).__name__)
+                self.pool.terminate()
         if self.bot is not None:
             await self.bot.session.close()
         close_sentry()

@@ -88,6 +88,16 @@ class Metrics:
         self.updates_in_flight = Gauge(
             "bot_updates_in_flight", "Updates being handled right now.", registry=r
         )
+        self.error_spool_dropped = Counter(
+            "bot_error_spool_dropped_groups",
+            "Error groups dropped from the full error spool (ERROR_SPOOL_MAX_GROUPS).",
+            registry=r,
+        )  # fmt: skip
+        self.error_spool_dropped_occurrences = Counter(
+            "bot_error_spool_dropped_occurrences",
+            "Occurrences of the error groups dropped from the full error spool.",
+            registry=r,
+        )  # fmt: skip
         self.errors = Counter(
             "bot_errors", "Errors recorded by the ErrorHandler, by category and severity.",
             ["category", "severity"], registry=r,
@@ -152,6 +162,21 @@ class Metrics:
             "at 1/N of the rates; 0 otherwise.",
             registry=r,
         )
+        self.background_restarts = Counter(
+            "bot_background_restarts",
+            "Crashes of a supervised background task (restarted with backoff) or a job's "
+            "escaped exception, by task.",
+            ["task"], registry=r,
+        )  # fmt: skip
+        self.dependency_up = Gauge(
+            "bot_dependency_up", "0 while an outage of the dependency is in progress.",
+            ["dependency"], registry=r,
+        )  # fmt: skip
+
+    def add_tasks(self, names: Iterable[str]) -> None:
+        """Create the restart counters of these tasks, so that they start at 0."""
+        for name in names:
+            self.background_restarts.labels(name)
 
     def add_jobs(self, names: Iterable[str]) -> None:
         """Create the label sets of these jobs, so that their counters start at 0."""
@@ -164,6 +189,11 @@ class Metrics:
         its last success with it)."""
         for name, interval_s in intervals.items():
             self.job_interval.labels(name).set(interval_s)
+
+    def observe_spool_drop(self, occurrences: int) -> None:
+        """Count one error group (of ``occurrences``) dropped from the full error spool."""
+        self.error_spool_dropped.inc()
+        self.error_spool_dropped_occurrences.inc(occurrences)
 
     def observe_error(self, category: str, severity: str) -> None:
         """Count one recorded error."""
@@ -209,8 +239,9 @@ class Readiness:
     """Readiness of this instance for traffic.
 
     Not ready while shutting down (``draining``), when PostgreSQL does not answer within
-    ``timeout_s`` seconds, or when the schema revision differs from ``head`` (the code's
-    alembic head: ops have not migrated yet, or rolled the code back).
+    ``timeout_s`` seconds, when the schema revision differs from ``head`` (the code's
+    alembic head: ops have not migrated yet, or rolled the code back), or while a supervised
+    background task is down (``tasks_down``).
     """
 
     pool: asyncpg.Pool
@@ -222,12 +253,18 @@ class Readiness:
     rate_limits: Callable[[], dict[str, object]] | None = None
     """Where Telegram's limits are held (``RateLimiter.status``): shown, never a reason to be
     not ready (falling back to this process still sends, more slowly)."""
+    tasks_down: Callable[[], list[str]] | None = None
+    """Supervised background tasks waiting for their restart (``Supervisor.down``): any of
+    them makes the instance not ready, named under ``tasks_down``."""
 
     async def check(self) -> tuple[bool, dict[str, object]]:
         """(ready, details) with ``details`` naming each check's result."""
         details: dict[str, object] = {"draining": self.draining, "head": self.head}
         if self.rate_limits is not None:
             details["rate_limits"] = self.rate_limits()
+        down = self.tasks_down() if self.tasks_down is not None else []
+        if down:
+            details["tasks_down"] = down
         try:
             revision = await asyncio.wait_for(
                 schema_revision(self.pool, self.timeout_s), self.timeout_s
@@ -238,7 +275,7 @@ class Readiness:
             return False, details
         self._database_up(True)
         details.update(database="ok", revision=revision)
-        ready = not self.draining and revision == self.head
+        ready = not self.draining and revision == self.head and not down
         if revision != self.head:
             details["schema"] = "behind" if revision is None else "not at head"
         return ready, details

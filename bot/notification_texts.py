@@ -25,6 +25,11 @@ def _(text: str) -> str:
     return text
 
 
+def N_(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a plural msgid pair for extraction; chosen by the number at send time."""
+    return singular, plural
+
+
 TEMPLATES: dict[str, str] = {
     "request.waiting_for_you": _(
         "Request #{request_id} ({workflow_type}) is waiting for you: {state}."
@@ -55,7 +60,32 @@ TEMPLATES: dict[str, str] = {
     "admin.stuck_digest": _(
         "Newly stuck requests: {count}.\n{items}\nOpen /workflow_recovery to repair them."
     ),
+    # recovery.outages: one alert after an outage of PostgreSQL or of the Bot API
+    "admin.outage_database": _(
+        "The database was unreachable from {start} to {end} UTC ({seconds} s) and is back. "
+        "{updates} {errors_spooled}"
+    ),
+    "admin.outage_telegram": _(
+        "Telegram was unreachable from {start} to {end} UTC ({seconds} s) and is back. "
+        "{failures} {updates} Notifications due meanwhile are being delivered now."
+    ),
 }
+
+PLURAL_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
+    "admin.outage_database": {
+        "updates": N_("{n} update arrived meanwhile.", "{n} updates arrived meanwhile."),
+        "errors_spooled": N_(
+            "{n} error was held in memory and written afterwards.",
+            "{n} errors were held in memory and written afterwards.",
+        ),
+    },
+    "admin.outage_telegram": {
+        "failures": N_("{n} Bot API call failed.", "{n} Bot API calls failed."),
+        "updates": N_("{n} update arrived meanwhile.", "{n} updates arrived meanwhile."),
+    },
+}
+"""Per template, the number parameters shown as a sentence in the plural form the
+recipient's language uses for that number (``ngettext``)."""
 
 MAX_PARAM_CHARS = 1000
 MAX_TEXT_CHARS = 4000  # a template that is one parameter: the message itself
@@ -101,8 +131,12 @@ def make_renderer(i18n: I18n) -> Callable[[str, dict[str, Any], str], Html]:
         except KeyError as exc:
             raise UnknownTemplateError(template_key) from exc
         values: dict[str, Any] = {}
+        plurals = PLURAL_PARAMS.get(template_key, {})
         for key, value in params.items():
-            if key == "state" and isinstance(value, str) and value in STATE_MSGIDS:
+            if key in plurals and isinstance(value, int):
+                singular, plural = plurals[key]
+                value = i18n.gettext(singular, plural, value, locale=locale).format(n=value)
+            elif key == "state" and isinstance(value, str) and value in STATE_MSGIDS:
                 value = i18n.gettext(STATE_MSGIDS[value], locale=locale)
             elif key == "workflow_type" and isinstance(value, str) and value in WORKFLOW_MSGIDS:
                 value = i18n.gettext(WORKFLOW_MSGIDS[value], locale=locale)

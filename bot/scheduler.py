@@ -22,6 +22,7 @@ is a ``job_runs`` row with its instance, times, outcome and result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -36,7 +37,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.services import Services
 from database import dashboard, job_runs, processed_updates, retention
 from database.locks import try_advisory_lock
+from recovery.classification import is_connection_lost
 from recovery.masking import mask_sensitive
+from recovery.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +147,18 @@ class JobRunner:
     Args:
         services: what the jobs work with (pool, settings, metrics, core objects).
         instance_id: this process's name in ``job_runs.instance_id``.
+        supervisor: where an exception that escapes a job's bookkeeping is logged with its
+            traceback and counted (``bot_background_restarts_total{task="job:<name>"}``);
+            the next firing is the restart. A lost connection is only logged (the outage
+            watch reports the outage once).
     """
 
-    def __init__(self, services: Services, instance_id: str) -> None:
+    def __init__(
+        self, services: Services, instance_id: str, supervisor: Supervisor | None = None
+    ) -> None:
         self.services = services
         self.instance_id = instance_id
+        self.supervisor = supervisor
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -176,8 +186,12 @@ class JobRunner:
                 return None
             raise
         except Exception as exc:  # bookkeeping failed (database down): record, carry on
-            await self.services.error_handler.handle(exc, context={"job": name})
-            log.warning("job %s could not run: %s", name, type(exc).__name__)
+            if self.supervisor is not None and not is_connection_lost(exc):
+                self.supervisor.record_failure(f"job:{name}", exc)
+            else:  # the database is away: the outage is reported once, not per firing
+                log.warning("job %s could not run: %s", name, type(exc).__name__)
+            with contextlib.suppress(Exception):  # the error path itself may be down too
+                await self.services.error_handler.handle(exc, context={"job": name})
             return None
         finally:
             if task is not None:

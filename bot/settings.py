@@ -93,6 +93,23 @@ class Settings(BaseSettings):
     )
     processed_update_retention_days: int = Field(default=2, ge=1)
 
+    # --- Supervised background work and outages (docs/outages.md) -------------------------
+    background_restart_base_s: float = Field(
+        default=1.0, gt=0, description="First delay before a crashed background task restarts."
+    )
+    background_restart_max_s: float = Field(
+        default=30.0, gt=0, description="Cap of the doubling restart delay (jitter included)."
+    )
+    outage_probe_interval_s: float = Field(
+        default=1.0, gt=0, description="How often PostgreSQL is probed (outage start and end)."
+    )
+    outage_alert_database_s: float = Field(
+        default=60.0, ge=0, description="A database outage at least this long alerts admins."
+    )
+    outage_alert_telegram_s: float = Field(
+        default=60.0, ge=0, description="A Bot API outage at least this long alerts admins."
+    )
+
     # --- Notification retries (design: Policies / Retries) --------------------------------
     retry_max_attempts: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=30.0, gt=0)
@@ -115,6 +132,13 @@ class Settings(BaseSettings):
 
     # --- Errors and alerts ----------------------------------------------------------------
     error_alert_window_s: float = Field(default=3600.0, ge=0)
+    # the error pipeline (docs/errors.md): occurrences coalesced for this long, then written
+    # in one statement; while PostgreSQL is away at most this many groups are held (past
+    # it the oldest group is dropped and counted); a failed write is retried with capped
+    # exponential backoff
+    error_flush_window_s: float = Field(default=0.1, gt=0, le=10)
+    error_spool_max_groups: int = Field(default=10_000, ge=1)
+    error_flush_backoff_max_s: float = Field(default=30.0, gt=0)
     error_retention_days: int = Field(default=90, ge=1)
     transaction_log_retention_days: int = Field(default=30, ge=1)
     health_snapshot_retention_days: int = Field(default=30, ge=1)

@@ -90,10 +90,9 @@ async def notification_counts(conn: Db) -> dict[str, int]:
 # Occurrences and groups by category and severity since $1 hours ago (whole UTC hours: the
 # bucket containing that moment is included). Occurrences: the rollup (an index-only scan
 # of one hour range). Groups: a group had an occurrence in the window exactly when its
-# last_seen_at is in it, so they are counted on error_records, one index-only range scan of
-# ix_error_records_category_last_seen per (category, severity) (counting distinct groups
-# in the rollup is several times slower). A group whose severity changed counts under its
-# current severity.
+# last_seen_at is in it, so they are counted on error_records in one scan of the table (one
+# row per group; last_seen_at is not indexed so that the counter updates stay HOT). A group
+# whose severity changed counts under its current severity.
 ERROR_COUNTS_SQL = """
 WITH bounds AS (
     SELECT date_trunc('hour', now() - make_interval(hours => $1), 'UTC') AS since
@@ -103,14 +102,10 @@ WITH bounds AS (
      WHERE h.hour >= bounds.since
      GROUP BY h.category, h.severity
 ), groups AS (
-    SELECT c.category, s.severity, n.groups
-      FROM unnest(ARRAY['transient', 'data', 'business_logic', 'system', 'inventory',
-                        'notification']) AS c (category),
-           unnest(ARRAY['low', 'medium', 'high', 'critical']) AS s (severity),
-           bounds,
-           LATERAL (SELECT count(*) AS groups FROM error_records e
-                     WHERE e.category = c.category AND e.severity = s.severity
-                       AND e.last_seen_at >= bounds.since) n
+    SELECT e.category, e.severity, count(*) AS groups
+      FROM error_records e, bounds
+     WHERE e.last_seen_at >= bounds.since
+     GROUP BY e.category, e.severity
 )
 SELECT o.category, o.severity, COALESCE(g.groups, 0) AS groups, o.occurrences
   FROM occurrences o LEFT JOIN groups g USING (category, severity)
@@ -126,7 +121,7 @@ SELECT hour, category, sum(occurrences)::bigint AS occurrences
  ORDER BY hour, category
 """
 
-# Open (and regressed) groups by occurrence count (ix_error_records_open_count).
+# Open (and regressed) groups by occurrence count (a scan of the table, one row per group).
 TOP_GROUPS_SQL = """
 SELECT id, reference, category, severity, error_type, occurrence_count, last_seen_at, status
   FROM error_records

@@ -64,6 +64,8 @@ TEMPLATE_LABELS = {
     "admin.retry_queue_full": __("retry queue full"),
     "telegram.resend": __("resent message"),
     "admin.stuck_digest": __("newly stuck requests"),
+    "admin.outage_database": __("database outage report"),
+    "admin.outage_telegram": __("Telegram outage report"),
 }
 # materials.unit: the usual ones are translated, any other is shown as stored
 UNIT_LABELS = {

@@ -45,6 +45,8 @@ class UpdateTrackingMiddleware(BaseMiddleware):
         self.metrics = metrics
         self.claim = claim
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.taken = 0
+        """Updates taken since start (a monotonic count: an outage's updates are its growth)."""
         # labelled metric children, looked up once per label set instead of once per update
         self._counted: dict[tuple[str, str], Any] = {}
         self._timed: dict[str, Any] = {}
@@ -80,6 +82,7 @@ class UpdateTrackingMiddleware(BaseMiddleware):
         if not isinstance(event, Update):
             return await handler(event, data)
         update_type = _update_type(event)
+        self.taken += 1
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)

@@ -176,6 +176,8 @@ class HealthOverview:
     report: HealthReport
     previous: Snapshot | None
     baseline: Snapshot | None
+    tasks_down: tuple[str, ...] = ()
+    """This process's background tasks waiting for a restart (``Supervisor.down``)."""
 
     @staticmethod
     def delta(report: HealthReport, snapshot: Snapshot | None) -> dict[str, float]:
@@ -247,6 +249,8 @@ class HealthMonitor:
         alerts: the admin alert path; None stores snapshots without alerting.
         rate_limits: where Telegram's limits are held (``RateLimiter.status``), which only
             this process knows; None: not shown.
+        tasks_down: this process's background tasks waiting for a restart
+            (``Supervisor.down``); None: not shown.
     """
 
     def __init__(
@@ -258,8 +262,10 @@ class HealthMonitor:
         stuck_thresholds: Mapping[str, float] | None = None,
         alerts: AdminAlerts | None = None,
         rate_limits: Callable[[], Mapping[str, object]] | None = None,
+        tasks_down: Callable[[], list[str]] | None = None,
     ) -> None:
         self.pool = pool
+        self.tasks_down = tasks_down
         self.rate_limits = rate_limits
         self.thresholds = thresholds or HealthThresholds()
         self.stuck_threshold_s = stuck_threshold_s
@@ -289,6 +295,8 @@ class HealthMonitor:
         local: dict[str, Any] = {"pool": pool}
         if self.rate_limits is not None:
             local["rate_limits"] = dict(self.rate_limits())
+        if self.tasks_down is not None:
+            local["tasks_down"] = list(self.tasks_down())
         return {**summary, **local}
 
     async def report(self) -> HealthReport:
@@ -300,7 +308,8 @@ class HealthMonitor:
         report = await self.report()
         previous = _snapshot(await dashboard.latest_snapshot(self.pool))
         baseline = _snapshot(await dashboard.baseline_snapshot(self.pool, 24 * 3600.0))
-        return HealthOverview(report, previous, baseline)
+        down = tuple(self.tasks_down()) if self.tasks_down is not None else ()
+        return HealthOverview(report, previous, baseline, down)
 
     async def take_snapshot(self) -> SnapshotResult:
         """Store one snapshot (status, summary, figures, reasons) and, when the status

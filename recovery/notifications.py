@@ -28,7 +28,6 @@ The core does not import aiogram: the bot supplies a ``Sender`` and a ``Renderer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -47,6 +46,7 @@ from database.pool import AnyConnection
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
 from recovery.masking import mask_sensitive
+from recovery.outbox_listener import ListenState, OutboxListener, wait_any
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 
 if TYPE_CHECKING:  # the core does not depend on the bot package at run time
@@ -280,6 +280,8 @@ class NotificationRetryManager:
         self.instance_id = instance_id or default_instance_id()
         self.default_locale = default_locale
         self.poll_interval_s = poll_interval_s
+        self.relisten_s = min(1.0, poll_interval_s)
+        self._wake: asyncio.Event | None = None
         self.clock = clock
         self.rng = rng
         self._claims = itertools.count(1)
@@ -596,19 +598,27 @@ class NotificationRetryManager:
     # ------------------------------------------------------------------ the loop
     async def run(self, stop: asyncio.Event) -> None:
         """Send notifications until ``stop`` is set: whenever PostgreSQL notifies a commit of
-        new rows (LISTEN ``pending_notifications``) and at least every ``poll_interval_s``
-        seconds, batches are claimed and delivered until one comes back short.
+        new rows (LISTEN ``pending_notifications``), when ``wake`` is called and at least
+        every ``poll_interval_s`` seconds, batches are claimed and delivered until one comes
+        back short.
 
-        The batches in hand finish before it returns (no row stays claimed). Errors are
-        recorded and the loop goes on, waiting longer after repeated failures (up to 60 s).
+        While the database is unreachable it tries to LISTEN again every
+        ``relisten_s`` seconds and drains at once when that succeeds, so prompt delivery
+        resumes within about ``relisten_s`` of the database's return. The batches in hand
+        finish before it returns (no row stays claimed). Errors of a drain are recorded and
+        the loop goes on, waiting longer after repeated failures (up to 60 s); an exception
+        outside that (a bug) propagates to the supervisor, which restarts the loop.
         """
-        wake = asyncio.Event()
-        listener = _Listener(self.pool, sql.CHANNEL, wake.set)
+        wake = self._wake = asyncio.Event()
+        listener = OutboxListener(self.pool, sql.CHANNEL, wake.set)
         failures = 0
         try:
             while not stop.is_set():
-                await listener.ensure()
                 wake.clear()
+                state = await listener.ensure()
+                if state is ListenState.UNREACHABLE:
+                    await wait_any(stop, wake, wait_s=self.relisten_s)
+                    continue
                 try:
                     await self._stream(DrainResult(), max_batches=_UNBOUNDED, stop=stop)
                     failures = 0
@@ -616,9 +626,17 @@ class NotificationRetryManager:
                     failures += 1
                     await self._record(exc, {"loop": "notifications"})
                 timeout = min(self.poll_interval_s * 2 ** min(failures, 6), 60.0)
-                await _wait_any(stop, wake, wait_s=max(timeout, self.poll_interval_s))
+                if state is not ListenState.LISTENING:
+                    timeout = min(timeout, self.relisten_s)
+                await wait_any(stop, wake, wait_s=timeout)
         finally:
+            self._wake = None
             await listener.close()
+
+    def wake(self) -> None:
+        """Make ``run`` drain now (the database or Telegram is back); no-op when not running."""
+        if self._wake is not None:
+            self._wake.set()
 
     # ------------------------------------------------------------------ admin operations
     async def status_counts(self) -> dict[str, int]:
@@ -787,58 +805,6 @@ class _SentMarker:
         for (row_id, _, _), future in group:
             if not future.done():
                 future.set_result(row_id in marked)
-
-
-class _Listener:
-    """A pooled connection LISTENing on one channel; re-established after a failure."""
-
-    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[[], None]) -> None:
-        self.pool = pool
-        self.channel = channel
-        self.on_notify = on_notify
-        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
-
-    def _callback(self, *_args: object) -> None:
-        self.on_notify()
-
-    async def ensure(self) -> None:
-        """Listen if not listening; on failure log it (the poll keeps working)."""
-        if self.conn is not None and not self.conn.is_closed():
-            return
-        await self.close()
-        try:
-            conn = await self.pool.acquire()
-        except Exception as exc:
-            log.warning("LISTEN unavailable (%s); polling only", type(exc).__name__)
-            return
-        try:
-            await conn.add_listener(self.channel, self._callback)
-        except Exception as exc:
-            log.warning("LISTEN failed (%s); polling only", type(exc).__name__)
-            await self.pool.release(conn)
-            return
-        self.conn = conn
-
-    async def close(self) -> None:
-        """Stop listening and return the connection to the pool."""
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            if not conn.is_closed():
-                await conn.remove_listener(self.channel, self._callback)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, *, wait_s: float) -> None:
-    """Return when ``stop`` or ``wake`` is set, or after ``wait_s`` seconds."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def build_notification_manager(

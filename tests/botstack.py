@@ -121,9 +121,13 @@ class BotStack:
         return self.update({"callback_query": query})
 
     async def feed(self, update: Update) -> Any:
-        """Dispatch one update as polling would."""
+        """Dispatch one update as polling would, then write what the error pipeline holds
+        (as its flush task does within ``ERROR_FLUSH_WINDOW_S``), so the tables can be
+        read."""
         self.updates.append(update)
-        return await self.dp.feed_update(self.bot, update)
+        result = await self.dp.feed_update(self.bot, update)
+        await self.services.error_handler.flush()
+        return result
 
 
 def _detach_routers() -> None:

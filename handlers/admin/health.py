@@ -100,6 +100,13 @@ def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> H
                 level=status_label(reason.level),
             )
         )
+    if overview.tasks_down:
+        lines.append(
+            html(
+                "• " + _("Background tasks down, restarting: {names}"),
+                names=", ".join(overview.tasks_down),
+            )
+        )
     lines += ["", italic(_("Figure: now (since the previous snapshot / over 24 h)"))]
     for name, msgid in FIGURE_LABELS.items():
         value = report.figures.get(name)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -141,11 +143,27 @@ class Chat:
         return answer.text or ""
 
 
+async def _settled(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]) -> Any:
+    """``read()``'s value once ``done`` says it is complete (the bot's error pipeline writes
+    an occurrence within ``ERROR_FLUSH_WINDOW_S``), waiting up to 10 s; else the last value
+    read (the caller's assertion then fails on it)."""
+    value = await read()
+    for _ in range(200):
+        if done(value):
+            break
+        await asyncio.sleep(0.05)
+        value = await read()
+    return value
+
+
 async def _group(db: asyncpg.Pool, text: str) -> asyncpg.Record:
     """The error_records row of the reference quoted at the end of ``text``."""
     match = REFERENCE.search(text)
     assert match, f"no error reference in {text!r}"
-    row = await db.fetchrow("SELECT * FROM error_records WHERE reference = $1", match.group())
+    row = await _settled(
+        lambda: db.fetchrow("SELECT * FROM error_records WHERE reference = $1", match.group()),
+        lambda found: found is not None,
+    )
     assert row is not None, f"{match.group()} is not in error_records"
     return row
 
@@ -193,7 +211,13 @@ async def test_each_category_is_answered_in_each_language(
             (reply,) = await chat.send("x" * 1001)
             assert reply == TEXTS["description"][lang]
             assert (
-                await db.fetchval("SELECT count(*) FROM error_records WHERE category = 'data'") == 0
+                await _settled(
+                    lambda: db.fetchval(
+                        "SELECT count(*) FROM error_records WHERE category = 'data'"
+                    ),
+                    lambda n: n == 0,
+                )
+                == 0
             )
             # the user is still at the description step: a valid one opens the request; the
             # reply says so, and no "your request is now: new" follows it from the outbox
@@ -285,7 +309,10 @@ async def test_each_category_is_answered_in_each_language(
             assert group["error_type"].endswith("UndefinedTableError")
             references.add(group["reference"])
         (reference,) = references  # one group for the three users
-        group = await db.fetchrow("SELECT * FROM error_records WHERE reference = $1", reference)
+        group = await _settled(
+            lambda: db.fetchrow("SELECT * FROM error_records WHERE reference = $1", reference),
+            lambda row: row is not None and row["occurrence_count"] == 3,
+        )
         assert group["occurrence_count"] == 3
 
         # the admin is alerted once, through the outbox
@@ -297,7 +324,13 @@ async def test_each_category_is_answered_in_each_language(
         assert "UndefinedTableError" in alerts[0]
 
         # one group per kind of error, counted once per user
-        kinds = await db.fetch("SELECT category, occurrence_count FROM error_records")
+        kinds = await _settled(
+            lambda: db.fetch("SELECT category, occurrence_count FROM error_records"),
+            lambda rows: (
+                len({k["category"] for k in rows}) == 5
+                and all(k["occurrence_count"] == 3 for k in rows)
+            ),
+        )
         assert all(k["occurrence_count"] == 3 for k in kinds)
         assert {k["category"] for k in kinds} == {
             "business_logic",
@@ -330,7 +363,7 @@ async def test_a_user_who_blocked_the_bot_is_survived(
         await _until_marked_unreachable(db, blocked.user_id)
         user = await _user_row(db, blocked.user_id)
         assert user["blocked_bot_at"] is not None
-        groups = await db.fetch("SELECT * FROM error_records ORDER BY id")
+        groups = await _settled(lambda: db.fetch("SELECT * FROM error_records ORDER BY id"), bool)
         assert groups and all(g["category"] == "notification" for g in groups)
         assert {g["context"]["reason"] for g in groups} == {"bot_blocked"}
         # no admin alert for a user who blocked the bot

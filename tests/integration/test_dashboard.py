@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import uuid
 
 import asyncpg
 import pytest
@@ -28,6 +29,29 @@ from tests.factories import make_user
 from tests.fakes.telegram_api import DEFAULT_TOKEN
 
 
+async def _write(
+    pool: asyncpg.Pool, reference: str, category: str, severity: str, count: int, at: dt.datetime
+) -> int:
+    """``count`` occurrences of the group (fingerprint = ``reference``) at ``at``, through
+    the error pipeline's batch write (counters and hourly rollup in one statement)."""
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    stored = await error_records.record_batch(
+        pool,
+        [
+            error_records.GroupOccurrences(
+                fingerprint=reference, reference=reference, category=category,
+                severity=severity, error_type="app.Boom", message="boom", location=None,
+                stack_trace="app.Boom: boom", context_json=None, n=count, first_seen_at=at,
+                last_seen_at=at, hours={hour: count},
+            )
+        ],
+        writer=uuid.uuid4(),
+        seq=1,
+    )  # fmt: skip
+    assert stored is not None
+    return stored[0].id
+
+
 async def _group(
     pool: asyncpg.Pool,
     reference: str,
@@ -39,37 +63,16 @@ async def _group(
     status: str = "open",
 ) -> int:
     """A group whose ``count`` occurrences all happened ``hours_ago`` hours ago."""
-    return await pool.fetchval(
-        "INSERT INTO error_records (reference, fingerprint, category, severity, error_type, "
-        "message, occurrence_count, first_seen_at, last_seen_at, status) "
-        "VALUES ($1, $1, $2, $3, 'app.Boom', 'boom', $4, "
-        "now() - make_interval(secs => $5 * 3600), now() - make_interval(secs => $5 * 3600), $6)"
-        " RETURNING id",
-        reference,
-        category,
-        severity,
-        count,
-        float(hours_ago),
-        status,
-    )
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours_ago)
+    record_id = await _write(pool, reference, category, severity, count, at)
+    if status != "open":
+        await pool.execute("UPDATE error_records SET status = $2 WHERE id = $1", record_id, status)
+    return record_id
 
 
 async def _occur(pool: asyncpg.Pool, fingerprint: str, times: int) -> None:
-    """``times`` more occurrences of an existing group now, through the real upsert."""
-    async with pool.acquire() as conn:
-        for _ in range(times):
-            await error_records.upsert(
-                conn,
-                reference="E-NEWREF",
-                fingerprint=fingerprint,
-                category="system",
-                severity="critical",
-                error_type="app.Boom",
-                message="boom",
-                location=None,
-                stack_trace=None,
-                context={},
-            )
+    """``times`` more occurrences of an existing group now, through the real batch write."""
+    await _write(pool, fingerprint, "system", "critical", times, dt.datetime.now(dt.UTC))
 
 
 async def test_statistics_by_category_and_severity_for_24h_and_7_days(pool: asyncpg.Pool) -> None:

@@ -25,6 +25,7 @@ from bot.settings import Settings
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
 from middlewares.user import UserMiddleware
+from recovery.errors import ErrorHandler
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
@@ -96,6 +97,7 @@ class Harness:
     bot: Bot
     session: FakeBotSession
     pool: asyncpg.Pool
+    errors: ErrorHandler
 
     def message(self, user_id: int, text: str, language: str = "en") -> Update:
         n = next(_ids)
@@ -136,7 +138,11 @@ class Harness:
         )
 
     async def feed(self, update: Update) -> Any:
-        return await self.dp.feed_update(self.bot, update)
+        """Feed ``update``, then write what the error pipeline holds (as its flush task
+        does within ``ERROR_FLUSH_WINDOW_S``), so the tables can be read."""
+        result = await self.dp.feed_update(self.bot, update)
+        assert await self.errors.flush()
+        return result
 
 
 def _user(user_id: int, language: str) -> dict[str, Any]:
@@ -242,7 +248,7 @@ async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
     dp.update.outer_middleware(UserMiddleware(pool, settings))
     UserLocaleMiddleware(i18n).setup(dp)
     dp.include_router(_router())
-    yield Harness(dp, bot, session, pool)
+    yield Harness(dp, bot, session, pool, services.error_handler)
 
 
 async def _group(pool: asyncpg.Pool, text: str) -> asyncpg.Record:

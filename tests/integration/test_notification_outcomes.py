@@ -315,7 +315,9 @@ async def test_an_unexpected_error_is_recorded_and_retried_within_the_same_limit
         "offset 0",
     )
 
-    result = await harness.manager(concurrency=1).drain_once()
+    manager = harness.manager(concurrency=1)
+    result = await manager.drain_once()
+    assert await manager.error_handler.flush()  # type: ignore[union-attr]
 
     assert result.retried == 2
     for row_id in (parse_id, unknown_id):

@@ -164,6 +164,7 @@ async def test_a_failed_run_is_recorded_masked_and_counts_for_its_interval(
     assert row["status"] == "failed"
     assert row["error"].startswith("RuntimeError: cannot reach")
     assert "123 45 67" not in row["error"]
+    assert await a.error_handler.flush()  # the error pipeline's write, without its window
     errors = await pool.fetch("SELECT * FROM error_records")
     assert len(errors) == 1
     assert errors[0]["context"]["job"] == "broken"
@@ -219,10 +220,12 @@ async def test_cleanup_removes_rows_past_their_retention_and_reports_counts(
         "pending_notifications": [15, 15, 13],  # all 'sent'
     }
     for n, days in enumerate(ages["error_records"]):
-        await pool.execute(
-            "INSERT INTO error_records (reference, fingerprint, category, severity, error_type, "
-            "message, last_seen_at) VALUES ($1, $1, 'system', 'high', 'E', 'm', "
-            "now() - make_interval(days => $2))",
+        await pool.execute(  # a group and its hour in the rollup, as the error pipeline writes
+            "WITH e AS (INSERT INTO error_records (reference, fingerprint, category, severity, "
+            "error_type, message, last_seen_at) VALUES ($1, $1, 'system', 'high', 'E', 'm', "
+            "now() - make_interval(days => $2)) RETURNING *) "
+            "INSERT INTO error_hourly_counts (hour, record_id, category, severity, occurrences) "
+            "SELECT date_trunc('hour', last_seen_at, 'UTC'), id, category, severity, 1 FROM e",
             f"E-{n}",
             days,
         )

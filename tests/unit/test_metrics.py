@@ -171,6 +171,7 @@ async def test_recorded_errors_are_counted_and_a_broken_observer_changes_nothing
                      severity=record.severity.value)  # fmt: skip
     assert counted == 1
     assert metric(samples, "bot_errors_total") == 1
+    assert await handler.flush()  # the error pipeline's write, without its window
     assert await pool.fetchval("SELECT count(*) FROM error_records") == 1
 
 

@@ -1,0 +1,268 @@
+"""Outages of what the bot depends on (PostgreSQL, Telegram), and the one alert for each.
+
+An ``OutageTracker`` hears of each attempt to use one dependency (``failure``/``success``).
+An outage runs from the first failure after a success to the next success. When one that
+lasted at least ``threshold_s`` seconds ends, it is kept as an ``Outage`` (from when to
+when, how many updates arrived meanwhile, how many calls failed, how many errors were held
+in memory because they could not be written) until ``OutageWatch`` reports it: one admin
+alert through ``AdminAlerts`` (the outbox, so it reaches admins once Telegram answers too).
+
+``OutageWatch.run`` is a supervised background task: it probes PostgreSQL every
+``probe_interval_s`` seconds (the database tracker's only source), and when the database or
+Telegram comes back it wakes the notification sender, which delivers at once what became
+due meanwhile (each row once: the outbox claims rows, docs/notifications.md).
+
+The core does not import aiogram: the bot feeds the Telegram tracker from a Bot API
+session middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from database import notifications as notifications_sql
+from database import outages as sql
+from recovery.alerts import AdminAlerts, AlertKind
+from recovery.notifications import MAX_ATTEMPTS_REASON
+
+log = logging.getLogger(__name__)
+
+Counter = Callable[[], int]
+"""A monotonic count read at the start and the end of an outage (updates taken, errors
+spooled)."""
+
+TEMPLATES = {"database": "admin.outage_database", "telegram": "admin.outage_telegram"}
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """One finished outage of ``dependency`` (``database`` or ``telegram``)."""
+
+    dependency: str
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    failures: int
+    """Failed attempts seen (probes, Bot API calls)."""
+    counts: Mapping[str, int] = field(default_factory=dict)
+    """Each counter's growth over the outage: ``updates``, ``errors_spooled``."""
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the first failure to the first success after it."""
+        return (self.ended_at - self.started_at).total_seconds()
+
+    def alert_params(self) -> dict[str, object]:
+        """Parameters of the alert template (times as UTC ``HH:MM:SS``)."""
+        return {
+            "start": self.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "end": self.ended_at.strftime("%H:%M:%S"),
+            "seconds": round(self.duration_s),
+            "failures": self.failures,
+            "updates": self.counts.get("updates", 0),
+            "errors_spooled": self.counts.get("errors_spooled", 0),
+        }
+
+
+class OutageTracker:
+    """Failures and successes of one dependency (see the module doc).
+
+    Args:
+        dependency: its name in alerts and logs.
+        threshold_s: an outage shorter than this is logged, not kept for an alert.
+        counters: name -> monotonic count, read when the outage starts and ends.
+        clock: wall clock, seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        dependency: str,
+        threshold_s: float,
+        *,
+        counters: Mapping[str, Counter] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if threshold_s < 0:
+            raise ValueError("threshold_s must not be negative")
+        self.dependency = dependency
+        self.threshold_s = threshold_s
+        self.counters = dict(counters or {})
+        self.clock = clock
+        self._since: float | None = None
+        self._failures = 0
+        self._start_counts: dict[str, int] = {}
+        self.finished: list[Outage] = []
+        self.last_started: float | None = None
+        """Epoch seconds at which the last finished outage began (short ones included)."""
+
+    @property
+    def down(self) -> bool:
+        """Whether the last attempt failed."""
+        return self._since is not None
+
+    @property
+    def down_since(self) -> float | None:
+        """Epoch seconds of the outage's first failure (None while up)."""
+        return self._since
+
+    def failure(self) -> None:
+        """One attempt failed (the first one after a success starts an outage)."""
+        if self._since is None:
+            self._since = self.clock()
+            self._failures = 0
+            self._start_counts = {name: read() for name, read in self.counters.items()}
+            log.warning("%s unreachable: outage started", self.dependency)
+        self._failures += 1
+
+    def success(self) -> Outage | None:
+        """One attempt succeeded; returns the outage it ended when that one is long enough
+        to alert about (it is also kept in ``finished``)."""
+        since, self._since = self._since, None
+        if since is None:
+            return None
+        self.last_started = since
+        now = self.clock()
+        counts = {
+            name: max(0, read() - self._start_counts.get(name, 0))
+            for name, read in self.counters.items()
+        }
+        log.warning(
+            "%s back after %.1f s (%d failed attempts, %s)",
+            self.dependency, now - since, self._failures, counts,
+        )  # fmt: skip
+        if now - since < self.threshold_s:
+            return None
+        outage = Outage(
+            self.dependency,
+            dt.datetime.fromtimestamp(since, dt.UTC),
+            dt.datetime.fromtimestamp(now, dt.UTC),
+            self._failures,
+            counts,
+        )
+        self.finished.append(outage)
+        return outage
+
+
+class OutageWatch:
+    """Probes PostgreSQL, reports finished outages to the admins, wakes the sender.
+
+    Args:
+        pool: asyncpg pool.
+        alerts: the admin alert path.
+        database: the database's tracker (fed by the probe).
+        telegram: the Bot API's tracker (fed by the bot's session), or None.
+        on_back: called when a dependency comes back (the sender's ``wake``).
+        probe_interval_s: seconds between probes, also how often finished outages are
+            looked for.
+        probe_timeout_s: a probe not answered within this many seconds is a failure.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        alerts: AdminAlerts,
+        database: OutageTracker,
+        telegram: OutageTracker | None = None,
+        *,
+        on_back: Callable[[str], Awaitable[None] | None] | None = None,
+        probe_interval_s: float = 1.0,
+        probe_timeout_s: float = 2.0,
+    ) -> None:
+        self.pool = pool
+        self.alerts = alerts
+        self.database = database
+        self.telegram = telegram
+        self.on_back = on_back
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self._telegram_was_down = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe and report until ``stop`` is set."""
+        while not stop.is_set():
+            await self.tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.probe_interval_s)
+
+    async def tick(self) -> None:
+        """One probe, then the alerts of finished outages (while the database answers)."""
+        if not await self._probe():
+            self.database.failure()
+            return
+        if self.database.down:
+            self.database.success()
+            await self._notify_back("database")
+        if self.telegram is not None:
+            was_down, self._telegram_was_down = self._telegram_was_down, self.telegram.down
+            if was_down and not self.telegram.down:
+                await self._notify_back("telegram")
+        try:
+            await self.report()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outage alert not written yet (%s); next probe", type(exc).__name__)
+
+    async def _probe(self) -> bool:
+        try:
+            async with self.pool.acquire(timeout=self.probe_timeout_s) as conn:
+                await conn.fetchval("SELECT 1", timeout=self.probe_timeout_s)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    async def _notify_back(self, dependency: str) -> None:
+        log.info("%s back: waking the notification sender", dependency)
+        if self.on_back is None:
+            return
+        try:
+            result = self.on_back(dependency)
+            if result is not None:
+                await result
+        except Exception as exc:  # the sender's own poll still comes
+            log.warning("after %s came back: %s", dependency, type(exc).__name__)
+
+    async def report(self) -> int:
+        """Raise one alert per finished outage; returns how many were raised. An outage
+        whose alert cannot be written yet stays for the next call.
+
+        The dedupe key is the dependency alone: every instance sees the same outage and
+        raises its alert within a probe interval of the others, and ``AdminAlerts`` sends
+        the first and counts the others as its duplicates. Within the dedupe window
+        (``ALERT_DEDUPE_WINDOW_S``) a second outage is counted on the first alert too.
+        """
+        raised = 0
+        for tracker in (self.database, self.telegram):
+            if tracker is None:
+                continue
+            while tracker.finished:
+                outage = tracker.finished[0]
+                await self.alerts.raise_alert(
+                    AlertKind.SYSTEM,
+                    f"outage:{outage.dependency}",
+                    TEMPLATES[outage.dependency],
+                    outage.alert_params(),
+                    summary=f"{outage.dependency} outage {round(outage.duration_s)} s",
+                )
+                tracker.finished.pop(0)
+                raised += 1
+        return raised
+
+
+async def resume_notifications(pool: asyncpg.Pool, since_epoch: float | None) -> int:
+    """After a Telegram outage that began at ``since_epoch`` (epoch seconds): every
+    'retrying' notification is made due now, and every one that died of its attempt budget
+    since then (every attempt failed because Telegram was away) gets a fresh budget and is
+    due now. The senders are woken (NOTIFY). Returns how many rows were made due."""
+    count = await notifications_sql.retry_now(pool, None, ("retrying",))
+    if since_epoch is not None:
+        since = dt.datetime.fromtimestamp(since_epoch, dt.UTC)
+        dead = await sql.dead_since(pool, since, MAX_ATTEMPTS_REASON)
+        if dead:
+            count += await notifications_sql.retry_now(pool, dead, ("dead",))
+    return count

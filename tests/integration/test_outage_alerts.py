@@ -1,0 +1,44 @@
+"""One alert per outage: two instances that both saw the database go away raise one alert
+between them (the second is counted as its duplicate), through the admin alert path and the
+outbox."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from recovery.alerts import AdminAlerts
+from recovery.outages import OutageTracker, OutageWatch
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _tracker_after_outage(start: float, seconds: float) -> OutageTracker:
+    clock = Clock(start)
+    tracker = OutageTracker("database", 5.0, clock=clock)
+    tracker.failure()
+    clock.now += seconds
+    assert tracker.success() is not None
+    return tracker
+
+
+async def test_two_instances_raise_one_alert_for_one_outage(pool: asyncpg.Pool) -> None:
+    alerts = AdminAlerts(pool, admin_ids=[42])
+    first = OutageWatch(pool, alerts, _tracker_after_outage(1_800_000_000.0, 20))
+    second = OutageWatch(pool, alerts, _tracker_after_outage(1_800_000_001.0, 19))
+    assert await first.report() == 1
+    assert await second.report() == 1
+    assert first.database.finished == [] and second.database.finished == []
+    sent = await pool.fetch(
+        "SELECT params FROM pending_notifications WHERE template_key = 'admin.outage_database'"
+    )
+    assert len(sent) == 1
+    assert sent[0]["params"]["seconds"] == 20
+    row = await pool.fetchrow("SELECT duplicates FROM admin_alerts WHERE dedupe_key = $1",
+                              "outage:database")  # fmt: skip
+    assert row["duplicates"] == 1

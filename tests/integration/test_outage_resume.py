@@ -1,0 +1,49 @@
+"""After a Telegram outage the notifications it held back are due at once: 'retrying' rows
+now rather than after their backoff, and rows that died of their attempt budget during the
+outage with a fresh budget. Rows dead before it, or dead for another reason, stay dead."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from database import outbox
+from recovery.notifications import MAX_ATTEMPTS_REASON
+from recovery.outages import resume_notifications
+
+
+async def _row(pool: asyncpg.Pool, key: str, status: str, reason: str | None, age_s: float) -> int:
+    async with pool.acquire() as conn:
+        row_id = await outbox.enqueue(
+            conn, idempotency_key=key, chat_id=42, template_key="admin.text",
+            params={"text": key},
+        )  # fmt: skip
+        await conn.execute(
+            "UPDATE pending_notifications SET status = $2, dead_reason = $3, attempts = 5,"
+            " next_attempt_at = now() + interval '1 hour',"
+            " updated_at = now() - make_interval(secs => $4) WHERE id = $1",
+            row_id, status, reason, age_s,
+        )  # fmt: skip
+    assert row_id is not None
+    return row_id
+
+
+async def test_what_the_outage_held_back_is_due_now(pool: asyncpg.Pool) -> None:
+    retrying = await _row(pool, "retrying", "retrying", None, 30)
+    died = await _row(pool, "died-during", "dead", MAX_ATTEMPTS_REASON, 30)
+    before = await _row(pool, "died-before", "dead", MAX_ATTEMPTS_REASON, 3600)
+    full = await _row(pool, "queue-full", "dead", "queue full", 30)
+
+    assert await resume_notifications(pool, time.time() - 120) == 2
+    rows = {
+        r["id"]: r
+        for r in await pool.fetch(
+            "SELECT id, status, attempts, next_attempt_at <= now() AS due"
+            " FROM pending_notifications"
+        )
+    }
+    assert rows[retrying]["status"] == "retrying" and rows[retrying]["due"]
+    assert rows[died]["status"] == "pending" and rows[died]["attempts"] == 0
+    assert rows[died]["due"]
+    assert rows[before]["status"] == "dead" and rows[full]["status"] == "dead"
