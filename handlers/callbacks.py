@@ -52,8 +52,9 @@ class MenuCb(CallbackData, prefix="wr"):
 
 
 # --- The stuck-workflow section of the admin menu (issue 7) --------------------------------
-# Every prefix of the admin menu starts with "wr" (handlers/fallback.py answers an outdated
-# one with a fresh menu). Filters are workflow type and state codes, never labels. Worst
+# Every prefix of this section starts with "wr"; handlers/fallback.py knows every prefix of
+# the admin menu (read off the menu routers' filters) and answers an outdated one with a
+# fresh menu. Filters are workflow type and state codes, never labels. Worst
 # case, with 19-digit ids and 10-digit versions, each packs into at most 64 bytes
 # (tests/unit/test_workflow_recovery_callbacks.py).
 ADMIN_MENU_PREFIX = "wr"

@@ -84,15 +84,22 @@ class Pager:
         """Items before this page (the SQL ``OFFSET``)."""
         return self.page * self.size
 
-    def nav(self, make: Callable[[int], CallbackData]) -> list[InlineKeyboardButton]:
-        """ "‹" and "›" buttons to the neighbouring pages that exist; ``make(page)`` is the
-        callback data of a page."""
+    def neighbours(self) -> list[tuple[str, int]]:
+        """("‹", previous page) and ("›", next page), for those that exist."""
         row = []
         if self.page > 0:
-            row.append(InlineKeyboardButton(text="‹", callback_data=make(self.page - 1).pack()))
+            row.append(("‹", self.page - 1))
         if self.page + 1 < self.pages:
-            row.append(InlineKeyboardButton(text="›", callback_data=make(self.page + 1).pack()))
+            row.append(("›", self.page + 1))
         return row
+
+    def nav(self, make: Callable[[int], CallbackData]) -> list[InlineKeyboardButton]:
+        """Buttons "‹" and "›" to the neighbouring pages that exist; ``make(page)`` is the
+        callback data of a page."""
+        return [
+            InlineKeyboardButton(text=text, callback_data=make(page).pack())
+            for text, page in self.neighbours()
+        ]
 
 
 async def fetch_page(

@@ -19,7 +19,9 @@ from handlers.admin import (
     health,
     history,
     inventory,
+    inventory_discrepancy,
     retries,
+    retries_notification,
     workflow_recovery,
 )
 from handlers.routing import callback_prefixes, gate_tree
@@ -51,7 +53,9 @@ MENU_ROUTERS = (
     health.router,
     errors.router,
     inventory.router,
+    inventory_discrepancy.router,
     retries.router,
+    retries_notification.router,
     history.router,
 )
 

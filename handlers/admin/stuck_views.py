@@ -22,24 +22,23 @@ from handlers.callbacks import (
     StuckActionCb,
     StuckAssigneesCb,
     StuckBatchCb,
-    StuckBatchRunCb,
     StuckDetailCb,
     StuckFilterCb,
     StuckHistoryCb,
     StuckListCb,
 )
-from handlers.render import html, join, plain
+from handlers.render import html, join
+from handlers.screens import Pager
 from handlers.texts import (
     duration,
     kind_label,
-    ngettext,
     role_label,
     state_label,
     status_label,
     workflow_label,
 )
 from recovery import workflow_definitions as wf
-from recovery.workflows import BatchResult, Outcome, Plan, RecoveryAction, RequestDetail, StuckPage
+from recovery.workflows import RecoveryAction, RequestDetail, StuckPage
 
 Screen = tuple[str, InlineKeyboardMarkup]
 
@@ -47,7 +46,6 @@ PAGE_SIZE = 5
 FAILURES_SHOWN = 10
 IDS_SHOWN = 30  # request numbers listed per outcome of a batch; the rest are counted
 MATERIALS_SHOWN = 20
-REASON_MAX = 500  # characters of a recovery action's reason that are kept
 
 ACTION_OF: dict[ActionCode, RecoveryAction] = {
     ActionCode.FORCE: RecoveryAction.FORCE,
@@ -116,7 +114,7 @@ SHORT_REFUSALS = {
 
 
 def _pages(total: int) -> int:
-    return max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    return Pager.of(total, 0, PAGE_SIZE).pages
 
 
 def _keyboard(rows: Sequence[Sequence[tuple[str, CallbackData]]]) -> InlineKeyboardMarkup:
@@ -132,12 +130,8 @@ def _button(text: str, data: CallbackData) -> InlineKeyboardButton:
 
 
 def _nav(page: int, total: int, make: Any) -> list[tuple[str, CallbackData]]:
-    row: list[tuple[str, CallbackData]] = []
-    if page > 0:
-        row.append(("‹", make(page - 1)))
-    if (page + 1) * PAGE_SIZE < total:
-        row.append(("›", make(page + 1)))
-    return row
+    pager = Pager(page=page, pages=_pages(total), size=PAGE_SIZE)
+    return [(text, make(target)) for text, target in pager.neighbours()]
 
 
 def filter_text(workflow_type: str | None, state: str | None) -> str:
@@ -234,6 +228,20 @@ def filter_screen(workflow_type: str | None) -> Screen:
     return text, _keyboard(rows)
 
 
+def _transition_line(row: Any) -> str:
+    """One history row: when, what kind, the states, or for a (re)assignment both people,
+    and who did it."""
+    keys = row.keys() if hasattr(row, "keys") else ()
+    if row["kind"] in ("assign", "reassign") and "to_assignee_name" in keys:
+        before = row["from_assignee_name"] or _("nobody")
+        after = row["to_assignee_name"] or _("nobody")
+        change = f"{before} → {after}"
+    else:
+        change = f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
+    line = f"{row['created_at']:%Y-%m-%d %H:%M} {kind_label(row['kind'])}: {change}"
+    return line + (f" ({row['actor_name']})" if row["actor_name"] else "")
+
+
 def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     """The request, why it is stuck, its history, its recovery actions and the actions."""
     request = detail.request
@@ -315,398 +323,6 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     rows.append([(_("Recovery log"), StuckHistoryCb(request_id=request["id"]))])
     rows.append([(_("« Back"), StuckListCb(page=back.page, wf=back.wf, st=back.st))])
     return join("\n", lines), _keyboard(rows)
-
-
-def _transition_line(row: Any) -> str:
-    """One history row: when, what kind, the states, or for a (re)assignment both people,
-    and who did it."""
-    keys = row.keys() if hasattr(row, "keys") else ()
-    if row["kind"] in ("assign", "reassign") and "to_assignee_name" in keys:
-        before = row["from_assignee_name"] or _("nobody")
-        after = row["to_assignee_name"] or _("nobody")
-        change = f"{before} → {after}"
-    else:
-        change = f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
-    line = f"{row['created_at']:%Y-%m-%d %H:%M} {kind_label(row['kind'])}: {change}"
-    return line + (f" ({row['actor_name']})" if row["actor_name"] else "")
-
-
-# --- single actions ------------------------------------------------------------------------
-
-
-def candidates_screen(
-    request: asyncpg.Record, rows: Sequence[asyncpg.Record], total: int, page: int
-) -> Screen:
-    """A page of users the request can be given to."""
-    role = role_label(request["owner_role"])
-    buttons: list[list[tuple[str, CallbackData]]] = [
-        [
-            (
-                plain(
-                    _("{name} · {n} active"),
-                    name=row["full_name"] or row["telegram_id"],
-                    n=row["active_requests"],
-                ),
-                StuckActionCb(
-                    action=ActionCode.REASSIGN,
-                    request_id=request["id"],
-                    version=request["version"],
-                    arg=row["id"],
-                ),
-            )
-        ]
-        for row in rows
-    ]
-    buttons.append(
-        _nav(
-            page,
-            total,
-            lambda p: StuckAssigneesCb(
-                request_id=request["id"], version=request["version"], page=p
-            ),
-        )
-    )
-    buttons.append([(_("« Back"), StuckDetailCb(request_id=request["id"]))])
-    if total:
-        text = html(
-            _("Reassign request #{id}: choose an active {role} (page {page} of {pages}):"),
-            id=request["id"],
-            role=role,
-            page=page + 1,
-            pages=_pages(total),
-        )
-    else:
-        text = html(_("No active {role} can take request #{id} now."), role=role, id=request["id"])
-    return text, _keyboard(buttons)
-
-
-def confirm_screen(plan: Plan) -> Screen:
-    """What the action will do, before the admin agrees."""
-    rid, current = plan.request_id, state_label(plan.from_state)
-    lines: list[str] = []
-    if plan.action is RecoveryAction.FORCE:
-        lines.append(
-            html(
-                _("Force request #{id} from {current} to {next}?"),
-                id=rid,
-                current=current,
-                next=state_label(plan.to_state),
-            )
-        )
-    elif plan.action is RecoveryAction.RESET:
-        lines.append(
-            html(
-                _("Reset request #{id} from {current} back to {previous}?"),
-                id=rid,
-                current=current,
-                previous=state_label(plan.to_state),
-            )
-        )
-        if plan.returns:
-            lines.append(
-                _("These materials, issued in the step being undone, will be returned to stock:")
-            )
-            lines += _materials(plan.returns)
-        else:
-            lines.append(
-                _("No materials were issued in the step being undone; stock is unchanged.")
-            )
-    elif plan.action is RecoveryAction.COMPLETE:
-        lines.append(
-            html(_("Force request #{id} from {current} to completion?"), id=rid, current=current)
-        )
-        if plan.skipped_states:
-            lines.append(
-                html(
-                    _("Steps skipped: {steps}."),
-                    steps=", ".join(state_label(s) for s in plan.skipped_states),
-                )
-            )
-        if plan.kept:
-            lines.append(_("Materials issued for it stay charged to it (nothing is returned):"))
-            lines += _materials(plan.kept)
-        else:
-            lines.append(_("No materials were issued for it."))
-    else:
-        lines.append(
-            html(
-                _("Reassign request #{id} ({state}) to {name}?"),
-                id=rid,
-                state=current,
-                name=plan.to_assignee_name,
-            )
-        )
-        lines.append(_("The state and its deadline clock do not change."))
-    lines.append(_notified(plan))
-    lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
-    code = CODE_OF[plan.action]
-    arg = plan.to_assignee_id if plan.action is RecoveryAction.REASSIGN else plan.fingerprint
-    confirm = StuckActionCb(action=code, request_id=rid, version=plan.version, arg=arg or 0)
-    return join("\n", lines), _keyboard(
-        [
-            [(_("Confirm"), confirm.model_copy(update={"step": 2}))],
-            [(_("Confirm with a reason"), confirm.model_copy(update={"step": 1}))],
-            [(_("Cancel"), StuckDetailCb(request_id=rid))],
-        ]
-    )
-
-
-def _notified(plan: Plan) -> str:
-    if plan.to_status == "completed":
-        return _("The client will be notified that the request is completed.")
-    if plan.to_assignee_name:
-        return html(_("{name} and the client will be notified."), name=plan.to_assignee_name)
-    return html(
-        _("The {role} staff and the client will be notified."), role=role_label(plan.to_role)
-    )
-
-
-def reason_prompt(skip: CallbackData, cancel: CallbackData) -> Screen:
-    """The optional reason step."""
-    markup = _keyboard([[(_("Apply without a reason"), skip)], [(_("Cancel"), cancel)]])
-    return html(_("Send the reason as a message (at most {n} characters)."), n=REASON_MAX), markup
-
-
-def outcome_screen(outcome: Outcome) -> Screen:
-    """An applied action."""
-    request, plan = outcome.request, outcome.plan
-    if plan.action is RecoveryAction.REASSIGN:
-        lines: list[str] = [
-            html(
-                _("Done: request #{id} is now assigned to {name}."),
-                id=request["id"],
-                name=plan.to_assignee_name,
-            )
-        ]
-    else:
-        lines = [
-            html(
-                _("Done: request #{id} moved from {old} to {new}."),
-                id=request["id"],
-                old=state_label(plan.from_state),
-                new=state_label(request["current_state"]),
-            )
-        ]
-    if outcome.reversals:
-        by_id = {item.issue_id: item for item in plan.returns}
-        lines.append(_("Returned to stock:"))
-        lines += _materials([by_id[r.issue_id] for r in outcome.reversals if r.issue_id in by_id])
-    lines.append(_notified(plan))
-    return join("\n", lines), _after_keyboard(request["id"])
-
-
-def refusal_screen(code: str, request_id: int) -> Screen:
-    """A refused action: why, and that nothing changed."""
-    text = html(str(REFUSALS.get(code, REFUSALS["refused"])), id=request_id)
-    if code == "not_found":  # nothing to open: back to the list
-        return text, _keyboard([[(_("Stuck workflows"), StuckListCb())]])
-    return text, _after_keyboard(request_id)
-
-
-def expired_screen() -> Screen:
-    """A reason sent when no confirmation is pending (expired or already applied)."""
-    text = _(
-        "Nothing is waiting for a reason (expired or already applied). Open the request again."
-    )
-    return text, _keyboard([[(_("Stuck workflows"), StuckListCb())]])
-
-
-def _after_keyboard(request_id: int) -> InlineKeyboardMarkup:
-    return _keyboard(
-        [
-            [(_("Open the request"), StuckDetailCb(request_id=request_id))],
-            [(_("Stuck workflows"), StuckListCb())],
-        ]
-    )
-
-
-# --- batch ---------------------------------------------------------------------------------
-
-
-def batch_menu_screen(total: int, workflow_type: str | None, state: str | None) -> Screen:
-    """Choose the action of a batch over the filter's stuck requests."""
-    back = StuckListCb(wf=workflow_type, st=state)
-    if not total:
-        return _("No stuck workflows."), _keyboard([[(_("« Back"), back)]])
-    text = ngettext(
-        "Batch recovery of the {n} stuck request matching: {filter}. Choose the action:",
-        "Batch recovery of the {n} stuck requests matching: {filter}. Choose the action:",
-        total,
-    )
-    rows: list[list[tuple[str, CallbackData]]] = [
-        [(str(BUTTON_LABELS[action]), StuckBatchCb(wf=workflow_type, st=state, action=code))]
-        for code, action in ACTION_OF.items()
-        if action is not RecoveryAction.REASSIGN or batch_role(workflow_type, state)
-    ]
-    rows.append([(_("« Back"), back)])
-    return html(text, n=total, filter=filter_text(workflow_type, state)), _keyboard(rows)
-
-
-def batch_role(workflow_type: str | None, state: str | None) -> str | None:
-    """The role owning the filter's state: a batch reassignment needs one (type and state
-    both chosen)."""
-    if workflow_type is None or state is None:
-        return None
-    return wf.step_of(workflow_type, state).role
-
-
-def batch_candidates_screen(
-    callback: StuckBatchCb, role: str, rows: Sequence[asyncpg.Record], total: int
-) -> Screen:
-    """A page of users all the filter's stuck requests can be given to."""
-    buttons: list[list[tuple[str, CallbackData]]] = [
-        [
-            (
-                plain(
-                    _("{name} · {n} active"),
-                    name=row["full_name"] or row["telegram_id"],
-                    n=row["active_requests"],
-                ),
-                StuckBatchCb(wf=callback.wf, st=callback.st, action=callback.action, arg=row["id"]),
-            )
-        ]
-        for row in rows
-    ]
-    buttons.append(
-        _nav(
-            callback.page,
-            total,
-            lambda p: StuckBatchCb(wf=callback.wf, st=callback.st, action=callback.action, page=p),
-        )
-    )
-    buttons.append([(_("« Back"), StuckBatchCb(wf=callback.wf, st=callback.st))])
-    text = html(
-        _("Reassign all of them to an active {role} (page {page} of {pages}):"),
-        role=role_label(role),
-        page=callback.page + 1,
-        pages=_pages(total),
-    )
-    return text, _keyboard(buttons)
-
-
-def batch_review_screen(
-    action: RecoveryAction,
-    count: int,
-    capped: bool,
-    workflow_type: str | None,
-    state: str | None,
-    materials: Sequence[Outstanding],
-    assignee_name: str | None,
-    token: str,
-    request_ids: Sequence[int] = (),
-) -> Screen:
-    """How many requests the batch touches, which ones (their numbers; past ``IDS_SHOWN``
-    how many more) and what it does, before the admin agrees."""
-    lines: list[str] = [
-        html(
-            ngettext(
-                "Review: {action} on {n} stuck request ({filter}).",
-                "Review: {action} on {n} stuck requests ({filter}).",
-                count,
-            ),
-            action=ACTION_NAMES[action],
-            n=count,
-            filter=filter_text(workflow_type, state),
-        )
-    ]
-    if request_ids:
-        lines.append(html(_("Requests: {ids}"), ids=_numbers(list(request_ids))))
-    if capped:
-        lines.append(
-            html(
-                ngettext(
-                    "Only the {n} longest stuck is included; run it again for the rest.",
-                    "Only the {n} longest stuck are included; run it again for the rest.",
-                    count,
-                ),
-                n=count,
-            )
-        )
-    if action is RecoveryAction.RESET:
-        if materials:
-            lines.append(_("Materials to return to stock:"))
-            lines += _materials(materials)
-        else:
-            lines.append(_("No materials to return."))
-    elif action is RecoveryAction.COMPLETE and materials:
-        lines.append(_("Materials that stay charged:"))
-        lines += _materials(materials)
-    elif action is RecoveryAction.REASSIGN:
-        lines.append(html(_("New assignee: {name}."), name=assignee_name))
-    lines.append(
-        _(
-            "Each request is handled in its own transaction; a request that moved since this "
-            "review is skipped as stale, nothing is applied twice."
-        )
-    )
-    lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
-    return join("\n", lines), _keyboard(
-        [
-            [(_("Confirm"), StuckBatchRunCb(token=token, step=2))],
-            [(_("Confirm with a reason"), StuckBatchRunCb(token=token, step=1))],
-            [(_("Cancel"), StuckListCb(wf=workflow_type, st=state))],
-        ]
-    )
-
-
-def batch_progress_text(action: RecoveryAction, count: int) -> str:
-    """Shown while a batch runs."""
-    template = ngettext(
-        "Applying {action} to {n} request…", "Applying {action} to {n} requests…", count
-    )
-    return html(template, action=ACTION_NAMES[action], n=count)
-
-
-def batch_outdated_screen() -> Screen:
-    """A batch button whose review is gone (applied, replaced or expired)."""
-    return _(
-        "This review is outdated (already applied or replaced by a newer one). Open the batch "
-        "screen again."
-    ), _keyboard([[(_("Stuck workflows"), StuckListCb())]])
-
-
-def _numbers(ids: Sequence[int]) -> str:
-    """``#1, #2, …`` for at most ``IDS_SHOWN`` request ids, then how many more."""
-    text = ", ".join(f"#{request_id}" for request_id in ids[:IDS_SHOWN])
-    if len(ids) > IDS_SHOWN:
-        text += " " + plain(_("(+{n} more)"), n=len(ids) - IDS_SHOWN)
-    return text
-
-
-def batch_result_screen(result: BatchResult) -> Screen:
-    """How many succeeded, were stale or failed, their request numbers, and why the first
-    failures failed."""
-    lines: list[str] = [
-        html(
-            _(
-                "Batch {action} done: {ok} succeeded, {stale} stale (moved since the review), "
-                "{failed} failed."
-            ),
-            action=ACTION_NAMES[result.action],
-            ok=len(result.succeeded),
-            stale=len(result.stale),
-            failed=len(result.failed),
-        )
-    ]
-    if result.returned_units:
-        lines.append(html(_("Units returned to stock: {n}."), n=result.returned_units))
-    if result.succeeded:
-        lines.append(html(_("Succeeded: {ids}"), ids=_numbers(result.succeeded)))
-    if result.stale:
-        lines.append(html(_("Stale: {ids}"), ids=_numbers(result.stale)))
-    if result.failed:
-        lines.append(_("Failed:"))
-    for request_id, code in result.failed[:FAILURES_SHOWN]:
-        lines.append(f"#{request_id}: {SHORT_REFUSALS.get(code, code)}")
-    if len(result.failed) > FAILURES_SHOWN:
-        others = [request_id for request_id, _code in result.failed[FAILURES_SHOWN:]]
-        lines.append(_numbers(others))
-    return join("\n", lines), _keyboard(
-        [
-            [(_("Recovery history"), HistoryCb())],
-            [(_("Stuck workflows"), StuckListCb())],
-        ]
-    )
 
 
 # --- history -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from bot.i18n import create_i18n
-from handlers.admin.stuck_views import FAILURES_SHOWN, IDS_SHOWN, batch_result_screen
+from handlers.admin.stuck_batch_views import FAILURES_SHOWN, IDS_SHOWN, batch_result_screen
 from recovery.workflows import BatchResult, RecoveryAction
 
 I18N = create_i18n()

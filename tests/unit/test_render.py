@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from bot.i18n import create_i18n
 from handlers.admin.errors import render_group
 from handlers.admin.history import render_entry
-from handlers.admin.inventory import render_discrepancy
-from handlers.admin.retries import render_notification
+from handlers.admin.inventory_discrepancy import render_discrepancy
+from handlers.admin.retries_notification import render_notification
 from handlers.render import Html, bold, cut, escape, html, join, lines, plain
 from recovery.audit import HistoryEntry
 from recovery.inventory import Discrepancy, DiscrepancyKind

@@ -14,7 +14,7 @@ import handlers.admin as admin
 from handlers import callbacks
 from handlers.admin.errors import ErrorLookup
 from handlers.admin.inventory import InventoryAccept
-from handlers.admin.stuck_workflows import StuckRecovery
+from handlers.admin.stuck_pending import StuckRecovery
 from handlers.routing import CallbackGate, MessageGate, callback_gate, message_gate
 
 
