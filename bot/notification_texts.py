@@ -17,7 +17,7 @@ from typing import Any
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
-from handlers.render import Html, cut, html_map, plain
+from handlers.render import Html, cut, html, html_map
 
 
 def _(text: str) -> str:
@@ -135,7 +135,7 @@ def make_renderer(i18n: I18n) -> Callable[[str, dict[str, Any], str], Html]:
         for key, value in params.items():
             if key in plurals and isinstance(value, int):
                 singular, plural = plurals[key]
-                value = plain(i18n.gettext(singular, plural, value, locale=locale), n=value)
+                value = html(i18n.gettext(singular, plural, value, locale=locale), n=value)
             elif key == "state" and isinstance(value, str) and value in STATE_MSGIDS:
                 value = i18n.gettext(STATE_MSGIDS[value], locale=locale)
             elif key == "workflow_type" and isinstance(value, str) and value in WORKFLOW_MSGIDS:

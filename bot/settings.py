@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     # exponential backoff
     error_flush_window_s: float = Field(default=0.1, gt=0, le=10)
     error_spool_max_groups: int = Field(default=10_000, ge=1)
-    error_flush_backoff_max_s: float = Field(default=30.0, gt=0)
+    error_flush_backoff_max_s: float = Field(default=5.0, gt=0)
     error_retention_days: int = Field(default=90, ge=1)
     transaction_log_retention_days: int = Field(default=30, ge=1)
     health_snapshot_retention_days: int = Field(default=30, ge=1)

@@ -97,7 +97,7 @@ class ErrorPipeline:
         max_groups: int = 10_000,
         store_timeout_s: float = 5.0,
         backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 5.0,
         sample_refresh_s: float = 3600.0,
         extra_secrets: Sequence[str] = (),
         on_drop: Callable[[int], None] | None = None,

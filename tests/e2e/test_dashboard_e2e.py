@@ -99,15 +99,26 @@ async def _seed(db: asyncpg.Pool) -> None:
         "last_error) SELECT 'dead-' || g, 42, 'admin.text', 'dead', 'TelegramServerError: 502' "
         "FROM generate_series(1, 3) g"
     )
-    await db.execute(
-        "INSERT INTO error_records (reference, fingerprint, category, severity, error_type, "
-        "message, location, occurrence_count, first_seen_at, last_seen_at) VALUES "
+    await db.execute(  # the groups and their hours in the rollup, as the error pipeline writes
+        "WITH e AS (INSERT INTO error_records (reference, fingerprint, category, severity, "
+        "error_type, message, location, occurrence_count, first_seen_at, last_seen_at) VALUES "
         "($1, 'fp-critical', 'system', 'critical', 'asyncpg.UndefinedTableError', "
         "'relation <str> does not exist', 'requests.py:get:10', 7, now() - interval '20 minutes',"
         " now() - interval '10 minutes'), "
         "('E-DATA22', 'fp-data', 'data', 'medium', 'InputValidationError', 'invalid phone', "
-        "'client.py:new:3', 2, now() - interval '3 days', now() - interval '3 days')",
+        "'client.py:new:3', 2, now() - interval '3 days', now() - interval '3 days') "
+        "RETURNING *) INSERT INTO error_hourly_counts "
+        "(hour, record_id, category, severity, occurrences) "
+        "SELECT date_trunc('hour', last_seen_at, 'UTC'), id, category, severity, "
+        "occurrence_count FROM e",
         REFERENCE,
+    )
+    # the error pipeline writes the hourly rollup with its counters: rows inserted by hand
+    # need theirs too (each group's occurrences in the hour it was last seen)
+    await db.execute(
+        "INSERT INTO error_hourly_counts (hour, record_id, category, severity, occurrences) "
+        "SELECT date_trunc('hour', last_seen_at), id, category, severity, occurrence_count "
+        "FROM error_records"
     )
 
 

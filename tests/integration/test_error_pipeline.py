@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from aiogram import Bot, Dispatcher, Router
 from aiogram.types import Message, Update
@@ -200,6 +201,21 @@ async def test_the_spool_is_bounded_and_counts_what_it_drops(database_url: str) 
     assert dropped == [1, 2]  # the oldest groups (1 and 2 occurrences) went first
     assert pipeline.spool.dropped_occurrences == 3
     assert pipeline.held_occurrences == 3 + 4 + 5
+
+
+async def test_stop_with_the_database_away_ends_and_says_what_is_not_written(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    pipeline = ErrorPipeline(pool, window_s=0.01, store_timeout_s=1, backoff_base_s=0.01)
+    pipeline.start()
+    await pool.close()
+    for n in range(3):
+        pipeline.record(concurrent(n))
+    await _until(lambda: pipeline.unreachable_since is not None, "a failed flush")
+    assert not await pipeline.stop(timeout_s=1)  # returns, within its bound
+    assert pipeline._task is not None and pipeline._task.done()
+    assert "error records not written at shutdown: 3 occurrences of 1 groups" in caplog.text
 
 
 @pytest_asyncio.fixture
