@@ -113,13 +113,6 @@ async def _seed(db: asyncpg.Pool) -> None:
         "occurrence_count FROM e",
         REFERENCE,
     )
-    # the error pipeline writes the hourly rollup with its counters: rows inserted by hand
-    # need theirs too (each group's occurrences in the hour it was last seen)
-    await db.execute(
-        "INSERT INTO error_hourly_counts (hour, record_id, category, severity, occurrences) "
-        "SELECT date_trunc('hour', last_seen_at), id, category, severity, occurrence_count "
-        "FROM error_records"
-    )
 
 
 async def test_admin_walks_every_dashboard_screen_and_action(
