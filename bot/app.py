@@ -19,10 +19,9 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.types import BotCommand, Update
+from aiogram.types import Update
 from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.i18n import I18n
 
@@ -34,6 +33,7 @@ from bot.notification_texts import make_renderer
 from bot.sentry import report_critical
 from bot.services import Services, build_notification_manager
 from bot.settings import Settings
+from database import users
 from database.migrate import (
     database_revision,
     ensure_schema_at_head,
@@ -42,6 +42,7 @@ from database.migrate import (
 )
 from handlers import build_root_router
 from handlers.admin.alerts import offer_markup
+from handlers.command_menu import publish_defaults, publish_for_chat
 from middlewares.callback_answer import AnswerEveryCallback
 from middlewares.enhanced_error_handler import EnhancedErrorHandlerMiddleware
 from middlewares.locale import UserLocaleMiddleware
@@ -52,6 +53,7 @@ from recovery.error_pipeline import ErrorPipeline
 from recovery.error_stats import ErrorStatistics
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
+from recovery.locale import SUPPORTED_LOCALES
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
 from recovery.retry import TransactionRetryPolicy
@@ -304,19 +306,27 @@ def build_dispatcher(
     return dp
 
 
-BOT_COMMANDS = [
-    BotCommand(command="start", description="Start"),
-    BotCommand(command="new", description="Open a service request"),
-    BotCommand(command="my", description="My requests"),
-    BotCommand(command="tasks", description="Requests waiting for my role"),
-    BotCommand(command="workflow_recovery", description="Recovery menu (admins)"),
-    BotCommand(command="language", description="Language"),
-]
-
-
-async def set_commands(bot: Bot) -> None:
-    """Publish the command list; optional, so a server that rejects it is only logged."""
-    try:
-        await bot.set_my_commands(BOT_COMMANDS)
-    except TelegramAPIError as exc:
-        log.warning("setMyCommands refused (%s); continuing without a command list", exc.message)
+async def set_commands(bot: Bot, services: Services) -> None:
+    """Publish the command menus (``handlers.command_menu``): everyone's commands per
+    language, and each admin's (``ADMIN_IDS`` and users with the admin role) in their chat
+    and language. Optional: a server that rejects a list is only logged."""
+    settings, i18n = services.settings, services.i18n
+    await publish_defaults(bot, i18n, SUPPORTED_LOCALES, settings.default_locale)
+    admins: dict[int, asyncpg.Record | None] = {
+        row["telegram_id"]: row for row in await users.reachable_by_role(services.pool, "admin")
+    }
+    for telegram_id in settings.admin_ids:
+        if telegram_id not in admins:
+            admins[telegram_id] = await users.get_by_telegram_id(services.pool, telegram_id)
+    for telegram_id, row in admins.items():
+        if row is not None and row["blocked_bot_at"] is not None:
+            continue
+        language = row["language"] if row is not None else None
+        await publish_for_chat(
+            bot,
+            i18n,
+            telegram_id,
+            role=row["role"] if row is not None else "admin",
+            is_admin=True,
+            locale=language if language in SUPPORTED_LOCALES else settings.default_locale,
+        )

@@ -158,7 +158,7 @@ class BotInstance:
             self.pool, head_revision(), s.readiness_timeout_s, self.metrics,
             rate_limits=limiter.status, tasks_down=supervisor.down,
         )  # fmt: skip
-        await set_commands(self.bot)
+        await set_commands(self.bot, self.services)
         if self.mode == "webhook":
             assert s.webhook_secret is not None
             self.webhook = WebhookHandler(

@@ -37,7 +37,7 @@ TEMPLATES: dict[str, str] = {
     "request.status_changed": _("Your request #{request_id} is now: {state}."),
     "request.moving_again": _("Your request #{request_id} is moving again. It is now: {state}."),
     "admin.error_alert": _(
-        "Critical error {reference}: {category}/{severity} {error_type} (seen {count} times)."
+        "Critical error {reference}: {category}/{severity} {error_type} (occurrences: {count})."
     ),
     "admin.text": "{text}",
     "admin.health_changed": _(
@@ -58,7 +58,7 @@ TEMPLATES: dict[str, str] = {
     # a Telegram send that failed transiently, queued by recovery.errors.ErrorHandler
     "telegram.resend": "{text}",
     "admin.stuck_digest": _(
-        "Newly stuck requests: {count} ({ids}). Open /workflow_recovery to repair them."
+        "Newly stuck requests: {count}.\n{items}\nOpen /workflow_recovery to repair them."
     ),
     # recovery.outages: one alert after an outage of PostgreSQL or of the Bot API
     "admin.outage_database": _(
@@ -90,6 +90,21 @@ recipient's language uses for that number (``ngettext``)."""
 MAX_PARAM_CHARS = 1000
 MAX_TEXT_CHARS = 4000  # a template that is one parameter: the message itself
 
+CATEGORY_MSGIDS = {
+    "transient": _("transient"),
+    "data": _("data"),
+    "business_logic": _("business logic"),
+    "system": _("system"),
+    "inventory": _("inventory"),
+    "notification": _("notification"),
+}
+SEVERITY_MSGIDS = {
+    "low": _("low"),
+    "medium": _("medium"),
+    "high": _("high"),
+    "critical": _("critical"),
+}
+
 
 class UnknownTemplateError(KeyError):
     """An outbox row names a template this version of the bot does not know."""
@@ -119,12 +134,47 @@ def make_renderer(i18n: I18n) -> Callable[[str, dict[str, Any], str], Html]:
                 and value in HEALTH_STATUS_MSGIDS
             ):
                 value = i18n.gettext(HEALTH_STATUS_MSGIDS[value], locale=locale)
+            elif key == "category" and isinstance(value, str) and value in CATEGORY_MSGIDS:
+                value = i18n.gettext(CATEGORY_MSGIDS[value], locale=locale)
+            elif key == "severity" and isinstance(value, str) and value in SEVERITY_MSGIDS:
+                value = i18n.gettext(SEVERITY_MSGIDS[value], locale=locale)
             limit = MAX_TEXT_CHARS if msgid == "{text}" else MAX_PARAM_CHARS
             values[key] = limit_param(value, limit)
+        if template_key == "admin.stuck_digest":
+            values["items"] = digest_lines(i18n, params, locale)
         text = i18n.gettext(msgid, locale=locale) if msgid != "{text}" else msgid
         return html_map(text, _Missing(values))
 
     return render
+
+
+def digest_lines(i18n: I18n, params: dict[str, Any], locale: str) -> Html:
+    """The stuck digest's lines, one per request: ``#12 repair · in work · 2d 4h`` in
+    ``locale``; the plain numbers of ``params["ids"]`` for a row written without ``items``."""
+    from handlers.render import escape, join
+    from handlers.texts import duration, state_label, workflow_label
+
+    items = params.get("items")
+    if not isinstance(items, list) or not items:
+        return escape(limit_param(params.get("ids", ""), MAX_PARAM_CHARS))
+    with i18n.context(), i18n.use_locale(locale):
+        lines = [
+            html_map(
+                "#{id} {workflow} · {state} · {time}",
+                {
+                    "id": item[0],
+                    "workflow": workflow_label(str(item[1])),
+                    "state": state_label(str(item[2])),
+                    "time": duration(float(item[3])),
+                },
+            )
+            for item in items
+            if isinstance(item, list) and len(item) == 4
+        ]
+        count = params.get("count")
+        if isinstance(count, int) and count > len(lines):
+            lines.append(escape(f"… (+{count - len(lines)})"))
+    return join("\n", lines)
 
 
 def limit_param(value: Any, limit: int = MAX_PARAM_CHARS) -> Any:

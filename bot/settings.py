@@ -264,14 +264,26 @@ class Settings(BaseSettings):
         """Return the bot token.
 
         Raises:
-            MissingSettingError: ``BOT_TOKEN`` is unset or empty.
+            MissingSettingError: ``BOT_TOKEN`` is unset or empty, or not shaped as a token
+                (``<bot id digits>:<secret>`` without blanks, aiogram's
+                ``validate_token``); the message never contains the value.
         """
         if self.bot_token is None or not self.bot_token.get_secret_value().strip():
             raise MissingSettingError(
                 "BOT_TOKEN is not set: put BOT_TOKEN=<token from @BotFather> in the "
                 "environment or in .env"
             )
-        return self.bot_token.get_secret_value().strip()
+        token = self.bot_token.get_secret_value().strip()
+        from aiogram.utils.token import TokenValidationError, validate_token
+
+        try:
+            validate_token(token)
+        except TokenValidationError:
+            raise MissingSettingError(
+                "BOT_TOKEN is malformed: a token from @BotFather looks like "
+                "123456789:AA... (digits, a colon, then the secret, no spaces)"
+            ) from None
+        return token
 
     def is_admin_id(self, telegram_id: int) -> bool:
         """True when ``telegram_id`` is listed in ``ADMIN_IDS``."""

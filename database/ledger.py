@@ -79,3 +79,31 @@ async def decrement_stock(conn: AnyConnection, material_id: int, quantity: int) 
 async def balance(conn: AnyConnection | asyncpg.Pool, material_id: int) -> int | None:
     """The material's balance, or None when there is no such material."""
     return cast(int | None, await conn.fetchval(BALANCE_SQL, material_id))
+
+
+async def list_materials(
+    conn: AnyConnection | asyncpg.Pool, *, limit: int, offset: int
+) -> tuple[list[asyncpg.Record], int]:
+    """A page of materials (id, sku, name, unit, balance) by name, and how many there are:
+    what ``/use`` offers as buttons."""
+    rows = await conn.fetch(
+        """
+        SELECT id, sku, name, unit, balance, count(*) OVER () AS total
+          FROM materials
+         ORDER BY name, id
+         LIMIT $1 OFFSET $2
+        """,
+        limit,
+        offset,
+    )
+    total = rows[0]["total"] if rows else int(await conn.fetchval("SELECT count(*) FROM materials"))
+    return list(rows), total
+
+
+async def get_material(
+    conn: AnyConnection | asyncpg.Pool, material_id: int
+) -> asyncpg.Record | None:
+    """One material (id, sku, name, unit, balance), or None."""
+    return await conn.fetchrow(
+        "SELECT id, sku, name, unit, balance FROM materials WHERE id = $1", material_id
+    )

@@ -134,8 +134,18 @@ async def moved_count(db: Db, statuses: tuple[str, ...]) -> int:
 
 
 async def get(db: Db, row_id: int) -> asyncpg.Record | None:
-    """One outbox row, or None."""
-    return await db.fetchrow("SELECT * FROM pending_notifications WHERE id = $1", row_id)
+    """One outbox row with ``recipient_name`` (the user's full name, or None when the chat
+    is no known user), or None."""
+    return await db.fetchrow(
+        """
+        SELECT n.*, u.full_name AS recipient_name
+        FROM pending_notifications n
+        LEFT JOIN users u
+          ON u.id = n.recipient_id OR (n.recipient_id IS NULL AND u.telegram_id = n.chat_id)
+        WHERE n.id = $1
+        """,
+        row_id,
+    )
 
 
 async def cleanup_old(db: Db, retention_days: int) -> int:

@@ -134,11 +134,17 @@ async def insert_transition(
 async def history(
     conn: AnyConnection | asyncpg.Pool, request_id: int, limit: int = 20
 ) -> list[asyncpg.Record]:
-    """The request's last ``limit`` transitions, newest first, with the actor's name."""
+    """The request's last ``limit`` transitions, newest first, with the names of the actor
+    (``actor_name``) and of the assignees before and after (``from_assignee_name``,
+    ``to_assignee_name``)."""
     return await conn.fetch(
         """
-        SELECT t.*, u.full_name AS actor_name
-          FROM workflow_transitions t LEFT JOIN users u ON u.id = t.actor_id
+        SELECT t.*, u.full_name AS actor_name,
+               fu.full_name AS from_assignee_name, tu.full_name AS to_assignee_name
+          FROM workflow_transitions t
+          LEFT JOIN users u ON u.id = t.actor_id
+          LEFT JOIN users fu ON fu.id = t.from_assignee_id
+          LEFT JOIN users tu ON tu.id = t.to_assignee_id
          WHERE t.request_id = $1 ORDER BY t.id DESC LIMIT $2
         """,
         request_id,
@@ -188,3 +194,21 @@ def snapshot(row: asyncpg.Record) -> dict[str, Any]:
         "status": row["status"],
         "version": row["version"],
     }
+
+
+async def digest_items(
+    conn: AnyConnection | asyncpg.Pool, request_ids: list[int]
+) -> list[asyncpg.Record]:
+    """``id``, ``workflow_type``, ``current_state`` and ``stuck_s`` (seconds in the current
+    state, by the database clock) of the requests, in the order of ``request_ids``: the
+    lines of the stuck digest."""
+    return await conn.fetch(
+        """
+        SELECT r.id, r.workflow_type, r.current_state,
+               extract(epoch FROM now() - r.state_entered_at)::bigint AS stuck_s
+          FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, n)
+          JOIN service_requests r ON r.id = t.id
+         ORDER BY t.n
+        """,
+        request_ids,
+    )

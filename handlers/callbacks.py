@@ -233,3 +233,17 @@ class NotificationCb(CallbackData, prefix="nrn"):
     notification_id: RowId
     page: AnyPage = 0
     ack: Annotated[int, Field(ge=0, le=1)] = 0
+
+
+class UseRequestCb(CallbackData, prefix="ur"):
+    """``/use``: the request chosen; ``page`` of the materials list."""
+
+    request_id: RequestId
+    page: Page = 0
+
+
+class UseMaterialCb(CallbackData, prefix="um"):
+    """``/use``: the material chosen for the request; the quantity is asked next."""
+
+    request_id: RequestId
+    material_id: RequestId

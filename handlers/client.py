@@ -14,7 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import NewRequestCb
 from handlers.filters import TextAnswer
 from handlers.render import html, lines
-from handlers.texts import state_label, workflow_label
+from handlers.texts import ngettext, state_label, workflow_label
 from recovery.exceptions import InputValidationError
 from recovery.state_manager import MAX_DESCRIPTION_LENGTH, Actor, EnhancedStateManager
 from recovery.workflow_definitions import WORKFLOWS
@@ -69,12 +69,25 @@ async def describe(
     except InputValidationError as exc:
         if exc.field != "description":
             raise
-        await message.answer(
-            html(
+        length = len((message.text or "").strip())
+        if length > MAX_DESCRIPTION_LENGTH:
+            text = html(
+                ngettext(
+                    "Your description has {length} character; the limit is {n}. Please "
+                    "shorten it and send it again.",
+                    "Your description has {length} characters; the limit is {n}. Please "
+                    "shorten it and send it again.",
+                    length,
+                ),
+                length=length,
+                n=MAX_DESCRIPTION_LENGTH,
+            )
+        else:
+            text = html(
                 _("Please describe the problem in words, at most {n} characters."),
                 n=MAX_DESCRIPTION_LENGTH,
             )
-        )
+        await message.answer(text)
         return
     await state.clear()
     await message.answer(

@@ -13,6 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from database import users
 from handlers.callbacks import LanguageCb
+from handlers.command_menu import publish_for_chat
 from handlers.render import html, lines
 from handlers.texts import role_label
 from recovery.locale import SUPPORTED_LOCALES
@@ -22,9 +23,28 @@ router = Router(name=__name__)
 LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uz": "Oʻzbekcha"}
 
 
+async def _publish_menu(
+    message: Message, user: asyncpg.Record, is_admin: bool, i18n: I18n | None, locale: str
+) -> None:
+    """The user's command menu for their role (read now: roles change in the database)
+    and language; only a private chat has one."""
+    if i18n is None or message.bot is None or message.chat.type != "private":
+        return
+    await publish_for_chat(
+        message.bot, i18n, message.chat.id, role=user["role"], is_admin=is_admin, locale=locale
+    )
+
+
 @router.message(CommandStart())
-async def start(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
-    """Greets the (now registered) user and lists what their role can do."""
+async def start(
+    message: Message,
+    user: asyncpg.Record,
+    is_admin: bool,
+    i18n: I18n | None = None,
+    locale: str = "en",
+) -> None:
+    """Greets the (now registered) user, lists what their role can do and sets their
+    command menu."""
     commands = [_("/new - open a service request"), _("/my - your requests")]
     if user["role"] not in ("client", "admin"):
         commands.append(_("/tasks - requests waiting for your role"))
@@ -39,12 +59,19 @@ async def start(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
         role=role_label(user["role"]),
     )
     await message.answer(lines(greeting, "", commands))
+    await _publish_menu(message, user, is_admin, i18n, locale)
 
 
 @router.message(Command("help"))
-async def help_(message: Message, user: asyncpg.Record, is_admin: bool) -> None:
-    """Same text as /start."""
-    await start(message, user, is_admin)
+async def help_(
+    message: Message,
+    user: asyncpg.Record,
+    is_admin: bool,
+    i18n: I18n | None = None,
+    locale: str = "en",
+) -> None:
+    """Same as /start."""
+    await start(message, user, is_admin, i18n, locale)
 
 
 @router.message(Command("language"))
@@ -64,9 +91,19 @@ async def set_language(
     user: asyncpg.Record,
     pool: asyncpg.Pool,
     i18n: I18n,
+    is_admin: bool = False,
 ) -> None:
-    """Stores the language and confirms in it."""
+    """Stores the language, confirms in it and sets the command menu in it."""
     await users.set_language(pool, user["id"], callback_data.code)
+    if query.bot is not None and query.from_user is not None:
+        await publish_for_chat(
+            query.bot,
+            i18n,
+            query.from_user.id,
+            role=user["role"],
+            is_admin=is_admin,
+            locale=callback_data.code,
+        )
     with i18n.use_locale(callback_data.code):
         callback_answer.text = _("Language changed.")
         if query.message is not None:

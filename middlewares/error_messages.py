@@ -33,7 +33,7 @@ BY_REASON: dict[str, str] = {
         "This is not waiting for you: it is not yours to act on, or it has moved on. "
         "Send /tasks to see what is."
     ),
-    "not_found": _("It no longer exists. Open the menu again."),
+    "not_found": _("This does not exist (any more). Check the number, or send /help."),
     "validation": _("That input cannot be accepted. Please check it and try again."),
     "insufficient_stock": _("There is not enough of this material in stock."),
     "flood_wait": _("Too many requests right now. Please try again in {seconds} seconds."),

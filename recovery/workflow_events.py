@@ -21,7 +21,8 @@ async def notify_state_change(
       ``request.waiting_for_you``;
     - the client: ``request.moving_again`` after an admin recovery (kind force, reset,
       complete, reassign), ``request.status_changed`` otherwise; nothing for ``assign``
-      (the state the client sees did not change).
+      (the state the client sees did not change), nor for ``create`` (the client has just
+      been told in the chat that the request is open).
 
     The idempotency key is built from the transition id, so a retried transaction that
     committed once can never enqueue twice.
@@ -55,7 +56,8 @@ async def notify_state_change(
             if user["id"] != request["client_id"]
         ],
     )
-    client = await users.get(conn, request["client_id"]) if kind != "assign" else None
+    quiet = kind in ("assign", "create")
+    client = await users.get(conn, request["client_id"]) if not quiet else None
     if client is not None and not client["blocked_bot_at"]:
         recovery = kind in ("force", "reset", "complete", "reassign")
         enqueued = await outbox.enqueue(

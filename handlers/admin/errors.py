@@ -24,6 +24,7 @@ from handlers.callbacks import ErrorGroupCb, ErrorResolveCb, ErrorsCb, MenuCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, cut, html, join, plain
 from handlers.screens import Pager, alert, answer_now, edit_or_send, list_markup
+from handlers.texts import ngettext
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import CategoryCount, ErrorStatistics, HourlySeries
 from recovery.errors import ErrorHandler
@@ -72,8 +73,8 @@ def severity_label(severity: str) -> str:
 def window_label(hours: int) -> str:
     """``24 h`` or ``7 days``."""
     if hours % 24 == 0 and hours > 24:
-        return plain(_("{n} days"), n=hours // 24)
-    return plain(_("{n} h"), n=hours)
+        return plain(ngettext("{n} day", "{n} days", hours // 24), n=hours // 24)
+    return plain(ngettext("{n} hour", "{n} hours", hours), n=hours)
 
 
 def render_counts(hours: int, counts: list[CategoryCount]) -> list[Html]:
@@ -83,10 +84,12 @@ def render_counts(hours: int, counts: list[CategoryCount]) -> list[Html]:
     lines = [
         bold(
             html(
-                _("Last {window}: {occurrences} occurrence(s) in {groups} group(s)"),
+                _("Last {window}: {occurrences} in {groups}"),
                 window=window_label(hours),
-                occurrences=occurrences,
-                groups=groups,
+                occurrences=plain(
+                    ngettext("{n} occurrence", "{n} occurrences", occurrences), n=occurrences
+                ),
+                groups=plain(ngettext("{n} group", "{n} groups", groups), n=groups),
             )
         )
     ]
@@ -118,7 +121,7 @@ def render_group(row: asyncpg.Record) -> Html:
         ),
         html(_("Type: {type}"), type=row["error_type"]),
         html(_("Where: {location}"), location=row["location"] or "-"),
-        html(_("Message: {message}"), message=cut(row["message"], 500)),
+        html(_("Technical message (as recorded): {message}"), message=cut(row["message"], 500)),
         html(_("Occurrences: {n}"), n=row["occurrence_count"]),
         html(
             _("First seen: {first}, last seen: {last} UTC"),

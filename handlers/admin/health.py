@@ -55,10 +55,26 @@ def figure_delta(name: str, delta: float | None) -> str:
     return f"{delta:+.0f}".replace("-", "−") + ("%" if name == "pool_usage" else "")
 
 
-def _age(snapshot: Snapshot | None, now: dt.datetime) -> str:
-    if snapshot is None:
-        return _("none yet")
+def _age(snapshot: Snapshot, now: dt.datetime) -> str:
     return plain(_("{age} ago"), age=duration((now - snapshot.created_at).total_seconds()))
+
+
+def comparison_lines(overview: HealthOverview, now: dt.datetime) -> list[Html]:
+    """What the two comparison columns compare with, a sentence that reads right when a
+    snapshot is missing (a fresh install has none)."""
+    previous, baseline = overview.previous, overview.baseline
+    lines = [
+        html(_("Previous snapshot: {age}."), age=_age(previous, now))
+        if previous is not None
+        else html(_("No earlier snapshot yet: the first column starts with the next one."))
+    ]
+    if baseline is not None:
+        lines.append(
+            html(_("24 h comparison with the snapshot from {age}."), age=_age(baseline, now))
+        )
+    else:
+        lines.append(html(_("No snapshot from 24 h ago yet: the 24 h column shows –.")))
+    return lines
 
 
 def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> Html:
@@ -105,11 +121,8 @@ def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> H
                 day=figure_delta(name, over_day.get(name)),
             )
         )
-    lines += [
-        "",
-        html(_("Previous snapshot: {age}."), age=_age(overview.previous, now)),
-        html(_("24 h comparison with the snapshot from {age}."), age=_age(overview.baseline, now)),
-    ]
+    lines += ["", *comparison_lines(overview, now)]
+    lines.append(html(_("Figures taken at {time} UTC."), time=f"{now:%Y-%m-%d %H:%M:%S}"))
     return join("\n", lines)
 
 

@@ -19,6 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
 from handlers.render import bold, cut, html, join, plain
 from handlers.screens import edit_or_send, fetch_page, list_markup
+from handlers.texts import ngettext, template_label
 from recovery.audit import AdminAuditLog
 from recovery.notifications import FailingNotification, NotificationRetryManager
 from recovery.workflows import AdminRef
@@ -118,7 +119,8 @@ async def failing_list(
     ]
     buttons = [
         (
-            f"#{item.id} · {status_label(item.status)} · {item.attempts}× · {item.template_key}",
+            f"#{item.id} · {status_label(item.status)} · {item.attempts}× · "
+            f"{template_label(item.template_key)}",
             NotificationCb(action="show", notification_id=item.id, page=pager.page),
         )
         for item in items
@@ -135,21 +137,29 @@ async def confirm_retry_all(query: CallbackQuery, notifications: NotificationRet
     name a state their request has left."""
     counts = await notifications.status_counts()
     moved = await notifications.moved_count(FAILING)
+    total = sum(counts.get(status, 0) for status in FAILING)
     keyboard = InlineKeyboardBuilder()
     keyboard.button(text=_("Confirm"), callback_data=RetriesCb(action="retry_all_ok"))
     keyboard.button(text=_("Cancel"), callback_data=RetriesCb(action="menu"))
     lines = [
         html(
-            _("Retry all {n} dead and failing notifications now?"),
-            n=sum(counts.get(status, 0) for status in FAILING),
+            ngettext(
+                "Retry the {n} dead or failing notification now?",
+                "Retry all {n} dead and failing notifications now?",
+                total,
+            ),
+            n=total,
         )
     ]
     if moved:
         lines.append(
             html(
-                _(
+                ngettext(
+                    "⚠ {n} of them speaks of a request that has moved on since; it is sent "
+                    "as it was written.",
                     "⚠ {n} of them speak of a request that has moved on since; they are sent "
-                    "as they were written."
+                    "as they were written.",
+                    moved,
                 ),
                 n=moved,
             )
@@ -173,6 +183,13 @@ async def retry_all(
     )
     await edit_or_send(
         query,
-        html(_("{n} notifications are due again; they go out within seconds."), n=count),
+        html(
+            ngettext(
+                "{n} notification is due again; it goes out within seconds.",
+                "{n} notifications are due again; they go out within seconds.",
+                count,
+            ),
+            n=count,
+        ),
         _back(RetriesCb(action="menu")),
     )

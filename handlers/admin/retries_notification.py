@@ -20,7 +20,7 @@ from handlers.admin.retries import (
 from handlers.callbacks import NotificationCb, RetryListCb
 from handlers.render import Html, bold, cut, html, join
 from handlers.screens import alert, edit_or_send
-from handlers.texts import state_label
+from handlers.texts import state_label, template_label
 from recovery.audit import AdminAuditLog
 from recovery.notifications import NotificationRetryManager, RequestMoved
 from recovery.workflows import AdminRef
@@ -64,11 +64,13 @@ def render_notification(row: asyncpg.Record) -> Html:
             )
         ),
         html(
-            _("To chat {chat}, template {template}"),
-            chat=row["chat_id"],
-            template=row["template_key"],
+            _("To {name}: {template}"),
+            name=row.get("recipient_name") or html(_("chat {chat}"), chat=row["chat_id"]),
+            template=template_label(row["template_key"]),
         ),
-        html(
+        html(_("Attempts: {n}"), n=row["attempts"])
+        if row["status"] not in ("pending", "retrying")
+        else html(
             _("Attempts: {n}; next attempt: {when} UTC"),
             n=row["attempts"],
             when=f"{row['next_attempt_at']:%Y-%m-%d %H:%M}",

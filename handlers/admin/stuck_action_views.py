@@ -10,6 +10,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
 
+from handlers.admin.stuck_pending import REASON_MAX
 from handlers.admin.stuck_views import (  # the section's shared labels and helpers
     CODE_OF,
     REFUSALS,
@@ -137,12 +138,16 @@ def confirm_screen(plan: Plan) -> Screen:
         )
         lines.append(_("The state and its deadline clock do not change."))
     lines.append(_notified(plan))
-    lines.append(_("Press Confirm, then send a reason or press Skip."))
+    lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
     code = CODE_OF[plan.action]
     arg = plan.to_assignee_id if plan.action is RecoveryAction.REASSIGN else plan.fingerprint
-    confirm = StuckActionCb(action=code, request_id=rid, version=plan.version, arg=arg or 0, step=1)
+    confirm = StuckActionCb(action=code, request_id=rid, version=plan.version, arg=arg or 0)
     return join("\n", lines), _keyboard(
-        [[(_("Confirm"), confirm), (_("Cancel"), StuckDetailCb(request_id=rid))]]
+        [
+            [(_("Confirm"), confirm.model_copy(update={"step": 2}))],
+            [(_("Confirm with a reason"), confirm.model_copy(update={"step": 1}))],
+            [(_("Cancel"), StuckDetailCb(request_id=rid))],
+        ]
     )
 
 
@@ -158,8 +163,8 @@ def _notified(plan: Plan) -> str:
 
 def reason_prompt(skip: CallbackData, cancel: CallbackData) -> Screen:
     """The optional reason step."""
-    markup = _keyboard([[(_("Skip"), skip), (_("Cancel"), cancel)]])
-    return _("Send the reason as a message, or press Skip."), markup
+    markup = _keyboard([[(_("Apply without a reason"), skip)], [(_("Cancel"), cancel)]])
+    return html(_("Send the reason as a message (at most {n} characters)."), n=REASON_MAX), markup
 
 
 def outcome_screen(outcome: Outcome) -> Screen:
@@ -193,6 +198,8 @@ def outcome_screen(outcome: Outcome) -> Screen:
 def refusal_screen(code: str, request_id: int) -> Screen:
     """A refused action: why, and that nothing changed."""
     text = html(str(REFUSALS.get(code, REFUSALS["refused"])), id=request_id)
+    if code == "not_found":  # nothing to open: back to the list
+        return text, _keyboard([[(_("Stuck workflows"), StuckListCb())]])
     return text, _after_keyboard(request_id)
 
 

@@ -77,6 +77,14 @@ async def _show_candidates(
         limit=PAGE_SIZE,
         offset=page * PAGE_SIZE,
     )
+    if not rows and total and page > 0:  # past the end (the list shrank): the last page
+        page = (total - 1) // PAGE_SIZE
+        rows, total = await manager.reassign_candidates(
+            request["owner_role"],
+            exclude_user_id=request["assignee_id"],
+            limit=PAGE_SIZE,
+            offset=page * PAGE_SIZE,
+        )
     await edit_or_send(query, *action_views.candidates_screen(request, rows, total, page))
 
 

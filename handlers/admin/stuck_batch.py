@@ -85,6 +85,7 @@ async def batch(
             selection.materials,
             selection.assignee_name,
             token,
+            request_ids=[target[0] for target in selection.targets],
         ),
     )
 

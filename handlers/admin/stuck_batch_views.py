@@ -25,13 +25,13 @@ from handlers.admin.stuck_views import (  # the section's shared labels and help
     filter_text,
 )
 from handlers.callbacks import (
+    HistoryCb,
     StuckBatchCb,
     StuckBatchRunCb,
-    StuckHistoryCb,
     StuckListCb,
 )
 from handlers.render import html, join, plain
-from handlers.texts import role_label
+from handlers.texts import ngettext, role_label
 from recovery.batch_selection import batch_role
 from recovery.workflows import BatchResult, RecoveryAction
 
@@ -43,7 +43,11 @@ def batch_menu_screen(total: int, workflow_type: str | None, state: str | None) 
     back = StuckListCb(wf=workflow_type, st=state)
     if not total:
         return _("No stuck workflows."), _keyboard([[(_("« Back"), back)]])
-    text = _("Batch recovery of the {n} stuck requests matching: {filter}. Choose the action:")
+    text = ngettext(
+        "Batch recovery of the {n} stuck request matching: {filter}. Choose the action:",
+        "Batch recovery of the {n} stuck requests matching: {filter}. Choose the action:",
+        total,
+    )
     rows: list[list[tuple[str, CallbackData]]] = [
         [(str(BUTTON_LABELS[action]), StuckBatchCb(wf=workflow_type, st=state, action=code))]
         for code, action in ACTION_OF.items()
@@ -96,19 +100,34 @@ def batch_review_screen(
     materials: Sequence[Outstanding],
     assignee_name: str | None,
     token: str,
+    request_ids: Sequence[int] = (),
 ) -> Screen:
-    """How many requests the batch touches and what it does, before the admin agrees."""
+    """How many requests the batch touches, which ones (their numbers; past ``IDS_SHOWN``
+    how many more) and what it does, before the admin agrees."""
     lines: list[str] = [
         html(
-            _("Review: {action} on {n} stuck requests ({filter})."),
+            ngettext(
+                "Review: {action} on {n} stuck request ({filter}).",
+                "Review: {action} on {n} stuck requests ({filter}).",
+                count,
+            ),
             action=ACTION_NAMES[action],
             n=count,
             filter=filter_text(workflow_type, state),
         )
     ]
+    if request_ids:
+        lines.append(html(_("Requests: {ids}"), ids=_numbers(list(request_ids))))
     if capped:
         lines.append(
-            html(_("Only the {n} longest stuck are included; run it again for the rest."), n=count)
+            html(
+                ngettext(
+                    "Only the {n} longest stuck is included; run it again for the rest.",
+                    "Only the {n} longest stuck are included; run it again for the rest.",
+                    count,
+                ),
+                n=count,
+            )
         )
     if action is RecoveryAction.RESET:
         if materials:
@@ -127,20 +146,22 @@ def batch_review_screen(
             "review is skipped as stale, nothing is applied twice."
         )
     )
-    lines.append(_("Press Confirm, then send a reason or press Skip."))
+    lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
     return join("\n", lines), _keyboard(
         [
-            [
-                (_("Confirm"), StuckBatchRunCb(token=token, step=1)),
-                (_("Cancel"), StuckListCb(wf=workflow_type, st=state)),
-            ]
+            [(_("Confirm"), StuckBatchRunCb(token=token, step=2))],
+            [(_("Confirm with a reason"), StuckBatchRunCb(token=token, step=1))],
+            [(_("Cancel"), StuckListCb(wf=workflow_type, st=state))],
         ]
     )
 
 
 def batch_progress_text(action: RecoveryAction, count: int) -> str:
     """Shown while a batch runs."""
-    return html(_("Applying {action} to {n} requests…"), action=ACTION_NAMES[action], n=count)
+    template = ngettext(
+        "Applying {action} to {n} request…", "Applying {action} to {n} requests…", count
+    )
+    return html(template, action=ACTION_NAMES[action], n=count)
 
 
 def batch_outdated_screen() -> Screen:
@@ -189,7 +210,7 @@ def batch_result_screen(result: BatchResult) -> Screen:
         lines.append(_numbers(others))
     return join("\n", lines), _keyboard(
         [
-            [(_("Recovery history"), StuckHistoryCb())],
+            [(_("Recovery history"), HistoryCb())],
             [(_("Stuck workflows"), StuckListCb())],
         ]
     )

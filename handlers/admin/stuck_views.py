@@ -17,6 +17,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from database.compensation import Outstanding
 from handlers.callbacks import (
     ActionCode,
+    HistoryCb,
     MenuCb,
     StuckActionCb,
     StuckAssigneesCb,
@@ -28,7 +29,14 @@ from handlers.callbacks import (
 )
 from handlers.render import html, join
 from handlers.screens import Pager
-from handlers.texts import duration, role_label, state_label, workflow_label
+from handlers.texts import (
+    duration,
+    kind_label,
+    role_label,
+    state_label,
+    status_label,
+    workflow_label,
+)
 from recovery import workflow_definitions as wf
 from recovery.workflows import RecoveryAction, RequestDetail, StuckPage
 
@@ -198,7 +206,7 @@ def list_screen(
     if result.total:
         tools.append((_("Batch action"), StuckBatchCb(wf=workflow_type, st=state)))
     rows.append(tools)
-    rows.append([(_("Recovery history"), StuckHistoryCb())])
+    rows.append([(_("Recovery history"), HistoryCb())])
     rows.append([(_("« Back"), MenuCb(section="main"))])
     return join("\n", lines), _keyboard(rows)
 
@@ -220,6 +228,20 @@ def filter_screen(workflow_type: str | None) -> Screen:
     return text, _keyboard(rows)
 
 
+def _transition_line(row: Any) -> str:
+    """One history row: when, what kind, the states, or for a (re)assignment both people,
+    and who did it."""
+    keys = row.keys() if hasattr(row, "keys") else ()
+    if row["kind"] in ("assign", "reassign") and "to_assignee_name" in keys:
+        before = row["from_assignee_name"] or _("nobody")
+        after = row["to_assignee_name"] or _("nobody")
+        change = f"{before} → {after}"
+    else:
+        change = f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
+    line = f"{row['created_at']:%Y-%m-%d %H:%M} {kind_label(row['kind'])}: {change}"
+    return line + (f" ({row['actor_name']})" if row["actor_name"] else "")
+
+
 def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
     """The request, why it is stuck, its history, its recovery actions and the actions."""
     request = detail.request
@@ -233,7 +255,7 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
             _("State: {state}, owner: {role}, status: {status}"),
             state=state_label(request["current_state"]),
             role=role_label(request["owner_role"]),
-            status=request["status"],
+            status=status_label(request["status"]),
         ),
     ]
     assignee = detail.assignee
@@ -262,12 +284,7 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
         lines.append(_("Not stuck now."))
     lines.append(html(_("Description: {text}"), text=request["description"][:300]))
     lines += ["", _("History:")]
-    for row in detail.history:
-        lines.append(
-            f"{row['created_at']:%Y-%m-%d %H:%M} {row['kind']}: "
-            f"{state_label(row['from_state'])} → {state_label(row['to_state'])}"
-            + (f" ({row['actor_name']})" if row["actor_name"] else "")
-        )
+    lines += [_transition_line(row) for row in detail.history]
     if detail.recovery:
         lines += ["", _("Recovery actions:")]
         lines += [_history_line(row) for row in detail.recovery]

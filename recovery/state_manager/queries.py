@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from database import requests
+from database import ledger, requests
 from recovery.state_manager.base import ManagerBase
 
 
@@ -21,3 +21,13 @@ class RequestQueries(ManagerBase):
         """Active requests owned by ``role``, oldest first; with ``user_id``, only those the
         user may act on (assigned to nobody or to them)."""
         return await requests.list_for_role(self.pool, role, limit=limit, assignee_id=user_id)
+
+    async def list_materials(
+        self, *, limit: int = 8, offset: int = 0
+    ) -> tuple[list[asyncpg.Record], int]:
+        """A page of materials with their balance (by name) and the number of materials."""
+        return await ledger.list_materials(self.pool, limit=limit, offset=offset)
+
+    async def get_material(self, material_id: int) -> asyncpg.Record | None:
+        """One material with its balance, or None."""
+        return await ledger.get_material(self.pool, material_id)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from database import outbox, stuck
+from database import outbox, requests, stuck
 from database.stuck import Limit
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.workflows.base import ManagerBase
@@ -104,7 +104,9 @@ class StuckDetection(ManagerBase):
         In one transaction: forget alert marks of requests that left the alerted state,
         mark every stuck request not alerted yet for its current visit of its state
         (``stuck_alerts``), and enqueue one ``admin.stuck_digest`` notification per admin
-        (admin-role users plus ``admin_telegram_ids``) listing them. The outbox idempotency
+        (admin-role users plus ``admin_telegram_ids``) listing them (``ids``: their numbers;
+        ``items``: [id, workflow type, state, seconds in the state] of the first
+        ``DIGEST_MAX_IDS``, shown as one line each in the admin's language). The outbox idempotency
         key is derived from the (request, state visit) pairs, so the same digest is never
         enqueued twice; a rollback forgets the marks and the digest together.
         """
@@ -122,12 +124,17 @@ class StuckDetection(ManagerBase):
                     f"{r['request_id']}@{r['state_entered_at'].isoformat()}" for r in rows
                 ).encode()
             ).hexdigest()[:24]
+            items = [
+                [r["id"], r["workflow_type"], r["current_state"], r["stuck_s"]]
+                for r in await requests.digest_items(conn, ids[:DIGEST_MAX_IDS])
+            ]
+            params = {"count": len(ids), "ids": shown, "items": items}
             if alerts is not None:
                 alert = await alerts.raise_alert(
                     AlertKind.STUCK,
                     f"stuck-digest:{digest}",
                     "admin.stuck_digest",
-                    {"count": len(ids), "ids": shown},
+                    params,
                     summary=f"stuck {shown}",
                     conn=conn,
                 )
@@ -136,7 +143,7 @@ class StuckDetection(ManagerBase):
                 conn,
                 key_prefix=f"stuck-digest:{digest}",
                 template_key="admin.stuck_digest",
-                params={"count": len(ids), "ids": shown},
+                params=params,
                 extra_telegram_ids=list(admin_telegram_ids),
             )
             return StuckAlerts(ids, digests, forgotten)

@@ -185,8 +185,8 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         # --- error statistics, top groups, detail
         await admin.press("Error statistics")
         text = await admin.see("Error statistics")
-        assert "Last 24 h: 7 occurrence(s) in 1 group(s)" in text
-        assert "Last 7 days: 9 occurrence(s) in 2 group(s)" in text
+        assert "Last 24 hours: 7 occurrences in 1 group" in text
+        assert "Last 7 days: 9 occurrences in 2 groups" in text
         assert "system / critical: 7" in text
         await admin.press("Top error groups")
         await admin.see("Unresolved error groups: 2")
@@ -223,13 +223,13 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         await admin.press("Error statistics")
         await admin.see("Error statistics")
         menu_id = fake_api.last_message(ADMIN_ID)["message_id"]  # type: ignore[index]
-        await admin.press("Chart: 24 h")
+        await admin.press("Chart: 24 hours")
         photo = await fake_api.wait_for(
             lambda: fake_api.last_message(ADMIN_ID).get("photo"),  # type: ignore[union-attr]
             30,
         )
         assert photo[-1]["width"] == 1000 and photo[-1]["height"] == 500
-        assert "Errors per hour over the last 24 h (UTC): 7" in _text(fake_api, ADMIN_ID)
+        assert "Errors per hour over the last 24 hours (UTC): 7" in _text(fake_api, ADMIN_ID)
         fake_api.fail_next(
             "sendPhoto", error_code=400, description="Bad Request: IMAGE_PROCESS_FAILED"
         )
@@ -272,7 +272,7 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         ru.forge(MenuCb(section="health").pack())
         await ru.see("Состояние системы")
         ru.forge(MenuCb(section="errors").pack())
-        await ru.see("Последние 24 ч")
+        await ru.see("За 24 часа: 7 случаев в 1 группе")  # plural forms of Russian
         await ru.all_answered()
 
         # --- a stranger is refused on every dashboard callback and the lookup state

@@ -36,9 +36,9 @@ async def test_without_the_extras_the_bot_starts_and_says_what_is_off(
     fake_api.push_message(ADMIN_ID, "/workflow_recovery")
     await fake_api.wait_for(lambda: "Choose a section" in _last(fake_api), 15)
     fake_api.press_button(ADMIN_ID, "Error statistics")
-    await fake_api.wait_for(lambda: "Chart: 24 h" in str(fake_api.last_message(ADMIN_ID)), 15)
-    fake_api.press_button(ADMIN_ID, "Chart: 24 h")
-    await fake_api.wait_for(lambda: "over the last 24 h" in _last(fake_api), 15)
+    await fake_api.wait_for(lambda: "Chart: 24 hours" in str(fake_api.last_message(ADMIN_ID)), 15)
+    fake_api.press_button(ADMIN_ID, "Chart: 24 hours")
+    await fake_api.wait_for(lambda: "over the last 24 hours" in _last(fake_api), 15)
     assert not fake_api.calls("sendPhoto")
     assert bot.process.poll() is None
 

@@ -10,6 +10,7 @@ answered.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import asyncpg
@@ -143,6 +144,9 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     )
     assert "Newly stuck requests: 7" in digest["text"]
     assert f"#{slow}" in digest["text"]
+    # each request with its type, state and time stuck, in words
+    line = rf"^#{slow} repair · in work · \d+(d \d+h|h \d+m|m)$"
+    assert re.search(line, digest["text"], re.M), digest["text"]
 
     # --- the list: pages and filters ----------------------------------------------------
     api.push_message(ADMIN_ID, "/workflow_recovery")
@@ -172,15 +176,18 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     # --- reset, with the materials it gives back, and a reason ----------------------------
     router_job = await _request_id(db, "Install router, Yunusobod 7")
     balances = dict(await db.fetch("SELECT sku, balance FROM materials"))
+    taps = len(admin.queries)  # from the stuck list
     text = await admin.press_prefix(f"#{router_job} ", f"Request #{router_job} (connection)")
     assert "History:" in text and "Stuck for 3d 8h" in text
     text = await admin.press("Reset to previous state", "Reset request")
     assert f"Reset request #{router_job} from in work back to new?" in text
     assert "UTP cable cat5e (CBL-UTP5E): 120 m" in text
     assert "GPON ONT terminal (ONT-GPON): 27 pcs" in text
-    await admin.press("Confirm", "Send the reason as a message, or press Skip.")
+    await admin.press("Confirm with a reason", "Send the reason as a message")
     text = await admin.send_and_follow("technician sent to the wrong address", "Done:")
     assert f"Done: request #{router_job} moved from in work to new." in text
+    # with a reason: request, action, "Confirm with a reason", then the reason (a message)
+    assert len(admin.queries) - taps == 3
     assert "Returned to stock:" in text
     reset = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", router_job)
     assert (reset["current_state"], reset["owner_role"]) == ("new", "manager")
@@ -202,17 +209,19 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
         ADMIN_ID,
     )
 
-    # --- force, then the same Skip again: refused, nothing changes ------------------------
+    # --- force, then the same Confirm again: refused, nothing changes ------------------------
     review = await _request_id(db, "Home internet, Baker St 221b")
     await admin.press("Stuck workflows", "Stuck workflows: 6.")
+    taps = len(admin.queries)  # from the stuck list
     await admin.press_prefix(f"#{review} ", f"Request #{review}")
     text = await admin.press("Force transition", "Force request")
     assert f"Force request #{review} from review to in work?" in text
     assert "The technician staff and the client will be notified." in text
-    await admin.press("Confirm", "Send the reason as a message")
-    skip = admin.data_of("Skip")
-    text = await admin.press("Skip", "Done:")
+    skip = admin.data_of("Confirm")
+    text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{review} moved from review to in work." in text
+    # without a reason: request, action, Confirm (two taps from the request's detail)
+    assert len(admin.queries) - taps == 3
     forced = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", review)
     assert forced["current_state"] == "in_work"
     world = await _world(db)
@@ -230,8 +239,7 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert f"Force request #{cable} from materials to completion?" in text
     assert "Steps skipped: quality check." in text
     assert "No materials were issued for it." in text
-    await admin.press("Confirm", "Send the reason as a message")
-    text = await admin.press("Skip", "Done:")
+    text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{cable} moved from materials to completed." in text
     done = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", cable)
     assert (done["status"], done["current_state"]) == ("completed", "completed")
@@ -244,8 +252,7 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert admin.buttons()[0] == "Aziz Technician · 0 active"
     text = await admin.press("Aziz Technician · 0 active", "to Aziz Technician?")
     assert f"Reassign request #{slow} (in work) to Aziz Technician?" in text
-    await admin.press("Confirm", "Send the reason as a message")
-    text = await admin.press("Skip", "Done:")
+    text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{slow} is now assigned to Aziz Technician." in text
     aziz = await db.fetchrow("SELECT * FROM users WHERE full_name = 'Aziz Technician'")
     assert (
@@ -268,9 +275,14 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     assert "matching: repair" in text
     text = await admin.press("Force transition", "Review:")
     assert "Review: force transition on 2 stuck requests (repair)." in text
-    await admin.press("Confirm", "Send the reason as a message")
-    batch_skip = admin.data_of("Skip")
-    text = await admin.press("Skip", "Batch force transition done")
+    repairs = await db.fetch(
+        "SELECT id FROM service_requests WHERE workflow_type = 'repair' AND status = 'active'"
+    )
+    listed = next(line for line in text.splitlines() if line.startswith("Requests: "))
+    numbers = listed.removeprefix("Requests: ").split(", ")
+    assert len(numbers) == 2 and set(numbers) <= {f"#{r['id']}" for r in repairs}
+    batch_skip = admin.data_of("Confirm")
+    text = await admin.press("Confirm", "Batch force transition done")
     assert "2 succeeded, 0 stale (moved since the review), 0 failed." in text
     batch_rows = await db.fetch(
         "SELECT * FROM workflow_recovery_log WHERE batch_id IS NOT NULL AND success"
@@ -294,10 +306,15 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
 
     # --- recovery history --------------------------------------------------------------
     await admin.press("Stuck workflows", "Stuck workflows: 1.")
-    text = await admin.press("Recovery history", "Recovery history, page 1 of 2:")
-    assert "✓ force transition" in text and "(batch)" in text
-    assert "✗ force transition" in text  # the refused repeat is in the history too
-    await admin.press("›", "Recovery history, page 2 of 2:")
+    # one history screen for the whole menu: the stuck list opens it too
+    text = await admin.press("Recovery history", "Recovery history. Actions: 7. Page 1 of 1.")
+    assert f"✓ forced transition: request {review} — Admin" in text
+    assert "✓ reset to the previous state" in text and "technician sent to the wrong" in text
+    assert f"✗ forced transition refused: request {review} — Admin" in text  # the repeat
+    await admin.press("« Back", "Workflow recovery. Choose a section:")
+    await admin.press("Stuck workflows", "Stuck workflows: 1.")
+    await admin.press_prefix("#", "Request #")
+    text = await admin.press("Recovery log", "Recovery history of request #")
 
     # --- a button of an older layout: "outdated" and a fresh menu ----------------------------
     query_id = admin.push("wrs:0")

@@ -461,6 +461,22 @@ class FakeTelegramAPI:
             content["entities"] = entities
         return self.push_update({"message": self._new_message(chat, chat.user, content)})
 
+    def push_media(self, user_id: int, kind: str = "photo") -> Json:
+        """Queue an Update with a private Message from a known ``user_id`` carrying a photo
+        or a sticker (``kind``) and no text; return the Update."""
+        chat = self._chats[user_id]
+        content: Json = (
+            {"photo": [{"file_id": "p1", "file_unique_id": "pu1", "width": 90, "height": 90}]}
+            if kind == "photo"
+            else {
+                "sticker": {
+                    "file_id": "s1", "file_unique_id": "su1", "type": "regular", "width": 512,
+                    "height": 512, "is_animated": False, "is_video": False,
+                }
+            }
+        )  # fmt: skip
+        return self.push_update({"message": self._new_message(chat, chat.user, content)})
+
     def push_callback(
         self, user_id: int, data: str, *, message_id: int | None = None, strict: bool = True
     ) -> Json:
@@ -774,6 +790,24 @@ class FakeTelegramAPI:
         }
         return info | (self.webhook or {})
 
+    def _command_scope(self, params: Json) -> None:
+        """Telegram's checks of ``scope`` and ``language_code`` (Bot API, BotCommandScope;
+        a language code is empty or two letters of ISO 639-1): a known scope type, the
+        chat of a chat scope known to the bot, a user id where one is required."""
+        code = params.get("language_code")
+        if code not in (None, "") and not re.fullmatch(r"[a-z]{2}", str(code)):
+            raise _bad("invalid language code specified")
+        scope = params.get("scope")
+        if scope is None:
+            return
+        if not isinstance(scope, dict) or scope.get("type") not in COMMAND_SCOPES:
+            raise _bad("can't parse BotCommandScope JSON object")
+        kind = scope["type"]
+        if kind in ("chat", "chat_administrators", "chat_member"):
+            self._chat({"chat_id": scope.get("chat_id")})
+        if kind == "chat_member" and not isinstance(scope.get("user_id"), int):
+            raise _bad("user not found")
+
     def setMyCommands(self, params: Json) -> bool:
         commands = params.get("commands")
         if not isinstance(commands, list) or len(commands) > 100:
@@ -783,6 +817,7 @@ class FakeTelegramAPI:
                 raise _bad("BOT_COMMAND_INVALID")
             if not 1 <= len(str(command.get("description", "")).strip()) <= 256:
                 raise _bad("command description is empty or too long")
+        self._command_scope(params)
         key = (_scope_key(params.get("scope")), str(params.get("language_code") or ""))
         self.commands[key] = [
             {"command": c["command"], "description": c["description"]} for c in commands
@@ -790,6 +825,7 @@ class FakeTelegramAPI:
         return True
 
     def deleteMyCommands(self, params: Json) -> bool:
+        self._command_scope(params)
         key = (_scope_key(params.get("scope")), str(params.get("language_code") or ""))
         self.commands.pop(key, None)
         return True
@@ -886,6 +922,19 @@ class FakeTelegramAPI:
 
     def logOut(self, params: Json) -> bool:
         return True
+
+
+COMMAND_SCOPES = frozenset(
+    {
+        "default",
+        "all_private_chats",
+        "all_group_chats",
+        "all_chat_administrators",
+        "chat",
+        "chat_administrators",
+        "chat_member",
+    }
+)
 
 
 def _scope_key(scope: Json | None) -> str:

@@ -27,6 +27,8 @@ NOT_MENU: set[type[CallbackData]] = {
     cb.AdvanceCb,
     cb.AlertMuteCb,
     cb.AlertUnmuteCb,
+    cb.UseRequestCb,
+    cb.UseMaterialCb,
 }
 MENU_CLASSES = sorted(
     (

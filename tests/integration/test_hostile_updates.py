@@ -61,7 +61,8 @@ async def test_use_with_anything_but_three_ascii_numbers_gets_the_usage(
     stack = make_stack(pool)
     await pool.execute("INSERT INTO users (telegram_id, role) VALUES ($1, 'technician')", USER)
     await stack.feed(stack.message(USER, f"/use {args}".strip()))
-    assert parse_html(stack.session.texts_to(USER)[-1])[0].startswith("Usage: /use <request>")
+    expected = "None of your requests takes materials now." if not args else "Send /use alone"
+    assert parse_html(stack.session.texts_to(USER)[-1])[0].startswith(expected)
     assert await _errors(pool) == []
 
 

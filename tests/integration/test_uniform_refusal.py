@@ -139,7 +139,7 @@ async def test_owners_act_on_unassigned_or_their_own_and_admins_on_any(
     assert "moved to" in text
     # and an admin is told the truth about a missing request
     (text, _), _ = await _press(stack, ADMIN_TG, world["missing"], 1)
-    assert "no longer exists" in text
+    assert "does not exist (any more)" in text
     states = dict(
         await pool.fetch(
             "SELECT id, current_state FROM service_requests WHERE id = ANY($1::bigint[])",

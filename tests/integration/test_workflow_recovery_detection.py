@@ -244,7 +244,14 @@ async def test_digest_alerts_each_newly_stuck_request_once(pool: asyncpg.Pool) -
         "ORDER BY chat_id"
     )
     assert {d["chat_id"] for d in digests} == {admin["telegram_id"], extra_admin_chat}
-    assert digests[0]["params"] == {"count": 2, "ids": f"#{second['id']}, #{first['id']}"}
+    params = digests[0]["params"]
+    assert (params["count"], params["ids"]) == (2, f"#{second['id']}, #{first['id']}")
+    # each request's type, state and seconds in the state, longest stuck first
+    assert [item[:3] for item in params["items"]] == [
+        [second["id"], second["workflow_type"], second["current_state"]],
+        [first["id"], first["workflow_type"], first["current_state"]],
+    ]
+    assert 40 * 3600 <= params["items"][0][3] < 41 * 3600
 
     run2 = await manager.alert_new_stuck([extra_admin_chat])
     assert (run2.new_request_ids, run2.digests) == ([], 0)

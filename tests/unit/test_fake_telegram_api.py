@@ -23,6 +23,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import (
     BotCommand,
+    BotCommandScopeChat,
     BufferedInputFile,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -357,3 +358,43 @@ async def test_wait_for_reports_recent_calls_on_timeout(api: FakeTelegramAPI, bo
     with pytest.raises(AssertionError, match="something else"):
         await api.wait_for(lambda: api.last_message(USER)["text"] == "expected", timeout=0.2)
     assert await api.wait_for(lambda: api.last_message(USER), timeout=1)
+
+
+async def test_commands_are_checked_as_telegram_checks_them(api: FakeTelegramAPI, bot: Bot) -> None:
+    """Names of 1-32 characters of a-z0-9_, descriptions of 1-256, a known scope type, a
+    chat scope's chat known to the bot, a two-letter language code."""
+    good = [BotCommand(command="start", description="Start")]
+    for bad in (
+        [BotCommand(command="x" * 33, description="Start")],
+        [BotCommand(command="", description="Start")],
+        [BotCommand(command="start", description="d" * 257)],
+        [BotCommand(command="start", description=" ")],
+    ):
+        with pytest.raises(TelegramBadRequest):
+            await bot.set_my_commands(bad)
+    with pytest.raises(TelegramBadRequest, match="language code"):
+        await bot.set_my_commands(good, language_code="rus")
+    with pytest.raises(TelegramBadRequest, match="chat not found"):
+        await bot.set_my_commands(good, scope=BotCommandScopeChat(chat_id=987654321))
+    await bot.set_my_commands(good, scope=BotCommandScopeChat(chat_id=USER), language_code="ru")
+    chat_scope = {"type": "chat", "chat_id": USER}
+    assert api.get_commands(chat_scope, "ru") == [{"command": "start", "description": "Start"}]
+    assert api.get_commands(chat_scope) == []
+    assert [
+        c.command
+        for c in await bot.get_my_commands(
+            scope=BotCommandScopeChat(chat_id=USER), language_code="ru"
+        )
+    ] == ["start"]
+
+
+async def test_an_unknown_scope_type_is_refused(api: FakeTelegramAPI) -> None:
+    async with (
+        aiohttp.ClientSession(api.base_url) as http,
+        http.post(
+            f"/bot{DEFAULT_TOKEN}/setMyCommands",
+            json={"commands": [{"command": "a", "description": "b"}], "scope": {"type": "galaxy"}},
+        ) as response,
+    ):
+        body = await response.json()
+    assert response.status == 400 and "BotCommandScope" in body["description"]

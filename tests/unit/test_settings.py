@@ -51,3 +51,25 @@ def test_missing_token_stops_the_bot_with_one_line(tmp_path: Path) -> None:
     assert "BOT_TOKEN" in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists(), "no database may be started without a token"
+
+
+@pytest.mark.parametrize("token", ["not-a-token", "abc:def", "98765", "123:has space", ":secret"])
+def test_malformed_token_stops_the_bot_with_one_line(tmp_path: Path, token: str) -> None:
+    """A token that cannot be one is refused before anything starts: one line that does not
+    repeat the value, exit code 2 (as for a missing token)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT), "BOT_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "BOT_TOKEN is malformed" in lines[0]
+    assert token not in lines[0]
+    assert not (tmp_path / "data").exists(), "no database may be started without a token"
