@@ -12,30 +12,13 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.i18n.context import get_i18n
 
+from handlers.labels import ROLE_MSGIDS, STATE_MSGIDS, WORKFLOW_MSGIDS
 from handlers.render import plain
 
-STATE_LABELS = {
-    "new": __("new"),
-    "assigned": __("assigned"),
-    "review": __("review"),
-    "in_work": __("in work"),
-    "materials": __("materials"),
-    "quality_check": __("quality check"),
-    "completed": __("completed"),
-}
-ROLE_LABELS = {
-    "client": __("client"),
-    "manager": __("manager"),
-    "junior_manager": __("junior manager"),
-    "controller": __("controller"),
-    "technician": __("technician"),
-    "warehouse": __("warehouse"),
-    "admin": __("admin"),
-}
-WORKFLOW_LABELS = {
-    "connection": __("connection"),
-    "repair": __("repair"),
-}
+# the msgids live in handlers/labels.py; here they are made lazy for the screens
+STATE_LABELS = {code: __(msgid) for code, msgid in STATE_MSGIDS.items()}
+ROLE_LABELS = {code: __(msgid) for code, msgid in ROLE_MSGIDS.items()}
+WORKFLOW_LABELS = {code: __(msgid) for code, msgid in WORKFLOW_MSGIDS.items()}
 # service_requests.status (migration 0001's check constraint)
 REQUEST_STATUS_LABELS = {
     "active": __("active"),
