@@ -101,8 +101,9 @@ class ErrorHandler:
         extra_secrets: literal secrets (the bot token) masked wherever they appear.
         store_timeout_s: seconds to wait for a pooled connection before giving up on a
             write (the pool may be what failed).
-        alerts: the admin alert path (``recovery.alerts``); when set, critical-error alerts
-            go through it (rate limit, digest, per-admin mutes) after this class's own
+        alerts: the admin alert path (``recovery.alerts``; default: one on ``pool`` for
+            ``admin_ids`` with its default policy); critical-error alerts go through it
+            (rate limit, digest, per-admin mutes) after this class's own
             once-per-group-per-window claim.
         pipeline: the error pipeline (default: one on ``pool`` with its defaults); its flush
             task is started by ``start`` and stopped by ``stop``.
@@ -124,7 +125,7 @@ class ErrorHandler:
         self.alert_window_s = alert_window_s
         self.extra_secrets = tuple(s for s in extra_secrets if s)
         self.store_timeout_s = store_timeout_s
-        self.alerts = alerts
+        self.alerts = alerts or AdminAlerts(pool, admin_ids=self.admin_ids)
         self.pipeline = pipeline or ErrorPipeline(
             pool, store_timeout_s=store_timeout_s, extra_secrets=self.extra_secrets
         )
@@ -268,25 +269,15 @@ class ErrorHandler:
             "message": record.message[:300],
             "count": record.occurrence_count,
         }
-        if self.alerts is not None:  # the admin alert path: rate limit, digest, mutes
-            await self.alerts.raise_alert(
-                AlertKind.ERROR,
-                f"error-alert:{record.record_id}:{occurrence}",
-                "admin.error_alert",
-                params,
-                summary=record.reference or "",
-                conn=conn,
-            )
-            return True
-        for user_id, chat_id in await outbox.admin_recipients(conn, self.admin_ids):
-            await outbox.enqueue(
-                conn,
-                idempotency_key=f"error-alert:{record.record_id}:{occurrence}:{chat_id}",
-                chat_id=chat_id,
-                recipient_id=user_id,
-                template_key="admin.error_alert",
-                params=params,
-            )
+        # the admin alert path: rate limit, digest, mutes
+        await self.alerts.raise_alert(
+            AlertKind.ERROR,
+            f"error-alert:{record.record_id}:{occurrence}",
+            "admin.error_alert",
+            params,
+            summary=record.reference or "",
+            conn=conn,
+        )
         return True
 
     async def _queue_resend(

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from database import notifications as sql
-from database import outbox, users
+from database import users
 from database.pool import AnyConnection
 from recovery.alerts import MUTE_PARAM, AdminAlerts, AlertKind
 from recovery.classification import Classification, ErrorCategory, RetryStrategy, classify
@@ -120,7 +120,8 @@ class NotificationRetryManager(NotificationQueueAdmin):
             when the limit allows (default: a quarter of the lease, at most 5 s).
         queue_max_size: bound of the retry queue (waiting entries).
         admin_ids: Telegram ids from ``ADMIN_IDS`` for the queue-full alert.
-        alerts: the admin alert path; when set, the queue-full alert goes through it.
+        alerts: the admin alert path the queue-full alert goes through (default: one on
+            ``pool`` for ``admin_ids`` with its default policy).
         instance_id: this process's name in ``claimed_by``.
         default_locale: language for recipients without a stored one.
         poll_interval_s: ``run``'s fallback poll when no NOTIFY arrives.
@@ -175,7 +176,7 @@ class NotificationRetryManager(NotificationQueueAdmin):
         self.max_hold_s = min(5.0, lease_s / 4) if max_hold_s is None else max_hold_s
         self.queue_max_size = queue_max_size
         self.admin_ids = tuple(admin_ids)
-        self.alerts = alerts
+        self.alerts = alerts or AdminAlerts(pool, admin_ids=self.admin_ids)
         self.instance_id = instance_id or default_instance_id()
         self.default_locale = default_locale
         self.poll_interval_s = poll_interval_s
@@ -451,20 +452,12 @@ class NotificationRetryManager(NotificationQueueAdmin):
         key names the episode by its start)."""
         key = f"retry-queue-full:{since.timestamp():.6f}"
         params = {"size": depth, "limit": self.queue_max_size}
-        if self.alerts is not None:  # the admin alert path: rate limit, digest, mutes
-            alert = await self.alerts.raise_alert(
-                AlertKind.SYSTEM, key, QUEUE_FULL_TEMPLATE, params, summary="retry queue full",
-                conn=conn,
-            )  # fmt: skip
-            count = alert.recipients
-        else:
-            count = await outbox.enqueue_for_admins(
-                conn,
-                key_prefix=key,
-                template_key=QUEUE_FULL_TEMPLATE,
-                params=params,
-                extra_telegram_ids=self.admin_ids,
-            )
+        # the admin alert path: rate limit, digest, mutes
+        alert = await self.alerts.raise_alert(
+            AlertKind.SYSTEM, key, QUEUE_FULL_TEMPLATE, params, summary="retry queue full",
+            conn=conn,
+        )  # fmt: skip
+        count = alert.recipients
         log.warning("notification retry queue full (%s); %s admin alert(s) enqueued", depth, count)
 
     @staticmethod

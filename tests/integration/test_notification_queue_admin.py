@@ -60,7 +60,7 @@ async def test_past_its_bound_the_retry_queue_dead_letters_and_alerts_admins_onc
     assert await manager.queue_depth() == 2
     [alert] = await _alerts(harness.pool)
     assert (alert["chat_id"], alert["recipient_id"]) == (admin["telegram_id"], admin["id"])
-    assert alert["params"] == {"size": 2, "limit": 2}
+    assert (alert["params"]["size"], alert["params"]["limit"]) == (2, 2)
 
     # a retry of a row already in the queue is not a new entry: it stays in the queue
     await make_due(harness.pool, ids[0])
