@@ -25,7 +25,6 @@ from recovery.audit import AdminAuditLog
 from recovery.inventory import (
     InventoryReconciliationManager,
     RunReport,
-    admin_actor,
 )
 from recovery.workflows import AdminRef
 
@@ -177,7 +176,7 @@ async def check(
     report = await audit.audited(
         AdminRef.of(user),
         "inventory.check",
-        lambda: inventory.check_now(admin_actor(user["telegram_id"]), progress=progress),
+        lambda: inventory.check_now(AdminRef.of(user), progress=progress),
         after=lambda r: r.summary(),
     )
     total = sum((await inventory.open_counts()).values())
@@ -253,7 +252,7 @@ async def fix_all(
     report = await audit.audited(
         AdminRef.of(user),
         "inventory.fix_all",
-        lambda: inventory.fix_all(admin_actor(user["telegram_id"]), progress=progress),
+        lambda: inventory.fix_all(AdminRef.of(user), progress=progress),
         after=lambda r: r.summary(),
     )
     total = sum((await inventory.open_counts()).values())

@@ -35,7 +35,6 @@ from recovery.inventory import (
     Discrepancy,
     FixOutcome,
     InventoryReconciliationManager,
-    admin_actor,
 )
 from recovery.workflows import AdminRef
 
@@ -196,7 +195,7 @@ async def fix_one(
         outcome = await audit.audited(
             AdminRef.of(user),
             "inventory.fix_one",
-            lambda: inventory.fix_one(d.id or 0, admin_actor(user["telegram_id"])),
+            lambda: inventory.fix_one(d.id or 0, AdminRef.of(user)),
             target_type="discrepancy",
             target_id=d.id,
             before={"kind": str(d.kind), "amount": d.amount, "status": d.status},
@@ -268,7 +267,7 @@ async def accept(
         accepted = await audit.audited(
             AdminRef.of(user),
             "inventory.accept",
-            lambda: inventory.accept(discrepancy_id, admin_actor(user["telegram_id"]), reason),
+            lambda: inventory.accept(discrepancy_id, AdminRef.of(user), reason),
             target_type="discrepancy",
             target_id=discrepancy_id,
             reason=reason,

@@ -29,10 +29,10 @@ an admin may accept one with a reason, which covers that fingerprint and amount 
 Runs, fixes and acceptances are serialised across instances by an advisory lock.
 """
 
+from recovery.actors import SCHEDULER_ACTOR, admin_actor
 from recovery.inventory.manager import InventoryReconciliationManager
 from recovery.inventory.model import (
     ALL_KINDS,
-    SCHEDULER_ACTOR,
     Discrepancy,
     DiscrepancyKind,
     DiscrepancyPage,
@@ -40,7 +40,6 @@ from recovery.inventory.model import (
     Progress,
     ReconciliationPolicy,
     RunReport,
-    admin_actor,
     classify_material,
 )
 

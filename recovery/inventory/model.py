@@ -18,16 +18,9 @@ from recovery.workflow_definitions import MATERIAL_STATES
 log = logging.getLogger(__name__)
 
 
-SCHEDULER_ACTOR = "scheduler"
-
 Progress = Callable[[int, int], Awaitable[None] | None]
 """Progress callback ``(done, total)``: materials checked of all materials during detection,
 then materials fixed of the materials to fix during the fix phase."""
-
-
-def admin_actor(telegram_id: int) -> str:
-    """The ``actor`` recorded for an admin's action: ``admin:<telegram id>``."""
-    return f"admin:{telegram_id}"
 
 
 class DiscrepancyKind(StrEnum):

@@ -10,10 +10,10 @@ from dataclasses import replace
 
 from database import discrepancies
 from database import inventory as inv
+from recovery.actors import SCHEDULER_ACTOR, AdminRef, actor_name
 from recovery.inventory.fixing import ReconciliationFixes
 from recovery.inventory.model import (
     ALL_KINDS,
-    SCHEDULER_ACTOR,
     DiscrepancyKind,
     Progress,
     RunReport,
@@ -74,13 +74,15 @@ class ReconciliationRuns(ReconciliationFixes):
         """The hourly job: a fix run of the policy's auto-fix kinds by the scheduler."""
         return await self.run(dry_run=False, actor=SCHEDULER_ACTOR, progress=progress)
 
-    async def check_now(self, actor: str, progress: Progress | None = None) -> RunReport:
+    async def check_now(self, actor: AdminRef | str, progress: Progress | None = None) -> RunReport:
         """Admin "run a check now": detect and record the open discrepancies; fixes nothing."""
-        return await self.run(dry_run=False, actor=actor, kinds=(), progress=progress)
+        return await self.run(dry_run=False, actor=actor_name(actor), kinds=(), progress=progress)
 
-    async def fix_all(self, actor: str, progress: Progress | None = None) -> RunReport:
+    async def fix_all(self, actor: AdminRef | str, progress: Progress | None = None) -> RunReport:
         """Admin "fix all": a fix run of every kind (accepted discrepancies are left alone)."""
-        return await self.run(dry_run=False, actor=actor, kinds=ALL_KINDS, progress=progress)
+        return await self.run(
+            dry_run=False, actor=actor_name(actor), kinds=ALL_KINDS, progress=progress
+        )
 
     async def _detect_into(self, report: RunReport, progress: Progress | None) -> None:
         started = time.monotonic()

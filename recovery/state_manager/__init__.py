@@ -23,12 +23,12 @@ guarded UPDATE that can never go below zero, and writes an ``issue`` row to the 
 the caller's idempotency key, so a repeated use is counted once.
 """
 
+from recovery.actors import Actor
 from recovery.state_manager.manager import EnhancedStateManager
 from recovery.state_manager.model import (
     ASSIGNER_ROLES,
     MAX_DESCRIPTION_LENGTH,
     MAX_IDEMPOTENCY_KEY_LENGTH,
-    Actor,
     MaterialUse,
     may_act,
 )

@@ -9,6 +9,7 @@ import asyncpg
 
 from database import ledger, requests
 from recovery import workflow_definitions as wf
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
@@ -19,7 +20,6 @@ from recovery.exceptions import (
 )
 from recovery.state_manager.model import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
-    Actor,
     MaterialUse,
     may_act,
 )

@@ -1,4 +1,4 @@
-"""Who acts on a request and what they may do: ``Actor``, ``may_act``, the limits of the
+"""What the actor of a request (``recovery.actors.Actor``) may do: ``may_act``, the limits of the
 operations' input, and the result of a material use."""
 
 from __future__ import annotations
@@ -7,18 +7,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from recovery.actors import Actor
+
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 # Roles that may assign a request besides the role owning its current state.
 ASSIGNER_ROLES: frozenset[str] = frozenset({"manager", "junior_manager", "admin"})
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who performs an operation: the user's id and role."""
-
-    user_id: int
-    role: str
 
 
 def may_act(actor: Actor, request: asyncpg.Record | None) -> bool:

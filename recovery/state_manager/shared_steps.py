@@ -9,6 +9,7 @@ import asyncpg
 
 from database import ledger, requests
 from database.pool import AnyConnection
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
@@ -18,7 +19,6 @@ from recovery.exceptions import (
 )
 from recovery.state_manager.base import ManagerBase
 from recovery.state_manager.model import (
-    Actor,
     MaterialUse,
 )
 from recovery.transaction_context import TransactionContext, recorded

@@ -6,6 +6,7 @@ import asyncpg
 
 from database import requests, users
 from recovery import workflow_definitions as wf
+from recovery.actors import Actor
 from recovery.exceptions import (
     InputValidationError,
     InvalidTransitionError,
@@ -14,7 +15,6 @@ from recovery.exceptions import (
 from recovery.state_manager.model import (
     ASSIGNER_ROLES,
     MAX_DESCRIPTION_LENGTH,
-    Actor,
     may_act,
 )
 from recovery.state_manager.shared_steps import SharedSteps

@@ -21,6 +21,7 @@ Refusals are the project's typed errors (``recovery.exceptions``); ``refusal_cod
 one into a short code the admin screens translate.
 """
 
+from recovery.actors import AdminRef
 from recovery.workflows.codes import failure_code, failure_text, refusal_code
 from recovery.workflows.history import ResetTarget, fingerprint, reset_target
 from recovery.workflows.manager import WorkflowRecoveryManager
@@ -30,7 +31,6 @@ from recovery.workflows.model import (
     NO_HISTORY,
     NOT_ACTIVE,
     TERMINAL,
-    AdminRef,
     BatchResult,
     Outcome,
     Plan,

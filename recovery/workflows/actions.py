@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from database import compensation, recovery_log, requests
+from recovery.actors import AdminRef
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
@@ -17,7 +18,6 @@ from recovery.transaction_context import TransactionContext, recorded
 from recovery.workflow_events import notify_state_change
 from recovery.workflows.codes import failure_code, failure_text, refusal_code
 from recovery.workflows.model import (
-    AdminRef,
     BatchResult,
     Outcome,
     PreviewOutdatedError,

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 import asyncpg
 
@@ -55,20 +53,6 @@ _TRANSITION_KINDS = {
 class PreviewOutdatedError(ConcurrentModificationError):
     """The materials a reset would give back changed since the admin saw the confirmation
     screen (a new issue, or a return meanwhile); nothing was changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class AdminRef:
-    """The admin performing an action: user id (None when only listed in ADMIN_IDS) and
-    Telegram id."""
-
-    user_id: int | None
-    telegram_id: int
-
-    @classmethod
-    def of(cls, user: Mapping[str, Any] | asyncpg.Record) -> AdminRef:
-        """The admin behind a ``users`` row (keys ``id`` and ``telegram_id``)."""
-        return cls(user_id=user["id"], telegram_id=user["telegram_id"])
 
 
 @dataclass(frozen=True, slots=True)

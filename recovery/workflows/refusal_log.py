@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 from database import recovery_log
+from recovery.actors import AdminRef
 from recovery.workflows.base import ManagerBase
 from recovery.workflows.model import (
-    AdminRef,
     RecoveryAction,
 )
 
