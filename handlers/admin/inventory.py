@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiogram import F, Router
@@ -170,17 +171,36 @@ async def check(
 ) -> None:
     """Runs a check now (records what is open, fixes nothing), showing its progress."""
     await answer_now(query, callback_answer, _("Checking the inventory…"))
+    await _run_audited(
+        query,
+        AdminRef.of(user),
+        inventory,
+        audit,
+        "inventory.check",
+        inventory.check_now,
+        _("Check done."),
+    )
+
+
+async def _run_audited(
+    query: CallbackQuery,
+    admin: AdminRef,
+    inventory: InventoryReconciliationManager,
+    audit: AdminAuditLog,
+    action: str,
+    run: Callable[[AdminRef, ProgressMessage], Awaitable[RunReport]],
+    done: str,
+) -> None:
+    """Runs ``run`` (a check or a fix of everything) audited as ``action``, showing its
+    progress in the menu message, then the report headed by ``done``."""
     if not isinstance(query.message, Message):
         return
     progress = ProgressMessage(query.message)
     report = await audit.audited(
-        AdminRef.of(user),
-        "inventory.check",
-        lambda: inventory.check_now(AdminRef.of(user), progress=progress),
-        after=lambda r: r.summary(),
+        admin, action, lambda: run(admin, progress), after=lambda r: r.summary()
     )
     total = sum((await inventory.open_counts()).values())
-    text = join("\n", [bold(_("Check done.")), *render_report(report)])
+    text = join("\n", [bold(done), *render_report(report)])
     await replace(query.message, text, menu_markup(total))
 
 
@@ -246,15 +266,12 @@ async def fix_all(
 ) -> None:
     """Fixes every discrepancy (audited), showing the progress."""
     await answer_now(query, callback_answer, _("Fixing the inventory…"))
-    if not isinstance(query.message, Message):
-        return
-    progress = ProgressMessage(query.message)
-    report = await audit.audited(
+    await _run_audited(
+        query,
         AdminRef.of(user),
+        inventory,
+        audit,
         "inventory.fix_all",
-        lambda: inventory.fix_all(AdminRef.of(user), progress=progress),
-        after=lambda r: r.summary(),
+        inventory.fix_all,
+        _("Fix all done."),
     )
-    total = sum((await inventory.open_counts()).values())
-    text = join("\n", [bold(_("Fix all done.")), *render_report(report)])
-    await replace(query.message, text, menu_markup(total))

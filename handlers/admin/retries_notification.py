@@ -3,6 +3,9 @@ after a confirmation, audited, refused when it is no longer possible)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import asyncpg
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
@@ -176,6 +179,41 @@ async def _refusal(notifications: NotificationRetryManager, notification_id: int
     return now["status"] if now is not None else "gone"
 
 
+# the refusal code of each audited action when the outbox refuses the change
+REFUSALS = {"notification.retry": "not_retryable", "notification.discard": "not_discardable"}
+
+
+async def _audited(
+    audit: AdminAuditLog,
+    notifications: NotificationRetryManager,
+    admin: AdminRef,
+    action: str,
+    row: asyncpg.Record,
+    change: Callable[[], Awaitable[bool]],
+    *,
+    before: dict[str, Any],
+    after: Callable[[bool], dict[str, Any]],
+) -> bool:
+    """Runs ``change`` on the notification ``row``, audited as ``action``; a refused change
+    (False) is audited as ``REFUSALS[action]`` with the status the row has now."""
+
+    async def refused(done: bool) -> str | None:
+        if done:
+            return None
+        return f"{REFUSALS[action]}: {await _refusal(notifications, row['id'])}"
+
+    return await audit.audited(
+        admin,
+        action,
+        change,
+        target_type="notification",
+        target_id=row["id"],
+        before=before,
+        after=after,
+        refused=refused,
+    )
+
+
 @router.callback_query(NotificationCb.filter(F.action == "retry_ok"))
 async def retry_one(
     query: CallbackQuery,
@@ -199,20 +237,15 @@ async def retry_one(
         await _confirm_retry(query, row, moved, callback_data.page)
         return
 
-    async def refused(done: bool) -> str | None:
-        if done:
-            return None
-        return f"not_retryable: {await _refusal(notifications, row['id'])}"
-
-    done = await audit.audited(
+    done = await _audited(
+        audit,
+        notifications,
         AdminRef.of(user),
         "notification.retry",
+        row,
         lambda: notifications.retry_now(row["id"], actor=user["id"]),
-        target_type="notification",
-        target_id=row["id"],
         before={"status": row["status"], "attempts": row["attempts"]},
         after=lambda ok: {"done": ok},
-        refused=refused,
     )
     text = html(
         _("Notification #{id} is due again; it goes out within seconds.")
@@ -280,20 +313,15 @@ async def discard(
     if row is None:
         return
 
-    async def refused(done: bool) -> str | None:
-        if done:
-            return None
-        return f"not_discardable: {await _refusal(notifications, row['id'])}"
-
-    done = await audit.audited(
+    done = await _audited(
+        audit,
+        notifications,
         AdminRef.of(user),
         "notification.discard",
+        row,
         lambda: notifications.discard(row["id"], actor=user["id"]),
-        target_type="notification",
-        target_id=row["id"],
         before={"status": row["status"]},
         after=lambda ok: {"done": ok, "status": "discarded" if ok else row["status"]},
-        refused=refused,
     )
     text = html(
         _("Notification #{id} discarded.")
