@@ -36,6 +36,7 @@ async def _publish_menu(
 
 
 @router.message(CommandStart())
+@router.message(Command("help"))
 async def start(
     message: Message,
     user: asyncpg.Record,
@@ -43,8 +44,8 @@ async def start(
     i18n: I18n | None = None,
     locale: str = "en",
 ) -> None:
-    """Greets the (now registered) user, lists what their role can do and sets their
-    command menu."""
+    """/start and /help: greets the (now registered) user, lists what their role can do and
+    sets their command menu."""
     commands = [_("/new - open a service request"), _("/my - your requests")]
     if user["role"] not in ("client", "admin"):
         commands.append(_("/tasks - requests waiting for your role"))
@@ -60,18 +61,6 @@ async def start(
     )
     await message.answer(lines(greeting, "", commands))
     await _publish_menu(message, user, is_admin, i18n, locale)
-
-
-@router.message(Command("help"))
-async def help_(
-    message: Message,
-    user: asyncpg.Record,
-    is_admin: bool,
-    i18n: I18n | None = None,
-    locale: str = "en",
-) -> None:
-    """Same as /start."""
-    await start(message, user, is_admin, i18n, locale)
 
 
 @router.message(Command("language"))
