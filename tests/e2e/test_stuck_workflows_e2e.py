@@ -324,6 +324,12 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     await admin.press("Stuck workflows", "Stuck workflows: 1.")
     await admin.press_prefix("#", "Request #")
     text = await admin.press("Recovery log", "Recovery history of request #")
+    # one request's log: the lines of the recovery history screen, only that request's
+    admin.push(StuckHistoryCb(request_id=review).pack())
+    text = await admin.wait(f"Recovery history of request #{review}")
+    assert f"✓ forced transition: request {review} — Admin" in text
+    assert f"✗ forced transition refused: request {review} — Admin [it changed meanwhile]" in text
+    assert "reset to the previous state" not in text  # another request's
 
     # --- a button of an older layout: "outdated" and a fresh menu ----------------------------
     query_id = admin.push("wrs:0")
