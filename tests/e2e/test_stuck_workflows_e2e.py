@@ -308,6 +308,8 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     )
     assert states["No signal since Monday"] == "in_work"
     assert states["Replace damaged cable"] == "quality_check"
+    # "Stuck workflows" after the batch: the list of the batch's filter
+    assert StuckListCb.unpack(admin.data_of("Stuck workflows")) == StuckListCb(wf="repair")
     world = await _world(db)
     admin.push(batch_skip)  # the reviewed batch again
     text = await admin.wait("This review is outdated")
