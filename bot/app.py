@@ -58,6 +58,7 @@ from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
 from recovery.retry import TransactionRetryPolicy
 from recovery.state_manager import EnhancedStateManager
+from recovery.workflow_definitions import STAFF_ROLES
 from recovery.workflows import WorkflowRecoveryManager
 
 log = logging.getLogger(__name__)
@@ -308,25 +309,29 @@ def build_dispatcher(
 
 async def set_commands(bot: Bot, services: Services) -> None:
     """Publish the command menus (``handlers.command_menu``): everyone's commands per
-    language, and each admin's (``ADMIN_IDS`` and users with the admin role) in their chat
-    and language. Optional: a server that rejects a list is only logged."""
+    language; each admin's (``ADMIN_IDS`` and users with the admin role) and each reachable
+    staff member's (their role's commands differ from everyone's) in their chat and
+    language: one ``setMyCommands`` per such user. Optional: a server that rejects a list
+    is only logged."""
     settings, i18n = services.settings, services.i18n
     await publish_defaults(bot, i18n, SUPPORTED_LOCALES, settings.default_locale)
-    admins: dict[int, asyncpg.Record | None] = {
-        row["telegram_id"]: row for row in await users.reachable_by_role(services.pool, "admin")
-    }
+    chats: dict[int, asyncpg.Record | None] = {}
+    for role in (*STAFF_ROLES, "admin"):
+        for found in await users.reachable_by_role(services.pool, role):
+            chats[found["telegram_id"]] = found
     for telegram_id in settings.admin_ids:
-        if telegram_id not in admins:
-            admins[telegram_id] = await users.get_by_telegram_id(services.pool, telegram_id)
-    for telegram_id, row in admins.items():
+        if telegram_id not in chats:
+            chats[telegram_id] = await users.get_by_telegram_id(services.pool, telegram_id)
+    for telegram_id, row in chats.items():
         if row is not None and row["blocked_bot_at"] is not None:
             continue
         language = row["language"] if row is not None else None
+        is_admin = settings.is_admin_id(telegram_id) or (row is not None and row["role"] == "admin")
         await publish_for_chat(
             bot,
             i18n,
             telegram_id,
             role=row["role"] if row is not None else "admin",
-            is_admin=True,
+            is_admin=is_admin,
             locale=language if language in SUPPORTED_LOCALES else settings.default_locale,
         )

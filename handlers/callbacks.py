@@ -145,6 +145,14 @@ class StuckBatchRunCb(CallbackData, prefix="wrx"):
 
 
 # --- Admin dashboard: health, errors, alerts, history (issue 8) ----------------------------
+class HealthRefreshCb(CallbackData, prefix="hr"):
+    """Refresh the health screen; ``fp``: the fingerprint (CRC-32) of the status and figures
+    the screen showed, taken at ``at`` (seconds since the epoch, UTC)."""
+
+    fp: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    at: Annotated[int, Field(ge=0, le=2**40)] = 0
+
+
 class ErrorsCb(CallbackData, prefix="es"):
     """Error statistics: ``view`` is ``stats``, ``top`` (``page`` of the top groups),
     ``chart`` (``hours`` of the per-hour chart) or ``lookup`` (ask for a reference)."""

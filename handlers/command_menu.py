@@ -6,11 +6,12 @@
   language: their role's commands; only admins get ``/workflow_recovery``. A chat scope wins
   over the default scope in that chat (Bot API, "Determining list of commands").
 
-Published at start-up (default scopes and every admin) and for one user when their
-language changes or their role is seen at ``/start`` and ``/help`` (roles change in the
-database). A server refusing a list is logged and the bot goes on: the menu is a
-convenience. Command names follow Telegram's rule (1-32 characters of ``a-z0-9_``),
-descriptions are 1-256 characters (Bot API, ``BotCommand``).
+Published at start-up (default scopes, every admin and every reachable staff member) and
+for one user when their language changes or their role is seen at ``/start`` and ``/help``
+(roles change in the database; the bot has no command that changes a role). A server
+refusing a list is logged and the bot goes on: the menu is a convenience. Command names
+follow Telegram's rule (1-32 characters of ``a-z0-9_``), descriptions are 1-256 characters
+(Bot API, ``BotCommand``).
 """
 
 from __future__ import annotations

@@ -4,13 +4,16 @@ snapshot and over 24 h."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import zlib
 
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
+from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from handlers.callbacks import MenuCb
+from handlers.callbacks import HealthRefreshCb, MenuCb
 from handlers.labels import HEALTH_FIGURE_MSGIDS as FIGURE_LABELS
 from handlers.labels import HEALTH_STATUS_MSGIDS as STATUS_LABELS
 from handlers.render import Html, bold, html, italic, join, plain
@@ -126,12 +129,48 @@ def render_health(overview: HealthOverview, now: dt.datetime | None = None) -> H
     return join("\n", lines)
 
 
+def fingerprint(overview: HealthOverview) -> int:
+    """CRC-32 of what the screen reports now (status, reasons, figures, tasks down): equal
+    fingerprints mean nothing changed between two looks."""
+    report = overview.report
+    seen = [
+        str(report.status),
+        [[r.figure, r.value, str(r.level)] for r in report.reasons],
+        sorted(report.figures.items()),
+        sorted(overview.tasks_down),
+    ]
+    return zlib.crc32(json.dumps(seen, default=str).encode())
+
+
+def refresh_answer(before: HealthRefreshCb, fp: int, now: dt.datetime) -> str:
+    """The short answer to Refresh: when the figures were updated, or since when they have
+    not changed (UTC, the screen's time zone)."""
+    if before.fp == fp and before.at:
+        since = dt.datetime.fromtimestamp(before.at, dt.UTC)
+        return plain(_("No change since {time} UTC."), time=f"{since:%H:%M:%S}")
+    return plain(_("Updated at {time} UTC."), time=f"{now:%H:%M:%S}")
+
+
 @router.callback_query(MenuCb.filter(F.section == "health"))
-async def health(query: CallbackQuery, health_monitor: HealthMonitor) -> None:
-    """The live figures, the status with its reasons, and the changes."""
+@router.callback_query(HealthRefreshCb.filter())
+async def health(
+    query: CallbackQuery,
+    callback_answer: CallbackAnswer,
+    callback_data: MenuCb | HealthRefreshCb,
+    health_monitor: HealthMonitor,
+) -> None:
+    """The live figures, the status with its reasons, and the changes; Refresh answers
+    with when they were updated or since when they have not changed."""
     overview = await health_monitor.overview()
+    now = dt.datetime.now(dt.UTC)
+    fp = fingerprint(overview)
+    shown = HealthRefreshCb(fp=fp, at=int(now.timestamp()))
+    if isinstance(callback_data, HealthRefreshCb):
+        callback_answer.text = refresh_answer(callback_data, fp, now)
+        if callback_data.fp == fp and callback_data.at:
+            shown = callback_data  # "no change since" keeps counting from the first look
     keyboard = InlineKeyboardBuilder()
-    keyboard.button(text=_("Refresh"), callback_data=MenuCb(section="health"))
+    keyboard.button(text=_("Refresh"), callback_data=shown)
     keyboard.button(text=_("« Back"), callback_data=MenuCb(section="main"))
     keyboard.adjust(2)
-    await edit_or_send(query, render_health(overview), keyboard.as_markup())
+    await edit_or_send(query, render_health(overview, now), keyboard.as_markup())

@@ -73,6 +73,8 @@ WHY_LABELS = {
     "not_retryable": __("it was sent, discarded or is being sent"),
     "not_discardable": __("it was sent or is being sent"),
     "error": __("database error"),
+    "unavailable": __("the database was unreachable; nothing was changed"),
+    "in_doubt": __("the outcome could not be confirmed; check the request"),
     "refused": __("not possible now"),
 }
 
@@ -80,7 +82,7 @@ WHY_LABELS = {
 def why_label(error: str | None) -> str:
     """The localized reason of a refusal from its stored ``<code>: <detail>``."""
     code = (error or "").split(":", 1)[0].strip()
-    return str(WHY_LABELS.get(code, code or "-"))
+    return str(WHY_LABELS.get(code, WHY_LABELS["refused"]))  # never a raw code
 
 
 def render_entry(entry: HistoryEntry) -> Html:

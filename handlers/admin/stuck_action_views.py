@@ -167,8 +167,9 @@ def reason_prompt(skip: CallbackData, cancel: CallbackData) -> Screen:
     return html(_("Send the reason as a message (at most {n} characters)."), n=REASON_MAX), markup
 
 
-def outcome_screen(outcome: Outcome) -> Screen:
-    """An applied action."""
+def outcome_screen(outcome: Outcome, back: StuckListCb | None = None) -> Screen:
+    """An applied action; ``back``: the stuck list (page and filter) its "Stuck workflows"
+    button returns to (default: the first unfiltered page)."""
     request, plan = outcome.request, outcome.plan
     if plan.action is RecoveryAction.REASSIGN:
         lines: list[str] = [
@@ -192,29 +193,29 @@ def outcome_screen(outcome: Outcome) -> Screen:
         lines.append(_("Returned to stock:"))
         lines += _materials([by_id[r.issue_id] for r in outcome.reversals if r.issue_id in by_id])
     lines.append(_notified(plan))
-    return join("\n", lines), _after_keyboard(request["id"])
+    return join("\n", lines), _after_keyboard(request["id"], back)
 
 
-def refusal_screen(code: str, request_id: int) -> Screen:
-    """A refused action: why, and that nothing changed."""
+def refusal_screen(code: str, request_id: int, back: StuckListCb | None = None) -> Screen:
+    """A refused action: why, and that nothing changed; ``back`` as for ``outcome_screen``."""
     text = html(str(REFUSALS.get(code, REFUSALS["refused"])), id=request_id)
     if code == "not_found":  # nothing to open: back to the list
-        return text, _keyboard([[(_("Stuck workflows"), StuckListCb())]])
-    return text, _after_keyboard(request_id)
+        return text, _keyboard([[(_("Stuck workflows"), back or StuckListCb())]])
+    return text, _after_keyboard(request_id, back)
 
 
-def expired_screen() -> Screen:
+def expired_screen(back: StuckListCb | None = None) -> Screen:
     """A reason sent when no confirmation is pending (expired or already applied)."""
     text = _(
         "Nothing is waiting for a reason (expired or already applied). Open the request again."
     )
-    return text, _keyboard([[(_("Stuck workflows"), StuckListCb())]])
+    return text, _keyboard([[(_("Stuck workflows"), back or StuckListCb())]])
 
 
-def _after_keyboard(request_id: int) -> InlineKeyboardMarkup:
+def _after_keyboard(request_id: int, back: StuckListCb | None) -> InlineKeyboardMarkup:
     return _keyboard(
         [
             [(_("Open the request"), StuckDetailCb(request_id=request_id))],
-            [(_("Stuck workflows"), StuckListCb())],
+            [(_("Stuck workflows"), back or StuckListCb())],
         ]
     )

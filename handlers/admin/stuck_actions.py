@@ -23,9 +23,16 @@ from handlers.admin.stuck_pending import (
     StuckRecovery,
     clean_reason,
     drop_reason,
+    last_list,
     wait_for_reason,
 )
-from handlers.callbacks import ActionCode, StuckActionCb, StuckAssigneesCb, StuckDetailCb
+from handlers.callbacks import (
+    ActionCode,
+    StuckActionCb,
+    StuckAssigneesCb,
+    StuckDetailCb,
+    StuckListCb,
+)
 from handlers.filters import TextAnswer
 from handlers.screens import edit_or_send, replace
 from recovery.exceptions import DomainError
@@ -110,10 +117,12 @@ async def confirm_action(
             assignee_id=callback_data.arg if action is RecoveryAction.REASSIGN else None,
         )
     except DomainError as exc:
-        await edit_or_send(query, *action_views.refusal_screen(refusal_code(exc), request_id))
+        back = await last_list(state)
+        await edit_or_send(query, *action_views.refusal_screen(refusal_code(exc), request_id, back))
         return
     if plan.version != callback_data.version:
-        await edit_or_send(query, *action_views.refusal_screen("stale", request_id))
+        back = await last_list(state)
+        await edit_or_send(query, *action_views.refusal_screen("stale", request_id, back))
         return
     await edit_or_send(query, *action_views.confirm_screen(plan))
 
@@ -156,6 +165,7 @@ async def apply_without_reason(
         callback_data.version,
         callback_data.arg,
         reason=None,
+        back=await last_list(state),
     )
     await edit_or_send(query, *screen)
 
@@ -169,6 +179,7 @@ async def _apply_single(
     arg: int,
     *,
     reason: str | None,
+    back: StuckListCb,
 ) -> views.Screen:
     action = views.ACTION_OF[code]
     try:
@@ -182,8 +193,8 @@ async def _apply_single(
             expected_fingerprint=arg if action is RecoveryAction.RESET else None,
         )
     except DomainError as exc:
-        return action_views.refusal_screen(refusal_code(exc), request_id)
-    return action_views.outcome_screen(outcome)
+        return action_views.refusal_screen(refusal_code(exc), request_id, back)
+    return action_views.outcome_screen(outcome, back)
 
 
 @router.message(StateFilter(StuckRecovery.reason), TextAnswer())
@@ -197,7 +208,7 @@ async def reason_given(
     pending = await REASON.take(state)
     await drop_reason(state)
     if pending is None:
-        text, markup = action_views.expired_screen()
+        text, markup = action_views.expired_screen(await last_list(state))
         await message.answer(text, reply_markup=markup)
         return
     reason = clean_reason(message.text)
@@ -226,5 +237,6 @@ async def reason_given(
         pending["version"],
         pending["arg"],
         reason=reason,
+        back=await last_list(state),
     )
     await message.answer(text, reply_markup=markup)

@@ -121,7 +121,8 @@ async def run_batch(
         reason=reason,
         assignee_id=reviewed["arg"] if action is RecoveryAction.REASSIGN else None,
     )
-    return batch_views.batch_result_screen(result)
+    back = StuckListCb(wf=reviewed.get("wf"), st=reviewed.get("st"))
+    return batch_views.batch_result_screen(result, back)
 
 
 @router.callback_query(StuckBatchRunCb.filter(F.step == 1))

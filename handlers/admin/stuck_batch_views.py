@@ -180,9 +180,9 @@ def _numbers(ids: Sequence[int]) -> str:
     return text
 
 
-def batch_result_screen(result: BatchResult) -> Screen:
+def batch_result_screen(result: BatchResult, back: StuckListCb | None = None) -> Screen:
     """How many succeeded, were stale or failed, their request numbers, and why the first
-    failures failed."""
+    failures failed; ``back``: the list (the batch's filter) "Stuck workflows" returns to."""
     lines: list[str] = [
         html(
             _(
@@ -211,6 +211,6 @@ def batch_result_screen(result: BatchResult) -> Screen:
     return join("\n", lines), _keyboard(
         [
             [(_("Recovery history"), HistoryCb())],
-            [(_("Stuck workflows"), StuckListCb())],
+            [(_("Stuck workflows"), back or StuckListCb())],
         ]
     )

@@ -10,6 +10,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
 
+from handlers.callbacks import StuckListCb
 from handlers.pending import Pending
 
 PENDING_TTL_S = 15 * 60
@@ -23,6 +24,29 @@ REASON = Pending("wr_pending", PENDING_TTL_S)
 prompt whose Skip button is retired when the reason arrives."""
 REVIEW = Pending("wr_batch", PENDING_TTL_S)
 """The reviewed batch: action, wf, st, arg, targets [(request id, version)]."""
+
+
+LIST_KEY = "wr_list"
+"""The stuck list the admin last looked at (page, wf, st): where the action screens'
+"Cancel" and "Stuck workflows" lead back to, since their callback data has no room left for
+the filter (64 bytes, see handlers/callbacks.py)."""
+
+
+async def remember_list(state: FSMContext, page: int, wf: str | None, st: str | None) -> None:
+    """Keep the list the admin is looking at (a page and its filter)."""
+    await state.update_data({LIST_KEY: {"page": page, "wf": wf, "st": st}})
+
+
+async def last_list(state: FSMContext) -> StuckListCb:
+    """The list the admin last looked at; the first unfiltered page when none was kept or
+    what was kept does not parse any more (an older layout)."""
+    kept = (await state.get_data()).get(LIST_KEY)
+    if isinstance(kept, dict):
+        try:
+            return StuckListCb(**kept)
+        except ValueError:  # pydantic's ValidationError
+            pass
+    return StuckListCb()
 
 
 class StuckRecovery(StatesGroup):

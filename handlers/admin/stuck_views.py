@@ -15,6 +15,7 @@ from aiogram.utils.i18n import lazy_gettext as __
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from database.compensation import Outstanding
+from handlers.admin.history import render_entry
 from handlers.callbacks import (
     ActionCode,
     HistoryCb,
@@ -38,6 +39,7 @@ from handlers.texts import (
     workflow_label,
 )
 from recovery import workflow_definitions as wf
+from recovery.audit import HistoryEntry
 from recovery.workflows import RecoveryAction, RequestDetail, StuckPage
 
 Screen = tuple[str, InlineKeyboardMarkup]
@@ -329,23 +331,23 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
 
 
 def _history_line(row: asyncpg.Record) -> str:
-    outcome = "✓" if row["success"] else "✗"
-    action = ACTION_NAMES.get(RecoveryAction(row["action"]), row["action"])
-    who = row["admin_name"] or row["admin_telegram_id"] or "-"
-    line = (
-        f"{row['created_at']:%Y-%m-%d %H:%M} {outcome} {action} #{row['request_id'] or '-'} {who}"
+    """A ``workflow_recovery_log`` row in the one line format of the recovery history
+    screen (``handlers.admin.history.render_entry``)."""
+    request_id = row["request_id"]
+    return render_entry(
+        HistoryEntry(
+            source="workflow",
+            created_at=row["created_at"],
+            admin_name=row["admin_name"],
+            admin_telegram_id=row["admin_telegram_id"],
+            action=row["action"],
+            target_type="request",
+            target_id=None if request_id is None else str(request_id),
+            success=row["success"],
+            reason=row["reason"],
+            error=row["error_message"],
+        )
     )
-    before, after = row["before_state"] or {}, row["after_state"] or {}
-    if row["success"] and before and after:
-        line += f": {state_label(before.get('state'))} → {state_label(after.get('state'))}"
-    elif not row["success"] and row["error_message"]:
-        code = row["error_message"].split(":", 1)[0]
-        line += f": {SHORT_REFUSALS.get(code, code)}"
-    if row["batch_id"] is not None:
-        line += " " + _("(batch)")
-    if row["reason"]:
-        line += f" «{row['reason'][:100]}»"
-    return line
 
 
 def history_screen(

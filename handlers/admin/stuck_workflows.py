@@ -20,7 +20,7 @@ from handlers.admin import stuck_action_views as action_views
 from handlers.admin import stuck_actions, stuck_batch
 from handlers.admin import stuck_views as views
 from handlers.admin.menu import fresh_menu
-from handlers.admin.stuck_pending import drop_reason
+from handlers.admin.stuck_pending import drop_reason, last_list, remember_list
 from handlers.callbacks import StuckDetailCb, StuckFilterCb, StuckHistoryCb, StuckListCb
 from handlers.screens import edit_or_send, fetch_page
 from recovery.batch_selection import valid_filter
@@ -57,6 +57,7 @@ async def stuck_list(
         callback_data.page,
         PAGE_SIZE,
     )
+    await remember_list(state, pager.page, workflow_type, state_code)
     await edit_or_send(query, *views.list_screen(result, pager.page, workflow_type, state_code))
 
 
@@ -79,11 +80,18 @@ async def stuck_detail(
     workflow_recovery: WorkflowRecoveryManager,
     state: FSMContext,
 ) -> None:
-    """A request's detail with its history and the recovery actions."""
+    """A request's detail with its history and the recovery actions. Reached without a list
+    (from an action's Cancel or "Open the request"), its Back leads to the list the admin
+    last looked at."""
     if not valid_filter(callback_data.wf, callback_data.st):
         await fresh_menu(query, callback_answer)
         return
     await drop_reason(state)
+    if (callback_data.page, callback_data.wf, callback_data.st) == (0, None, None):
+        last = await last_list(state)
+        callback_data = callback_data.model_copy(
+            update={"page": last.page, "wf": last.wf, "st": last.st}
+        )
     try:
         detail = await workflow_recovery.get_detail(callback_data.request_id)
     except DomainError as exc:

@@ -6,6 +6,7 @@ forged and out-of-range callbacks get clear answers; a stranger is refused every
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import asyncpg
@@ -172,7 +173,8 @@ async def test_admin_walks_every_dashboard_screen_and_action(
         assert "Dead notifications: 3" in text
         assert "Previous snapshot:" in text
         edits = len(fake_api.calls("editMessageText"))
-        await admin.press("Refresh")
+        answer = await admin.press("Refresh")  # visible feedback: when, or since when
+        assert re.fullmatch(r"(Updated at|No change since) \d\d:\d\d:\d\d UTC\.", answer.text)
         await fake_api.wait_for(
             lambda: (
                 all(c.response for c in fake_api.calls("editMessageText")[edits:])

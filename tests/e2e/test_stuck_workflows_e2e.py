@@ -244,14 +244,24 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     done = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", cable)
     assert (done["status"], done["current_state"]) == ("completed", "completed")
 
-    # --- reassign from the paginated list of active technicians -----------------------------
+    # --- reassign from the paginated list of active technicians, from a filtered list -------
     await admin.press("Stuck workflows", "Stuck workflows: 4.")
+    await admin.press("Filter", "Filter stuck workflows by type and state:")
+    await admin.press("repair", "Type: repair")
+    await admin.press("All states", "Stuck workflows: 3.")
     await admin.press_prefix(f"#{slow} ", f"Request #{slow}")
     assert "Assignee: Tom Technician (assignee inactive)" in admin.text()
     text = await admin.press("Reassign", "choose an active technician (page 1 of 1)")
     assert admin.buttons()[0] == "Aziz Technician · 0 active"
     text = await admin.press("Aziz Technician · 0 active", "to Aziz Technician?")
     assert f"Reassign request #{slow} (in work) to Aziz Technician?" in text
+    # Cancel, then Back: the filtered list the admin came from, not the whole list
+    await admin.press("Cancel", f"Request #{slow}")
+    text = await admin.press("« Back", "Stuck workflows: 3.")
+    assert "Filter: repair" in text
+    await admin.press_prefix(f"#{slow} ", f"Request #{slow}")
+    await admin.press("Reassign", "choose an active technician (page 1 of 1)")
+    await admin.press("Aziz Technician · 0 active", "to Aziz Technician?")
     text = await admin.press("Confirm", "Done:")
     assert f"Done: request #{slow} is now assigned to Aziz Technician." in text
     aziz = await db.fetchrow("SELECT * FROM users WHERE full_name = 'Aziz Technician'")
@@ -267,10 +277,9 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     )
 
     # --- batch over a filter, after a review that says how many -----------------------------
-    await admin.press("Stuck workflows", "Stuck workflows: 3.")
-    await admin.press("Filter", "Filter stuck workflows")
-    await admin.press("repair", "Type: repair")
-    await admin.press("All states", "Stuck workflows: 2.")
+    # "Stuck workflows" after Done: the same filtered list
+    text = await admin.press("Stuck workflows", "Stuck workflows: 2.")
+    assert "Filter: repair" in text
     text = await admin.press("Batch action", "Batch recovery of the 2 stuck requests")
     assert "matching: repair" in text
     text = await admin.press("Force transition", "Review:")
@@ -299,6 +308,8 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     )
     assert states["No signal since Monday"] == "in_work"
     assert states["Replace damaged cable"] == "quality_check"
+    # "Stuck workflows" after the batch: the list of the batch's filter
+    assert StuckListCb.unpack(admin.data_of("Stuck workflows")) == StuckListCb(wf="repair")
     world = await _world(db)
     admin.push(batch_skip)  # the reviewed batch again
     text = await admin.wait("This review is outdated")
@@ -315,6 +326,12 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     await admin.press("Stuck workflows", "Stuck workflows: 1.")
     await admin.press_prefix("#", "Request #")
     text = await admin.press("Recovery log", "Recovery history of request #")
+    # one request's log: the lines of the recovery history screen, only that request's
+    admin.push(StuckHistoryCb(request_id=review).pack())
+    text = await admin.wait(f"Recovery history of request #{review}")
+    assert f"✓ forced transition: request {review} — Admin" in text
+    assert f"✗ forced transition refused: request {review} — Admin [it changed meanwhile]" in text
+    assert "reset to the previous state" not in text  # another request's
 
     # --- a button of an older layout: "outdated" and a fresh menu ----------------------------
     query_id = admin.push("wrs:0")

@@ -5,7 +5,8 @@ manager moves a request on with a "Next step" button that names the step; a tech
 takes materials with buttons (names and balances, no ids to know); an admin opens every
 section of the menu. Every text and button is checked: no raw code (``in_work``,
 ``request.status_changed``, ``status: active``), no English word of the screens in ru/uz
-outside the loanwords, and counts with the plural forms of the language for 1, 2, 5, 21.
+outside the loanwords, and counts with the plural forms of the language for 1, 2, 5, 21
+(the retry-all confirmation and the error statistics).
 """
 
 from __future__ import annotations
@@ -173,6 +174,22 @@ RETRY_ALL = {
     },
     "uz": {1: "Barcha 1 ta", 2: "Barcha 2 ta", 5: "Barcha 5 ta", 21: "Barcha 21 ta"},
 }
+# The error statistics' "{n} occurrences in 1 group" for 1, 2, 5 and 21 (Russian: three forms)
+OCCURRENCES = {
+    "en": {
+        1: "1 occurrence in 1 group",
+        2: "2 occurrences in 1 group",
+        5: "5 occurrences in 1 group",
+        21: "21 occurrences in 1 group",
+    },
+    "ru": {
+        1: "1 случай в 1 группе",
+        2: "2 случая в 1 группе",
+        5: "5 случаев в 1 группе",
+        21: "21 случай в 1 группе",
+    },
+    "uz": {n: f"1 ta guruhda {n} ta holat" for n in (1, 2, 5, 21)},
+}
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -286,6 +303,22 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool, lan
         assert RETRY_ALL[lang][n] in text, text
         cancel = admin.buttons()[-1]
         await admin.press(cancel, "")
+        back = next(b for b in admin.buttons() if b.startswith("«"))
+        await admin.press(back, T["menu"][lang])
+    for n in (1, 2, 5, 21):  # one error group with n occurrences in the last hour
+        await db.execute("DELETE FROM error_records")  # its hourly rollup goes with it
+        await db.execute(
+            "WITH e AS (INSERT INTO error_records (reference, fingerprint, category, severity, "
+            "error_type, message, location, occurrence_count, first_seen_at, last_seen_at) "
+            "VALUES ('E-WALK' || $1::int, 'fp-walk', 'system', 'high', 'RuntimeError', 'boom', "
+            "'walk.py:1', $1, now() - interval '20 minutes', now() - interval '10 minutes') "
+            "RETURNING *) INSERT INTO error_hourly_counts "
+            "(hour, record_id, category, severity, occurrences) "
+            "SELECT date_trunc('hour', last_seen_at, 'UTC'), id, category, severity, "
+            "occurrence_count FROM e",
+            n,
+        )
+        await admin.press(sections[3], OCCURRENCES[lang][n])  # error statistics
         back = next(b for b in admin.buttons() if b.startswith("«"))
         await admin.press(back, T["menu"][lang])
     # a dead notification's detail: the recipient's name and what it tells, no next attempt
