@@ -178,7 +178,7 @@ async def retry_all(
     count = await audit.audited(
         AdminRef.of(user),
         "notification.retry_all",
-        lambda: notifications.retry_all_now(statuses=FAILING, actor=user["id"]),
+        lambda: notifications.retry_all_now(statuses=FAILING, actor=AdminRef.of(user)),
         after=lambda n: {"count": n, "statuses": list(FAILING)},
     )
     await edit_or_send(

@@ -243,7 +243,7 @@ async def retry_one(
         AdminRef.of(user),
         "notification.retry",
         row,
-        lambda: notifications.retry_now(row["id"], actor=user["id"]),
+        lambda: notifications.retry_now(row["id"], actor=AdminRef.of(user)),
         before={"status": row["status"], "attempts": row["attempts"]},
         after=lambda ok: {"done": ok},
     )
@@ -319,7 +319,7 @@ async def discard(
         AdminRef.of(user),
         "notification.discard",
         row,
-        lambda: notifications.discard(row["id"], actor=user["id"]),
+        lambda: notifications.discard(row["id"], actor=AdminRef.of(user)),
         before={"status": row["status"]},
         after=lambda ok: {"done": ok, "status": "discarded" if ok else row["status"]},
     )

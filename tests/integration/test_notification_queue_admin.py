@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
+from recovery.actors import AdminRef
 from recovery.notifications import QUEUE_FULL_TEMPLATE, RetryPolicy
 from tests.factories import make_user
 from tests.fakes.telegram_api import BAD_GATEWAY
@@ -18,6 +19,8 @@ from tests.integration.notification_support import (
     queue_entries,
     row,
 )
+
+ADMIN = AdminRef(user_id=1, telegram_id=1)  # the admin the log names
 
 
 @pytest_asyncio.fixture
@@ -112,7 +115,7 @@ async def test_admin_operations_count_list_retry_and_discard(harness: Harness) -
     assert {i.id for i in items} | {i.id for i in page_two} == {i.id for i in everything}
 
     # retry one now: the dead letter is due at once with a fresh budget and gets delivered
-    assert await manager.retry_now(dead_id, actor=1) is True
+    assert await manager.retry_now(dead_id, actor=ADMIN) is True
     requeued = await row(harness.pool, dead_id)
     assert (requeued["status"], requeued["attempts"], requeued["dead_reason"]) == (
         "pending",
@@ -129,12 +132,12 @@ async def test_admin_operations_count_list_retry_and_discard(harness: Harness) -
     assert await manager.discard(sent_id) is False
 
     # discard one: final, its waiting retry-queue entry cancelled
-    assert await manager.discard(failing_id, actor=1) is True
+    assert await manager.discard(failing_id, actor=ADMIN) is True
     assert (await row(harness.pool, failing_id))["status"] == "discarded"
     assert [e["status"] for e in await queue_entries(harness.pool, failing_id)] == ["cancelled"]
 
     # retry all now: the remaining dead letter
-    assert await manager.retry_all_now(actor=1) == 1
+    assert await manager.retry_all_now(actor=ADMIN) == 1
     await manager.drain_once()
     assert await manager.status_counts() == {"sent": 3, "discarded": 1}
 
