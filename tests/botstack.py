@@ -140,6 +140,17 @@ def _detach_routers() -> None:
         module.router._parent_router = None
 
 
+def before_fallback(router: Router) -> None:
+    """Include ``router`` in the bot's root router just before ``handlers.fallback``."""
+    from handlers import fallback
+
+    root = fallback.router.parent_router
+    assert root is not None, "the fallback router is not included"
+    root.include_router(router)
+    root.sub_routers.remove(router)
+    root.sub_routers.insert(root.sub_routers.index(fallback.router), router)
+
+
 def make_stack(
     pool: asyncpg.Pool,
     *,
@@ -147,8 +158,9 @@ def make_stack(
     extra_routers: Sequence[Router] = (),
     services_hook: Any = None,
 ) -> BotStack:
-    """The real dispatcher on ``pool`` with a fresh session double; ``extra_routers`` are
-    included after the bot's own routers (test handlers)."""
+    """The real dispatcher on ``pool`` with a fresh session double; ``extra_routers`` (test
+    handlers) are asked after the bot's own routers but before its last one, the fallback
+    that answers everything nobody else took."""
     _detach_routers()
     settings = Settings(_env_file=None, bot_token=DEFAULT_TOKEN, admin_ids=list(admin_ids))
     session = FakeBotSession()
@@ -160,5 +172,5 @@ def make_stack(
         services_hook(services)
     dp = build_dispatcher(services)
     for router in extra_routers:
-        dp.include_router(router)
+        before_fallback(router)
     return BotStack(dp, bot, session, pool, services)

@@ -178,7 +178,7 @@ async def test_retrying_a_notification_whose_request_moved_on_says_so_first(
     assert await _audit(pool, "notification.retry") == []
     # the retry-all confirmation counts it too
     text = await _screen(stack, "nr:retry_all")
-    assert "1 of them speak of a request that has moved on" in text
+    assert "1 of them speaks of a request that has moved on" in text
     # confirmed on the screen that said so: it goes
     text = await _screen(
         stack, NotificationCb(action="retry_ok", notification_id=dead, ack=1).pack()
