@@ -51,6 +51,7 @@ from bot.scheduler import JobRunner, build_scheduler, job_table
 from bot.sentry import close_sentry, init_sentry
 from bot.services import Services
 from bot.settings import Settings
+from bot.telegram_start import check_token, poll
 from bot.webhook import WebhookHandler, add_webhook_route, set_webhook
 from database import instances, processed_updates
 from database.migrate import head_revision
@@ -126,6 +127,7 @@ class BotInstance:
     async def _start(self) -> None:
         s = self.settings
         self.bot = create_bot(s)
+        await check_token(self.bot)  # a rejected token stops here, before anything starts
         url = await resolve_database_url(s)
         self.pool = await create_pool(
             url,
@@ -173,15 +175,7 @@ class BotInstance:
             if s.http_in_polling:
                 await self._start_web_server()
             dp, bot = self.dp, self.bot
-            supervisor.start(
-                "polling",
-                lambda: dp.start_polling(
-                    bot,
-                    allowed_updates=dp.resolve_used_update_types(),
-                    handle_signals=False,
-                    close_bot_session=False,
-                ),
-            )
+            supervisor.start("polling", lambda: poll(dp, bot))
         if s.scheduler_enabled:
             self.scheduler = build_scheduler(self.services, self.runner)
             self.scheduler.start()
@@ -322,8 +316,10 @@ class BotInstance:
         task = self._task("polling")
         if task is None or task.done() or self.dp is None:
             return
-        with contextlib.suppress(RuntimeError):  # polling had not started yet
+        try:
             await self.dp.stop_polling()
+        except RuntimeError:  # not polling yet (still waiting for Telegram): nothing to finish
+            task.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await task
 

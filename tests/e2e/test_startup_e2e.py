@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.e2e.conftest import ROOT, StartBot, bot_env, spawn_bot
+from tests.e2e.instances import free_port
 from tests.fakes.telegram_api import FakeTelegramAPI
 
 
@@ -74,3 +76,51 @@ async def test_embedded_database_when_database_url_is_unset(
         process.terminate()
         await asyncio.to_thread(process.wait, 30)
     assert process.returncode == 0, log_path.read_text()
+
+
+async def test_a_token_telegram_rejects_stops_with_one_line(
+    fake_api: FakeTelegramAPI, database_url: str, tmp_path: Path
+) -> None:
+    # a well-formed token of no bot: the fake answers 401 Unauthorized, as Telegram does
+    token = "987654321:AAHrejectedTokenOfNoBot0123456789xyz"
+    env = bot_env(database_url, fake_api.base_url, tmp_path / "data", BOT_TOKEN=token)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "BOT_TOKEN was rejected by Telegram" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert token.split(":")[1] not in result.stderr + result.stdout  # never printed
+    assert fake_api.poll_count == 0
+
+
+async def test_telegram_away_at_start_is_waited_for_without_a_crash(
+    fake_api: FakeTelegramAPI, database_url: str, tmp_path: Path
+) -> None:
+    # nothing listens on this port: every Bot API call fails with a network error
+    closed = f"http://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "bot.log"
+    process = spawn_bot(bot_env(database_url, closed, tmp_path / "data"), log_path)
+    try:
+        for _ in range(600):  # until the polling task has waited at least twice
+            await asyncio.sleep(0.1)
+            if log_path.read_text().count("Telegram unreachable") >= 2:
+                break
+        log = log_path.read_text()
+        assert log.count("Telegram unreachable") >= 2, log
+        assert "ready (polling mode)" in log
+        assert process.poll() is None  # still running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 60)
+    log = log_path.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert "restarting" not in log.lower(), log  # an outage, not a crashed task
