@@ -119,7 +119,11 @@ async def test_telegram_away_at_start_is_waited_for_without_a_crash(
         assert process.poll() is None  # still running
     finally:
         process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 60)
+        try:
+            code = await asyncio.to_thread(process.wait, 60)
+        except subprocess.TimeoutExpired:
+            process.kill()  # no bot left behind by a failed stop
+            raise
     log = log_path.read_text()
     assert code == 0, log
     assert "Traceback" not in log
