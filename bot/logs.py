@@ -32,7 +32,8 @@ import structlog
 from structlog.typing import EventDict, Processor
 
 from bot.settings import Settings
-from recovery.masking import MaskingFilter, mask_sensitive
+from recovery.masked_output import MaskingFilter
+from recovery.masking import mask_sensitive
 from recovery.notifications import default_instance_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

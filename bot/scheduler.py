@@ -37,7 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.services import Services
 from database import dashboard, job_runs, processed_updates, retention
 from database.locks import try_advisory_lock
-from recovery.classification import is_connection_lost
+from recovery.connection_lost import is_connection_lost
 from recovery.masking import mask_sensitive
 from recovery.supervisor import Supervisor
 

@@ -29,7 +29,8 @@ from typing import Any
 import asyncpg
 
 from recovery.classification import Classification, ErrorCategory, ErrorSeverity, classify
-from recovery.masking import mask_sensitive, mask_value
+from recovery.masked_output import mask_value
+from recovery.masking import mask_sensitive
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 IN_APP_EXCLUDE: tuple[str, ...] = (".venv/", "tests/fakes/")

@@ -42,10 +42,12 @@ import asyncpg
 
 from database import error_records
 from database.error_records import GroupOccurrences, StoredGroup
-from recovery.classification import ErrorSeverity, classify, is_connection_lost
+from recovery.classification import ErrorSeverity, classify
+from recovery.connection_lost import is_connection_lost
 from recovery.error_model import ErrorRecord, fingerprint, group_key, group_reference
 from recovery.error_spool import ErrorSpool, HeldGroup, utc
-from recovery.masking import mask_sensitive, mask_value
+from recovery.masked_output import mask_value
+from recovery.masking import mask_sensitive
 
 __all__ = ["ErrorPipeline", "KnownGroup"]
 

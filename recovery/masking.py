@@ -67,10 +67,8 @@ passport. The corpus in ``tests/masking_corpus.py`` holds both sides.
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 MASK = "***"
 
@@ -388,35 +386,3 @@ def mask_sensitive(text: str | None, *, extra_secrets: Iterable[str] = ()) -> st
             text = _PHONE_WORD.sub(_mask_phone_word, text)
     text = _LONG_SECRET.sub(_mask_long_secret, text)
     return text
-
-
-def mask_value(value: Any, *, extra_secrets: Iterable[str] = ()) -> Any:
-    """``value`` with every string in it masked (dicts, lists and tuples are walked)."""
-    secrets = tuple(extra_secrets)
-    if isinstance(value, str):
-        return mask_sensitive(value, extra_secrets=secrets)
-    if isinstance(value, Mapping):
-        return {key: mask_value(item, extra_secrets=secrets) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_value(item, extra_secrets=secrets) for item in value]
-    return value
-
-
-class MaskingFilter(logging.Filter):
-    """A logging filter that masks sensitive data in every record's final message and in its
-    formatted exception (stack trace)."""
-
-    def __init__(self, extra_secrets: tuple[str, ...] = ()) -> None:
-        super().__init__()
-        self.extra_secrets = extra_secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_sensitive(message, extra_secrets=self.extra_secrets)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = mask_sensitive(record.exc_text, extra_secrets=self.extra_secrets)
-        if masked != message or record.args:
-            record.msg, record.args = masked, None
-        return True

@@ -17,7 +17,8 @@ import structlog
 from tenacity import RetryCallState
 
 from database.pool import AnyConnection
-from recovery.classification import RetryStrategy, classify, is_connection_lost
+from recovery.classification import RetryStrategy, classify
+from recovery.connection_lost import is_connection_lost
 
 # the transaction machinery logs under one name, "recovery.transactions"
 log = logging.getLogger("recovery.transactions")

@@ -14,7 +14,7 @@ leaves the block:
 
 ``TransactionalStateManager.run(operation, body)`` runs ``body(ctx)`` in such a transaction
 and retries the whole transaction (with tenacity) when ``is_transaction_retryable``: the
-connection-lost family (``recovery.classification.is_connection_lost``: class 08,
+connection-lost family (``recovery.connection_lost.is_connection_lost``: class 08,
 57P01..57P03, asyncpg's "cannot switch to state", closed or released connections, dropped
 sockets, 25P02 caused by one of these or by 40001/40P01), 40001 serialization_failure,
 40P01 deadlock_detected and the other transient verdicts of ``classify``.

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from recovery.classification import is_connection_lost
+from recovery.connection_lost import is_connection_lost
 from recovery.errors import ErrorCategory, ErrorSeverity, RetryStrategy, classify
 from tests.conftest import with_database
 from tests.factories import make_user

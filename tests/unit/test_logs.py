@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from bot.logs import TextFormatter, configure_logging, json_formatter
 from bot.settings import Settings
-from recovery.masking import MaskingFilter
+from recovery.masked_output import MaskingFilter
 
 TOKEN = "123456789:AAF-fake-telegram-token_0123456789abc"
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from recovery.masking import MaskingFilter, mask_sensitive, mask_value
+from recovery.masked_output import MaskingFilter, mask_value
+from recovery.masking import mask_sensitive
 
 BOT_TOKEN = "7123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"
 
