@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from database.embedded import create_database_sql, database_exists_sql
+
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "service_bot"
@@ -37,8 +39,8 @@ def start_embedded(data_dir: Path, database: str = DATABASE_NAME) -> str:
         server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
     except Exception as exc:
         raise RuntimeError(f"embedded PostgreSQL did not start under {data_dir}: {exc}") from exc
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    exists = server.psql(database_exists_sql(database))
     if "1 row" not in exists:
-        server.psql(f'CREATE DATABASE "{database}";')
+        server.psql(create_database_sql(database))
         log.info("created embedded database %s", database)
     return server.get_uri(database)

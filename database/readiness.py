@@ -27,3 +27,14 @@ async def schema_revision(pool: asyncpg.Pool, timeout_s: float) -> str | None:
         if not await conn.fetchval(HAS_VERSION_TABLE_SQL, timeout=timeout_s):
             return None
         return cast(str | None, await conn.fetchval(REVISION_SQL, timeout=timeout_s))
+
+
+async def ping(pool: asyncpg.Pool, timeout_s: float) -> None:
+    """One ``SELECT 1`` through the pool: the database answers.
+
+    Raises:
+        OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError: it did not
+        within ``timeout_s`` seconds (for the pool and for the statement each).
+    """
+    async with pool.acquire(timeout=timeout_s) as conn:
+        await conn.fetchval("SELECT 1", timeout=timeout_s)

@@ -30,6 +30,7 @@ import asyncpg
 
 from database import notification_admin as notifications_sql
 from database import outages as sql
+from database import readiness
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.notifications import MAX_ATTEMPTS_REASON
 
@@ -210,8 +211,7 @@ class OutageWatch:
 
     async def _probe(self) -> bool:
         try:
-            async with self.pool.acquire(timeout=self.probe_timeout_s) as conn:
-                await conn.fetchval("SELECT 1", timeout=self.probe_timeout_s)
+            await readiness.ping(self.pool, self.probe_timeout_s)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         return True
