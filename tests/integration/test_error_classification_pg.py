@@ -313,7 +313,12 @@ async def test_internal_client_error_at_pool_release_after_a_terminated_backend(
     database_url: str,
 ) -> None:
     async def release(pool: asyncpg.Pool, conn: Any) -> None:
-        await pool.release(conn)  # the reset query on a connection the server ended
+        try:
+            await pool.release(conn)  # the reset query on a connection the server ended
+        except asyncpg.InternalClientError as exc:
+            if "free connection holder" in str(exc):
+                return  # asyncpg had already put the dead connection back: not this case
+            raise
 
     seen = await _terminated_then(database_url, release, {"InternalClientError"})
     exc = seen["InternalClientError"]
