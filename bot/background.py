@@ -80,7 +80,9 @@ def build_background(
         if dependency == "database":  # what the error spool holds: written now
             await services.error_handler.pipeline.flush()
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
-            count = await resume_notifications(services.pool, telegram.last_started)
+            since = telegram.unresumed_since
+            count = await resume_notifications(services.pool, since)
+            telegram.resumed(since)
             log.info("Telegram back: %d notification(s) made due now", count)
         notifications.wake()
 

@@ -100,8 +100,11 @@ class OutageTracker:
         self._failures = 0
         self._start_counts: dict[str, int] = {}
         self.finished: list[Outage] = []
-        self.last_started: float | None = None
-        """Epoch seconds at which the last finished outage began (short ones included)."""
+        self.backs = 0
+        """How many outages have ended so far (short ones included): a watch that compares
+        it with its last reading notices every return, even one followed at once by a new
+        failure (a send still in flight when Telegram came back)."""
+        self._unresumed_since: float | None = None
 
     @property
     def down(self) -> bool:
@@ -117,6 +120,8 @@ class OutageTracker:
         """One attempt failed (the first one after a success starts an outage)."""
         if self._since is None:
             self._since = self.clock()
+            if self._unresumed_since is None:
+                self._unresumed_since = self._since
             self._failures = 0
             self._start_counts = {name: read() for name, read in self.counters.items()}
             log.warning("%s unreachable: outage started", self.dependency)
@@ -128,7 +133,7 @@ class OutageTracker:
         since, self._since = self._since, None
         if since is None:
             return None
-        self.last_started = since
+        self.backs += 1
         now = self.clock()
         counts = {
             name: max(0, read() - self._start_counts.get(name, 0))
@@ -149,6 +154,20 @@ class OutageTracker:
         )
         self.finished.append(outage)
         return outage
+
+    @property
+    def unresumed_since(self) -> float | None:
+        """Epoch seconds of the first failure not yet followed by ``resumed``: the start of
+        the earliest outage whose leftovers (notifications that died of it) are still to be
+        put back. One outage can end in several short ones (an in-flight call failing just
+        after the return), so this is not the start of the last one."""
+        return self._unresumed_since
+
+    def resumed(self, since: float | None) -> None:
+        """What failed from ``since`` on has been put back: from now on only what fails
+        from the start of the outage running now (None while up) is still to be put back."""
+        if self._unresumed_since == since:
+            self._unresumed_since = self._since
 
 
 class OutageWatch:
@@ -183,7 +202,7 @@ class OutageWatch:
         self.on_back = on_back
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
-        self._telegram_was_down = False
+        self._telegram_backs = telegram.backs if telegram is not None else 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe and report until ``stop`` is set."""
@@ -200,10 +219,9 @@ class OutageWatch:
         if self.database.down:
             self.database.success()
             await self._notify_back("database")
-        if self.telegram is not None:
-            was_down, self._telegram_was_down = self._telegram_was_down, self.telegram.down
-            if was_down and not self.telegram.down:
-                await self._notify_back("telegram")
+        if self.telegram is not None and self.telegram.backs != self._telegram_backs:
+            self._telegram_backs = self.telegram.backs
+            await self._notify_back("telegram")
         try:
             await self.report()
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -34,7 +34,9 @@ ALERT_MARK = "telegram was unreachable"
 
 class FlakyTelegramAPI(FakeTelegramAPI):
     """The fake whose getUpdates and sendMessage fail while ``outage`` is set: every other
-    call answers 502 at once, the rest after ``slow_s`` seconds of silence."""
+    call answers 502 at once, the rest after ``slow_s`` seconds of silence. A long poll
+    that began before the outage and would answer during it answers 502 too (its updates
+    stay pending), as an open connection to an unreachable Telegram does."""
 
     def __init__(self, *args: Any, slow_s: float = 3.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,9 +50,17 @@ class FlakyTelegramAPI(FakeTelegramAPI):
             self.failed[method] += 1
             if sum(self.failed.values()) % 2 == 0:
                 await asyncio.sleep(self.slow_s)
-            body = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
-            return web.json_response(body, status=502)
-        return await super()._handle(request)
+            return self._bad_gateway()
+        response = await super()._handle(request)
+        if self.outage and method == "getupdates":
+            self.failed[method] += 1
+            return self._bad_gateway()
+        return response
+
+    @staticmethod
+    def _bad_gateway() -> web.Response:
+        body = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+        return web.json_response(body, status=502)
 
 
 @pytest_asyncio.fixture

@@ -1,6 +1,6 @@
 """One alert per outage: two instances that both saw the database go away raise one alert
 between them (the second is counted as its duplicate), through the admin alert path and the
-outbox."""
+outbox. The watch notices every return of Telegram, even one followed at once by a failure."""
 
 from __future__ import annotations
 
@@ -42,3 +42,22 @@ async def test_two_instances_raise_one_alert_for_one_outage(pool: asyncpg.Pool) 
     row = await pool.fetchrow("SELECT duplicates FROM admin_alerts WHERE dedupe_key = $1",
                               "outage:database")  # fmt: skip
     assert row["duplicates"] == 1
+
+
+async def test_the_watch_notices_every_return_of_telegram(pool: asyncpg.Pool) -> None:
+    telegram = OutageTracker("telegram", 3.0, clock=Clock(1_800_000_000.0))
+    backs: list[str] = []
+    watch = OutageWatch(
+        pool, AdminAlerts(pool, admin_ids=[42]), OutageTracker("database", 5.0), telegram,
+        on_back=backs.append,
+    )  # fmt: skip
+    await watch.tick()
+    telegram.failure()
+    await watch.tick()
+    assert backs == []
+    telegram.success()
+    telegram.failure()  # back and down again between two ticks (a late send failing)
+    await watch.tick()
+    assert backs == ["telegram"]
+    await watch.tick()
+    assert backs == ["telegram"]

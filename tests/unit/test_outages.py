@@ -55,6 +55,36 @@ def test_an_outage_below_the_threshold_is_not_kept() -> None:
     assert tracker.finished == []
 
 
+def test_leftovers_are_put_back_from_the_earliest_outage_not_yet_resumed() -> None:
+    """An outage that ends in a short one (a send still in flight failing just after the
+    return) keeps the first start: notifications that died early in it come back too."""
+    clock = Clock()
+    tracker = OutageTracker("telegram", 3.0, clock=clock)
+    start = clock.now
+    tracker.failure()
+    clock.now += 10
+    assert tracker.success() is not None
+    clock.now += 0.1
+    tracker.failure()  # the late answer of a send made during the outage
+    assert tracker.unresumed_since == start
+    clock.now += 0.5
+    tracker.success()
+    assert tracker.backs == 2
+    assert tracker.unresumed_since == start
+    tracker.resumed(start)
+    assert tracker.unresumed_since is None
+    tracker.failure()
+    late = clock.now
+    tracker.resumed(tracker.unresumed_since)  # a watch that ran while down again
+    assert tracker.unresumed_since == late  # this outage's leftovers: at its end
+    tracker.success()
+    tracker.resumed(late)
+    assert tracker.unresumed_since is None
+    clock.now += 60
+    tracker.failure()
+    assert tracker.unresumed_since == clock.now  # the next outage starts afresh
+
+
 def _outage(updates: int, spooled: int, failures: int) -> Outage:
     start = dt.datetime(2026, 12, 2, 4, 0, 0, tzinfo=dt.UTC)
     return Outage(
