@@ -131,24 +131,30 @@ class AdminAlerts:
         *,
         summary: str = "",
         conn: AnyConnection | None = None,
+        dedupe_window_s: float | None = None,
     ) -> AlertResult:
         """Raise one alert. ``template_key``/``params`` name an outbox template rendered in
         each admin's language; ``summary`` is a short untranslated token (an error reference,
         ``healthy→critical``) listed when the alert ends up in a digest.
 
         With ``conn`` the alert joins the caller's transaction (in a savepoint) and commits
-        with it; without, it runs in its own transaction.
+        with it; without, it runs in its own transaction. ``dedupe_window_s`` (seconds)
+        replaces the policy's window for this alert: an event that can happen again soon
+        and must be told again (an outage) uses a window that only folds reports of the
+        same event.
 
         Raises:
             ValueError: unknown ``kind``.
             asyncpg.PostgresError: the database failed (the savepoint is rolled back).
         """
         kind = AlertKind(kind)
+        window_s = self.policy.dedupe_window_s if dedupe_window_s is None else dedupe_window_s
+        alert = (kind, dedupe_key, template_key, params, summary, window_s)
         if conn is None:
             async with self.pool.acquire() as own, own.transaction():
-                return await self._raise(own, kind, dedupe_key, template_key, params, summary)
+                return await self._raise(own, *alert)
         async with conn.transaction():
-            return await self._raise(conn, kind, dedupe_key, template_key, params, summary)
+            return await self._raise(conn, *alert)
 
     async def _raise(
         self,
@@ -158,9 +164,10 @@ class AdminAlerts:
         template_key: str,
         params: dict[str, Any],
         summary: str,
+        dedupe_window_s: float,
     ) -> AlertResult:
         await sql.lock(conn)
-        earlier = await sql.recent_by_key(conn, dedupe_key, self.policy.dedupe_window_s)
+        earlier = await sql.recent_by_key(conn, dedupe_key, dedupe_window_s)
         if earlier is not None:
             await sql.add_duplicate(conn, earlier)
             return AlertResult(AlertOutcome.DUPLICATE, earlier)

@@ -42,6 +42,11 @@ spooled)."""
 
 TEMPLATES = {"database": "admin.outage_database", "telegram": "admin.outage_telegram"}
 
+REPORT_SPREAD_S = 30.0
+"""Seconds within which every instance reports the end of one outage: the database's is
+seen by each instance's probe (``probe_interval_s``), Telegram's by each instance's own next
+answered call (at worst a 10 s long poll after aiogram's 5 s polling backoff)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outage:
@@ -249,10 +254,11 @@ class OutageWatch:
         """Raise one alert per finished outage; returns how many were raised. An outage
         whose alert cannot be written yet stays for the next call.
 
-        The dedupe key is the dependency alone: every instance sees the same outage and
-        raises its alert within a probe interval of the others, and ``AdminAlerts`` sends
-        the first and counts the others as its duplicates. Within the dedupe window
-        (``ALERT_DEDUPE_WINDOW_S``) a second outage is counted on the first alert too.
+        The dedupe key is the dependency: every instance sees the same outage and raises
+        its alert within ``REPORT_SPREAD_S`` of the others, and ``AdminAlerts`` sends the
+        first and counts the others as its duplicates. The dedupe window is the larger of
+        that spread and the tracker's threshold: a new outage long enough to be reported
+        ends at least a threshold after the previous one, so it gets its own alert.
         """
         raised = 0
         for tracker in (self.database, self.telegram):
@@ -266,6 +272,7 @@ class OutageWatch:
                     TEMPLATES[outage.dependency],
                     outage.alert_params(),
                     summary=f"{outage.dependency} outage {round(outage.duration_s)} s",
+                    dedupe_window_s=max(tracker.threshold_s, REPORT_SPREAD_S),
                 )
                 tracker.finished.pop(0)
                 raised += 1

@@ -44,6 +44,25 @@ async def test_two_instances_raise_one_alert_for_one_outage(pool: asyncpg.Pool) 
     assert row["duplicates"] == 1
 
 
+async def test_a_second_outage_after_the_first_one_gets_its_own_alert(pool: asyncpg.Pool) -> None:
+    alerts = AdminAlerts(pool, admin_ids=[42])  # the general dedupe window: 30 min
+    watch = OutageWatch(pool, alerts, _tracker_after_outage(1_800_000_000.0, 20))
+    assert await watch.report() == 1
+    # the first alert was raised two minutes ago; the database was away again meanwhile
+    await pool.execute("UPDATE admin_alerts SET created_at = created_at - interval '2 minutes'")
+    again = OutageWatch(pool, alerts, _tracker_after_outage(1_800_000_100.0, 15))
+    assert await again.report() == 1
+    rows = await pool.fetch(
+        "SELECT params ->> 'seconds' AS seconds, duplicates FROM admin_alerts"
+        " WHERE dedupe_key = 'outage:database' ORDER BY id"
+    )
+    assert [(r["seconds"], r["duplicates"]) for r in rows] == [("20", 0), ("15", 0)]
+    sent = await pool.fetchval(
+        "SELECT count(*) FROM pending_notifications WHERE template_key = 'admin.outage_database'"
+    )
+    assert sent == 2
+
+
 async def test_the_watch_notices_every_return_of_telegram(pool: asyncpg.Pool) -> None:
     telegram = OutageTracker("telegram", 3.0, clock=Clock(1_800_000_000.0))
     backs: list[str] = []
