@@ -78,7 +78,7 @@ def build_background(
 
     async def on_back(dependency: str) -> None:
         if dependency == "database":  # what the error spool holds: written now
-            await services.error_handler.pipeline.flush()
+            await services.error_handler.flush()
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
             since = telegram.unresumed_since
             count = await resume_notifications(services.pool, since)

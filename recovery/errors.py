@@ -68,6 +68,14 @@ RESEND_TEMPLATE = "telegram.resend"
 
 _RESENDABLE = (RetryStrategy.BACKOFF, RetryStrategy.WAIT, RetryStrategy.IMMEDIATE)
 
+Steps = list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]]
+"""A record's strategy steps: (action name, step run in a savepoint; True when it acted)."""
+
+MAX_HELD_ESCALATIONS = 1_000
+"""Strategy steps held while the database is away (one per group and failed send's chat);
+beyond this the oldest is dropped, with a log line (the occurrences themselves are bounded
+by the pipeline's spool)."""
+
 
 class ErrorHandler:
     """Records errors grouped by fingerprint and applies the category's strategy.
@@ -91,7 +99,10 @@ class ErrorHandler:
       with backoff (or after ``retry_after``) instead of losing it.
 
     While the database is unreachable (the pipeline's last write failed) the steps are not
-    tried: the occurrence is held (``actions == ["spooled"]``).
+    tried: the occurrence is held (``actions == ["spooled"]``) and so are its steps, at most
+    ``MAX_HELD_ESCALATIONS`` (one per group and failed send's chat): ``flush`` runs them once
+    the held occurrences are written, so a critical error of an outage still alerts the
+    admins afterwards and a failed send is still queued.
 
     Args:
         pool: asyncpg pool.
@@ -129,6 +140,7 @@ class ErrorHandler:
         self.pipeline = pipeline or ErrorPipeline(
             pool, store_timeout_s=store_timeout_s, extra_secrets=self.extra_secrets
         )
+        self._held: dict[tuple[str, int | None], tuple[ErrorRecord, Steps]] = {}
 
     # --- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -141,9 +153,24 @@ class ErrorHandler:
         await self.pipeline.run()
 
     async def flush(self) -> bool:
-        """Write every held occurrence now; True when nothing is left (see
-        ``ErrorPipeline.flush``)."""
-        return await self.pipeline.flush()
+        """Write every held occurrence now, then run the steps held with them (admin
+        alerts, resends); True when nothing is left (see ``ErrorPipeline.flush``)."""
+        if not await self.pipeline.flush():
+            return False
+        held, self._held = self._held, {}
+        for record, steps in held.values():
+            try:
+                await self._escalate(record, steps)
+            except Exception as exc:  # the occurrence itself is written
+                log.error("error %s: held steps failed: %s", record.reference, type(exc).__name__)
+        return not self._held
+
+    def _hold(self, record: ErrorRecord, steps: Steps, failed_send: FailedSend | None) -> None:
+        key = (record.fingerprint, failed_send.chat_id if failed_send is not None else None)
+        if key not in self._held and len(self._held) >= MAX_HELD_ESCALATIONS:
+            dropped = self._held.pop(next(iter(self._held)))[0]
+            log.warning("error %s: held steps dropped (limit reached)", dropped.reference)
+        self._held.setdefault(key, (record, steps))
 
     async def stop(self, timeout_s: float = 5.0) -> bool:
         """Stop the flush task and write what is held within ``timeout_s`` seconds."""
@@ -175,9 +202,12 @@ class ErrorHandler:
         record.actions = ["recorded"] + (["ignored"] if verdict.ignore else [])
         if self.pipeline.unreachable_since is not None:
             record.actions = ["spooled"]
+            if steps:
+                self._hold(record, steps, failed_send)
         elif steps:
             try:
-                await self._escalate(record, steps)
+                if not await self._escalate(record, steps):
+                    self._hold(record, steps, failed_send)
             except Exception as step_exc:  # the occurrence itself is held by the pipeline
                 log.error(
                     "error %s: strategy steps failed: %s: %s",
@@ -191,8 +221,8 @@ class ErrorHandler:
 
     def _steps(
         self, verdict: Classification, record: ErrorRecord, failed_send: FailedSend | None
-    ) -> list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]]:
-        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]] = []
+    ) -> Steps:
+        steps: Steps = []
         if verdict.alert_admins:
             steps.append(("alerted", lambda conn: self._alert_admins(conn, record)))
         if failed_send is not None and verdict.mark_user_blocked:
@@ -203,16 +233,13 @@ class ErrorHandler:
             )
         return steps
 
-    async def _escalate(
-        self,
-        record: ErrorRecord,
-        steps: list[tuple[str, Callable[[AnyConnection], Awaitable[bool]]]],
-    ) -> None:
+    async def _escalate(self, record: ErrorRecord, steps: Steps) -> bool:
         """Write the group now (the alert names its row), then run the steps in one
-        transaction, each in its own savepoint."""
+        transaction, each in its own savepoint; False when the group could not be written
+        (the steps were not run)."""
         if not await self.pipeline.flush():
             record.actions = ["spooled"]
-            return
+            return False
         known = self.pipeline.group(record.fingerprint)
         if known is not None and known.id is not None:
             record.record_id, record.reference = known.id, known.reference
@@ -227,6 +254,7 @@ class ErrorHandler:
                     record.actions.append(f"{action.split('_')[0]}_failed")
                 elif done:
                     record.actions.append(action)
+        return True
 
     async def _run_step(
         self,

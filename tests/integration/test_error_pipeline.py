@@ -337,3 +337,42 @@ async def test_a_user_during_the_outage_is_told_with_a_reference_that_resolves_a
         await bot.session.close()
         with contextlib.suppress(Exception):
             await through_proxy.close()
+
+
+async def test_a_critical_error_during_the_outage_alerts_the_admins_afterwards(
+    proxy: OutageProxy, pool: asyncpg.Pool
+) -> None:
+    through_proxy = await create_pool(proxy.dsn, min_size=1, max_size=2)
+    pipeline = ErrorPipeline(
+        through_proxy, window_s=0.02, store_timeout_s=1, backoff_base_s=0.05, backoff_max_s=0.2
+    )
+    handler = ErrorHandler(through_proxy, admin_ids=[42], store_timeout_s=1, pipeline=pipeline)
+    handler.start()
+    try:
+        await proxy.down()
+        records = [await handler.handle(too_many_connections()) for _ in range(3)]
+        assert all(record.severity is ErrorSeverity.CRITICAL for record in records)
+        assert records[-1].actions == ["spooled"]
+        proxy.up()
+        assert await handler.flush()
+        alerts = await pool.fetch(
+            "SELECT chat_id, params FROM pending_notifications"
+            " WHERE template_key = 'admin.error_alert'"
+        )
+        assert [(a["chat_id"], a["params"]["reference"]) for a in alerts] == [
+            (42, records[0].reference)
+        ]
+        assert await handler.flush()  # held once: no second alert
+        assert await pool.fetchval("SELECT count(*) FROM pending_notifications") == 1
+    finally:
+        assert await handler.stop(timeout_s=5)
+        with contextlib.suppress(Exception):
+            await through_proxy.close()
+
+
+def too_many_connections() -> BaseException:
+    """SQLSTATE 53300, critical: what a database at its connection limit answers."""
+    try:
+        raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
+    except asyncpg.TooManyConnectionsError as exc:
+        return exc
