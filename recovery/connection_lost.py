@@ -38,6 +38,12 @@ _ASYNCPG_CONNECTION_GONE = (
 # consuming an error, and the next statement, or the reset at ``pool.release()``, is refused
 # with "cannot switch to state 12; another operation (2) is in progress".
 _ASYNCPG_PROTOCOL_BROKEN = "cannot switch to state"
+# asyncpg's ``InternalClientError`` of a release that loses the race with the pool's own
+# (pool.py, ``PoolConnectionHolder.release``): the server ended the connection, the pool put
+# the dead connection back itself, and the caller's ``release()`` finds a free holder. It
+# comes after the caller's last statement: an operation whose COMMIT was answered may see
+# it, and must be looked up (in doubt), not reported failed.
+_ASYNCPG_RELEASED_BY_POOL = "called on a free connection holder"
 
 # SQLSTATEs (PostgreSQL manual, Appendix A) of a connection the server ended or refuses,
 # besides class 08 connection_exception (asyncpg's ConnectionDoesNotExistError is 08003):
@@ -76,7 +82,8 @@ def _is_connection_gone(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     if isinstance(exc, asyncpg.InternalClientError):
-        return _ASYNCPG_PROTOCOL_BROKEN in str(exc)
+        text = str(exc)
+        return _ASYNCPG_PROTOCOL_BROKEN in text or _ASYNCPG_RELEASED_BY_POOL in text
     if isinstance(exc, asyncpg.InterfaceError):
         text = str(exc)
         return any(phrase in text for phrase in _ASYNCPG_CONNECTION_GONE)

@@ -317,7 +317,9 @@ async def test_internal_client_error_at_pool_release_after_a_terminated_backend(
             await pool.release(conn)  # the reset query on a connection the server ended
         except asyncpg.InternalClientError as exc:
             if "free connection holder" in str(exc):
-                return  # asyncpg had already put the dead connection back: not this case
+                # asyncpg had already put the dead connection back: lost too, not this case
+                assert is_connection_lost(exc)
+                return
             raise
 
     seen = await _terminated_then(database_url, release, {"InternalClientError"})

@@ -61,6 +61,9 @@ LOST: dict[str, Callable[[], BaseException]] = {
     "InternalClientError on a failed protocol": lambda: E.InternalClientError(
         'cannot switch to state 15; protocol is in the "failed" state'
     ),
+    "InternalClientError: release after the pool put the dead connection back": lambda: (
+        E.InternalClientError("PoolConnectionHolder.release() called on a free connection holder")
+    ),
     "InterfaceError: connection is closed": lambda: asyncpg.InterfaceError(
         "cannot perform operation: connection is closed"
     ),
