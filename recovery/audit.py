@@ -44,6 +44,10 @@ class HistoryEntry:
     reason: str | None
     error: str | None = None
     """Why it was refused or failed: ``<code>: <detail>`` (None for a success)."""
+    change: tuple[str, str] | None = None
+    """The request's workflow state before and after, when the action changed it."""
+    batch: bool = False
+    """Whether the action was one request of a batch."""
 
 
 @dataclass(frozen=True, slots=True)

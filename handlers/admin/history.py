@@ -12,6 +12,7 @@ from handlers.callbacks import HistoryCb, MenuCb
 from handlers.labels import KIND_LABELS
 from handlers.render import Html, html, join
 from handlers.screens import edit_or_send, fetch_page, list_markup
+from handlers.texts import state_label
 from recovery.audit import AdminAuditLog, HistoryEntry
 
 router = Router(name=__name__)
@@ -86,7 +87,8 @@ def why_label(error: str | None) -> str:
 
 
 def render_entry(entry: HistoryEntry) -> Html:
-    """One line: when, outcome, what (refused, and why), on what, who, the reason given."""
+    """One line: when, outcome, what (refused, and why), on what, who, the state change and
+    whether it was part of a batch (when known), the reason given."""
     if entry.success:
         outcome, action = "✓", str(ACTION_LABELS.get(entry.action, entry.action))
     else:
@@ -106,6 +108,11 @@ def render_entry(entry: HistoryEntry) -> Html:
         target=target,
         who=entry.admin_name or str(entry.admin_telegram_id or "?"),
     )
+    if entry.change is not None:
+        before, after = entry.change
+        line += html(" ({before} → {after})", before=state_label(before), after=state_label(after))
+    if entry.batch:
+        line += html(" {batch}", batch=_("(batch)"))
     if not entry.success:
         line += html(" [{why}]", why=why_label(entry.error))
     if entry.reason:

@@ -346,8 +346,20 @@ def _history_line(row: asyncpg.Record) -> str:
             success=row["success"],
             reason=row["reason"],
             error=row["error_message"],
+            change=_state_change(row["before_state"], row["after_state"]),
+            batch=row["batch_id"] is not None,
         )
     )
+
+
+def _state_change(before: Any, after: Any) -> tuple[str, str] | None:
+    """(state before, state after) of a logged action that changed the request's state."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    states = before.get("state"), after.get("state")
+    if not all(isinstance(state, str) for state in states) or states[0] == states[1]:
+        return None
+    return str(states[0]), str(states[1])
 
 
 def history_screen(
