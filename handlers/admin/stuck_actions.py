@@ -220,7 +220,7 @@ async def reason_given(
     if pending["kind"] == "batch":
         batch = await REVIEW.take(state, pending.get("batch") or "")
         if batch is None:
-            text, markup = batch_views.batch_outdated_screen()
+            text, markup = batch_views.batch_outdated_screen(await last_list(state))
             await message.answer(text, reply_markup=markup)
             return
         progress = await message.answer(

@@ -17,7 +17,13 @@ from handlers.admin import stuck_action_views as action_views
 from handlers.admin import stuck_batch_views as batch_views
 from handlers.admin import stuck_views as views
 from handlers.admin.menu import fresh_menu
-from handlers.admin.stuck_pending import REVIEW, drop_reason, query_message, wait_for_reason
+from handlers.admin.stuck_pending import (
+    REVIEW,
+    drop_reason,
+    last_list,
+    query_message,
+    wait_for_reason,
+)
 from handlers.callbacks import StuckBatchCb, StuckBatchRunCb, StuckListCb
 from handlers.screens import answer_now, edit_or_send, replace
 from recovery.batch_selection import batch_role, select_batch, valid_filter
@@ -132,7 +138,7 @@ async def batch_reason(
     """A reviewed batch confirmed: wait for an optional reason or Skip."""
     reviewed = await REVIEW.peek(state, callback_data.token)
     if reviewed is None:
-        await edit_or_send(query, *batch_views.batch_outdated_screen())
+        await edit_or_send(query, *batch_views.batch_outdated_screen(await last_list(state)))
         return
     await wait_for_reason(query, state, {"kind": "batch", "batch": callback_data.token})
     await edit_or_send(
@@ -158,7 +164,7 @@ async def batch_apply(
     await drop_reason(state)
     reviewed = await REVIEW.take(state, callback_data.token)
     if reviewed is None:
-        await edit_or_send(query, *batch_views.batch_outdated_screen())
+        await edit_or_send(query, *batch_views.batch_outdated_screen(await last_list(state)))
         return
     action = RecoveryAction(reviewed["action"])
     await edit_or_send(query, batch_views.batch_progress_text(action, len(reviewed["targets"])))

@@ -164,12 +164,13 @@ def batch_progress_text(action: RecoveryAction, count: int) -> str:
     return html(template, action=ACTION_NAMES[action], n=count)
 
 
-def batch_outdated_screen() -> Screen:
-    """A batch button whose review is gone (applied, replaced or expired)."""
+def batch_outdated_screen(back: StuckListCb) -> Screen:
+    """A batch button whose review is gone (applied, replaced or expired); ``back``: the
+    list the admin last looked at (its page and filter)."""
     return _(
         "This review is outdated (already applied or replaced by a newer one). Open the batch "
         "screen again."
-    ), _keyboard([[(_("Stuck workflows"), StuckListCb())]])
+    ), _keyboard([[(_("Stuck workflows"), back)]])
 
 
 def _numbers(ids: Sequence[int]) -> str:

@@ -314,9 +314,11 @@ async def _walk(api: FakeTelegramAPI, start_bot: StartBot, db: asyncpg.Pool) -> 
     admin.push(batch_skip)  # the reviewed batch again
     text = await admin.wait("This review is outdated")
     assert await _world(db) == world
+    # its "Stuck workflows" leads back to the list the admin was on (the repair filter)
+    assert StuckListCb.unpack(admin.data_of("Stuck workflows")) == StuckListCb(wf="repair")
 
     # --- recovery history --------------------------------------------------------------
-    await admin.press("Stuck workflows", "Stuck workflows: 1.")
+    await admin.press("Stuck workflows", "No stuck workflows.\nFilter: repair")
     # one history screen for the whole menu: the stuck list opens it too
     text = await admin.press("Recovery history", "Recovery history. Actions: 7. Page 1 of 1.")
     assert f"✓ forced transition: request {review} — Admin" in text
