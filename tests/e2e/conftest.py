@@ -16,11 +16,18 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 
+from database.pool import create_pool
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegramAPI
+
+if TYPE_CHECKING:
+    from tests.e2e.instances import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_ID = 555_000_001
@@ -145,6 +152,34 @@ async def start_bot(
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(f"--- bot log {bot.log_path.name} ---\n{bot.log()}")
+
+
+@pytest_asyncio.fixture
+async def cluster(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Cluster]:
+    """Webhook instances on the test database, stopped at the end (logs on failure)."""
+    from tests.e2e.instances import Cluster  # it builds on this module's bot_env/spawn_bot
+
+    async with aiohttp.ClientSession() as session:
+        group = Cluster(database_url, tmp_path, session)
+        try:
+            yield group
+        finally:
+            await group.stop_all()
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(group.logs())
+
+
+@pytest_asyncio.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The test's own connection pool on the bots' database."""
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

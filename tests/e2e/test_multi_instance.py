@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from database import outbox
-from database.pool import create_pool
 from tests.e2e.instances import FAST_JOBS, JOB_NAMES, Cluster, eventually, metric, texts_to
 from tests.fakes.telegram_api import FakeTelegramAPI
 
@@ -34,33 +29,6 @@ FAST_SENDING = {
     "RATE_PER_GROUP_PER_MIN": "100000",
     "NOTIFICATION_BATCH_SIZE": "50",
 }
-
-
-@pytest_asyncio.fixture
-async def cluster(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Cluster]:
-    """Webhook instances on the test database; stopped (and their logs shown on failure)
-    at the end."""
-    async with aiohttp.ClientSession() as session:
-        group = Cluster(database_url, tmp_path, session)
-        try:
-            yield group
-        finally:
-            await group.stop_all()
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(group.logs())
-
-
-@pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """The test's own connection pool on the bots' database."""
-    pool = await create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def test_two_instances_share_updates_notifications_and_jobs(

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -57,22 +55,6 @@ async def stalled_apis() -> AsyncIterator[dict[str, HoldingTelegramAPI]]:
             for chat_id in CHATS:
                 api.fail(chat_id)
             await api.stop()
-
-
-@pytest_asyncio.fixture
-async def cluster(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Cluster]:
-    """Webhook instances on the test database, stopped at the end (logs on failure)."""
-    async with aiohttp.ClientSession() as session:
-        group = Cluster(database_url, tmp_path, session)
-        try:
-            yield group
-        finally:
-            await group.stop_all()
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(group.logs())
 
 
 async def test_survivor_takes_over_the_job_and_the_dead_instances_claims(

@@ -7,9 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -29,22 +27,6 @@ pytestmark = [
 ]
 
 CLIENT = 885_000_001
-
-
-@pytest_asyncio.fixture
-async def cluster(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Cluster]:
-    """Webhook instances on the test database, stopped at the end (logs on failure)."""
-    async with aiohttp.ClientSession() as session:
-        group = Cluster(database_url, tmp_path, session)
-        try:
-            yield group
-        finally:
-            await group.stop_all()
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(group.logs())
 
 
 @pytest_asyncio.fixture

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import aiohttp
 import pytest
-import pytest_asyncio
 
 from database.pool import create_pool
 from tests.conftest import REDIS_URL, needs_redis
@@ -28,22 +25,6 @@ pytestmark = pytest.mark.e2e
 GLOBAL_PER_S = 30  # Telegram's figure
 CHATS, PER_CHAT = 300, 10
 MARGIN_S = 0.08
-
-
-@pytest_asyncio.fixture
-async def cluster(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Cluster]:
-    """Webhook instances on the test database, stopped at the end (logs on failure)."""
-    async with aiohttp.ClientSession() as session:
-        group = Cluster(database_url, tmp_path, session)
-        try:
-            yield group
-        finally:
-            await group.stop_all()
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(group.logs())
 
 
 @pytest.fixture

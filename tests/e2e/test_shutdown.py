@@ -8,7 +8,6 @@ import asyncio
 import collections
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -16,7 +15,6 @@ import pytest
 import pytest_asyncio
 
 from database import outbox
-from database.pool import create_pool
 from tests.e2e.conftest import StartBot
 from tests.e2e.instances import (
     FAST_JOBS,
@@ -62,32 +60,6 @@ async def stalled_api() -> AsyncIterator[HoldingTelegramAPI]:
         for chat_id in CHATS:
             api.fail(chat_id)
         await api.stop()
-
-
-@pytest_asyncio.fixture
-async def cluster(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Cluster]:
-    """Webhook instances on the test database, stopped at the end (logs on failure)."""
-    async with aiohttp.ClientSession() as session:
-        group = Cluster(database_url, tmp_path, session)
-        try:
-            yield group
-        finally:
-            await group.stop_all()
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(group.logs())
-
-
-@pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """The test's own connection pool on the bots' database."""
-    pool = await create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def test_sigterm_finishes_or_releases_in_flight_work(
