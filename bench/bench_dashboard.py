@@ -30,7 +30,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
@@ -38,6 +37,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cost_floor import with_database  # noqa: E402
 from database import dashboard  # noqa: E402
 from database.migrate import upgrade_to_head  # noqa: E402
 from database.pool import create_pool  # noqa: E402
@@ -50,22 +50,17 @@ DATABASE = "bench_dashboard"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 def _admin(server: str, sql: str) -> None:
-    with psycopg.connect(_with_database(server, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_database(server, "postgres"), autocommit=True) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
 def _seeded(server: str, requests: int, errors: int) -> bool:
     """Whether a kept benchmark database holds a complete data set of this size."""
-    with psycopg.connect(_with_database(server, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_database(server, "postgres"), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
             return False
-    with psycopg.connect(_with_database(server, DATABASE), autocommit=True) as conn:
+    with psycopg.connect(with_database(server, DATABASE), autocommit=True) as conn:
         if not conn.execute("SELECT to_regclass('bench_seeded')").fetchone()[0]:  # type: ignore[index]
             return False
         row = conn.execute("SELECT requests, errors FROM bench_seeded").fetchone()
@@ -291,7 +286,7 @@ async def summary_body(conn: asyncpg.Connection) -> str:
 
 async def run(args: argparse.Namespace) -> str:
     server = os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER)
-    url = _with_database(server, DATABASE)
+    url = with_database(server, DATABASE)
     reuse = args.keep and _seeded(server, args.requests, args.errors)
     seed_timings: dict[str, float] = {}
     if not reuse:

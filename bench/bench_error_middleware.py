@@ -43,7 +43,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
@@ -53,6 +52,7 @@ from aiogram.types import Message, Update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cost_floor import with_database  # noqa: E402
 from bot.i18n import create_i18n  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from database.migrate import upgrade_to_head  # noqa: E402
@@ -74,13 +74,8 @@ OCCURRENCES_SQL = "SELECT coalesce(sum(occurrence_count), 0) FROM error_records"
 _update_ids = itertools.count(1)
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 def _admin(dsn: str, sql: str) -> None:
-    with psycopg.connect(_with_database(dsn, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_database(dsn, "postgres"), autocommit=True) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
@@ -194,7 +189,7 @@ async def measure(
     name = f"bench_errmw_{os.getpid()}"
     _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _admin(server, f'CREATE DATABASE "{name}"')
-    url = _with_database(server, name)
+    url = with_database(server, name)
     try:
         await asyncio.to_thread(upgrade_to_head, url)
         pool = await create_pool(url, min_size=2, max_size=10)

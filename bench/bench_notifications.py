@@ -29,20 +29,16 @@ import argparse
 import asyncio
 import bisect
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import Pipe, Process
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
@@ -55,6 +51,7 @@ from aiogram.enums import ParseMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cost_floor import server_or_embedded, with_database  # noqa: E402
 from bot.i18n import create_i18n  # noqa: E402
 from bot.notification_texts import make_renderer  # noqa: E402
 from database.migrate import upgrade_to_head  # noqa: E402
@@ -71,31 +68,8 @@ CONCURRENCY = 8
 
 
 # --------------------------------------------------------------------------- database
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-@contextmanager
-def server_dsn() -> Iterator[str]:
-    """A PostgreSQL server to create the benchmark database on."""
-    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    import pgserver
-
-    directory = Path(tempfile.mkdtemp(prefix="pgb"))
-    server = pgserver.get_server(directory / "pgdata", cleanup_mode="stop")
-    try:
-        yield server.get_uri("postgres")
-    finally:
-        server.cleanup()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def _admin(dsn: str, sql: str) -> None:
-    with psycopg.connect(_with_database(dsn, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_database(dsn, "postgres"), autocommit=True) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
@@ -516,12 +490,12 @@ def main() -> None:
     args = parser.parse_args()
     api = FakeServer(CHAT_IDS)  # started before any event loop exists in this process
     try:
-        with server_dsn() as dsn:
+        with server_or_embedded() as dsn:
             name = f"bench_notifications_{os.getpid()}"
             _admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             _admin(dsn, f'CREATE DATABASE "{name}"')
             try:
-                url = _with_database(dsn, name)
+                url = with_database(dsn, name)
                 upgrade_to_head(url)
                 started = time.perf_counter()
                 report = asyncio.run(

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import socket
 import statistics
 import subprocess
@@ -44,7 +43,6 @@ from dataclasses import dataclass
 from multiprocessing import Process, Queue
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import psycopg
@@ -52,6 +50,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cost_floor import server_or_embedded, with_database  # noqa: E402
 from database.migrate import upgrade_to_head  # noqa: E402
 from database.pool import create_pool  # noqa: E402
 from recovery.redis_rate_limit import RedisRateLimiter  # noqa: E402
@@ -97,38 +96,15 @@ def redis_server() -> Iterator[str]:
         process.wait()
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-@contextmanager
-def server_dsn() -> Iterator[str]:
-    """A PostgreSQL server to create the benchmark databases on."""
-    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    import pgserver
-
-    directory = Path(tempfile.mkdtemp(prefix="pgb"))
-    server = pgserver.get_server(directory / "pgdata", cleanup_mode="stop")
-    try:
-        yield server.get_uri("postgres")
-    finally:
-        server.cleanup()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 @contextmanager
 def fresh_database(dsn: str) -> Iterator[str]:
     """A migrated database of its own, dropped afterwards."""
     name = f"bench_rl_{os.getpid()}_{time.monotonic_ns()}"
-    admin = _with_database(dsn, "postgres")
+    admin = with_database(dsn, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     try:
-        url = _with_database(dsn, name)
+        url = with_database(dsn, name)
         upgrade_to_head(url)
         yield url
     finally:
@@ -376,7 +352,7 @@ def main() -> None:
                 result = run_strategy(kind, redis_url, run)
                 print(result, flush=True)
                 strategies.append(result)
-        with server_dsn() as dsn, tempfile.TemporaryDirectory(prefix="bench-rl") as tmp:
+        with server_or_embedded() as dsn, tempfile.TemporaryDirectory(prefix="bench-rl") as tmp:
             for count in (1, 3):
                 result = asyncio.run(run_bot(dsn, redis_url, count, Path(tmp)))
                 print(result, flush=True)

@@ -74,6 +74,29 @@ def server_dsn() -> str:
 
 
 @contextlib.contextmanager
+def server_or_embedded() -> Iterator[str]:
+    """``BENCH_DATABASE_URL`` or ``TEST_DATABASE_URL``; else a PostgreSQL of its own
+    (pgserver's binaries, the project's embedded default) in a temporary directory, stopped
+    and removed afterwards."""
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    import shutil
+    import tempfile
+
+    import pgserver
+
+    directory = Path(tempfile.mkdtemp(prefix="pgb"))
+    server = pgserver.get_server(directory / "pgdata", cleanup_mode="stop")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def scratch_database(prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """A new database (migrated to head with ``migrate``), dropped afterwards."""
     import psycopg
