@@ -47,6 +47,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from database import transaction_log
+from recovery.actors import Actor
 from recovery.classification import classify
 from recovery.exceptions import TransactionInDoubtError
 from recovery.masking import mask_sensitive
@@ -110,7 +111,7 @@ class TransactionalStateManager:
         self,
         operation: str,
         *,
-        actor_id: int | None = None,
+        actor: Actor | None = None,
         transaction_id: uuid.UUID | None = None,
         attempt: int = 1,
         max_attempts: int = 1,
@@ -132,7 +133,7 @@ class TransactionalStateManager:
             transaction_id=transaction_id,
             operation=operation,
             attempt=attempt,
-            actor_id=actor_id,
+            actor=actor,
             step_hook=self.step_hook,
         )
         try:
@@ -147,7 +148,7 @@ class TransactionalStateManager:
                         operation=operation,
                         status=COMMITTED,
                         steps=jsonable(ctx.steps),
-                        actor_id=actor_id,
+                        actor_id=ctx.actor_id,
                         attempt=attempt,
                         duration_ms=(time.perf_counter() - started) * 1000,
                     )
@@ -175,7 +176,7 @@ class TransactionalStateManager:
         operation: str,
         body: Callable[[TransactionContext], Awaitable[T]],
         *,
-        actor_id: int | None = None,
+        actor: Actor | None = None,
         parent: TransactionContext | None = None,
         resume: ResumeFn[T] | None = None,
     ) -> T:
@@ -184,7 +185,7 @@ class TransactionalStateManager:
         Args:
             operation: name for the audit trail.
             body: the work; it must use ``ctx.conn`` and may be run several times.
-            actor_id: the user performing it.
+            actor: who performs it (``transaction_log`` stores its ``user_id``).
             parent: run inside this open transaction instead, as a savepoint (no retry,
                 no log row of its own: the outer transaction owns them).
             resume: builds the result from the committed steps when an attempt whose
@@ -230,7 +231,7 @@ class TransactionalStateManager:
                     try:
                         async with self.transaction(
                             operation,
-                            actor_id=actor_id,
+                            actor=actor,
                             transaction_id=transaction_id,
                             attempt=attempt.retry_state.attempt_number,
                             max_attempts=policy.max_attempts,

@@ -9,6 +9,7 @@ from dataclasses import replace
 from database import discrepancies
 from database import inventory as inv
 from database.pool import AnyConnection
+from recovery.actors import Actor
 from recovery.inventory.detection import ReconciliationDetection
 from recovery.inventory.model import (
     Discrepancy,
@@ -27,7 +28,7 @@ class ReconciliationFixes(ReconciliationDetection):
         self,
         target: Discrepancy,
         kinds: frozenset[DiscrepancyKind],
-        actor: str,
+        actor: Actor,
         run_id: uuid.UUID,
         only: str | None = None,
     ) -> list[FixOutcome]:
@@ -39,7 +40,7 @@ class ReconciliationFixes(ReconciliationDetection):
             return [await self._record_failure(exc, target, actor, run_id)]
 
     async def _record_failure(
-        self, exc: Exception, target: Discrepancy, actor: str, run_id: uuid.UUID
+        self, exc: Exception, target: Discrepancy, actor: Actor, run_id: uuid.UUID
     ) -> FixOutcome:
         """Log a failed material fix outside its rolled-back transaction."""
         error = type(exc).__name__
@@ -54,7 +55,7 @@ class ReconciliationFixes(ReconciliationDetection):
                 discrepancy=str(target.kind),
                 discrepancy_id=target.id,
                 action="failed",
-                actor=actor,
+                actor=actor.name,
                 reason=error,
             )
         except Exception as log_exc:  # the database may be what failed
@@ -77,7 +78,7 @@ class ReconciliationFixes(ReconciliationDetection):
         self,
         material_id: int,
         kinds: frozenset[DiscrepancyKind],
-        actor: str,
+        actor: Actor,
         run_id: uuid.UUID,
         only: str | None = None,
     ) -> list[FixOutcome]:
@@ -164,7 +165,7 @@ class ReconciliationFixes(ReconciliationDetection):
                         conn, material, "adjusted", actor, run_id, tx_id, before, after
                     )
                 )
-            await discrepancies.resolve_gone(conn, present, actor, material_id)
+            await discrepancies.resolve_gone(conn, present, actor.name, material_id)
         return outcomes
 
     async def _close_and_log(
@@ -172,14 +173,14 @@ class ReconciliationFixes(ReconciliationDetection):
         conn: AnyConnection,
         d: Discrepancy,
         action: str,
-        actor: str,
+        actor: Actor,
         run_id: uuid.UUID,
         tx_id: int | None,
         before: dict[str, int],
         after: dict[str, int],
     ) -> FixOutcome:
         discrepancy_id = await discrepancies.close_discrepancy(
-            conn, d.as_row(), status="fixed", actor=actor, reason=None
+            conn, d.as_row(), status="fixed", actor=actor.name, reason=None
         )
         log_id = await inv.insert_log(
             conn,
@@ -187,7 +188,7 @@ class ReconciliationFixes(ReconciliationDetection):
             material_id=d.material_id,
             discrepancy=str(d.kind),
             action=action,
-            actor=actor,
+            actor=actor.name,
             transaction_id=tx_id,
             discrepancy_id=discrepancy_id,
             before=before,
@@ -206,7 +207,7 @@ class ReconciliationFixes(ReconciliationDetection):
             after=after,
         )
 
-    async def _log_refusal(self, d: Discrepancy, actor: str, run_id: uuid.UUID) -> None:
+    async def _log_refusal(self, d: Discrepancy, actor: Actor, run_id: uuid.UUID) -> None:
         """Log an admin's fix or acceptance of a discrepancy that is no longer open as
         ``refused``, with the status it had (the trail shows the attempt, and that nothing
         was done)."""
@@ -218,7 +219,7 @@ class ReconciliationFixes(ReconciliationDetection):
             discrepancy=str(d.kind),
             discrepancy_id=d.id,
             action="refused",
-            actor=actor,
+            actor=actor.name,
             before=values,
             after=values,
             reason=f"no longer open: {d.status}",

@@ -23,7 +23,6 @@ guarded UPDATE that can never go below zero, and writes an ``issue`` row to the 
 the caller's idempotency key, so a repeated use is counted once.
 """
 
-from recovery.actors import Actor
 from recovery.state_manager.manager import EnhancedStateManager
 from recovery.state_manager.model import (
     ASSIGNER_ROLES,
@@ -37,7 +36,6 @@ __all__ = [
     "ASSIGNER_ROLES",
     "MAX_DESCRIPTION_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
-    "Actor",
     "EnhancedStateManager",
     "MaterialUse",
     "may_act",

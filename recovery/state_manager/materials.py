@@ -137,5 +137,5 @@ class MaterialUses(SharedSteps):
             )
 
         return await self.transactions.run(
-            "use_materials", body, actor_id=actor.user_id, parent=within, resume=resume
+            "use_materials", body, actor=actor, parent=within, resume=resume
         )

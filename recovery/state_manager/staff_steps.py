@@ -11,6 +11,7 @@ from recovery.exceptions import (
     InputValidationError,
     InvalidTransitionError,
     NotFoundError,
+    PermissionDeniedError,
 )
 from recovery.state_manager.model import (
     ASSIGNER_ROLES,
@@ -36,9 +37,13 @@ class StaffSteps(SharedSteps):
         """Open a request in the first state of ``workflow_type``; returns the row.
 
         Raises:
+            PermissionDeniedError: ``actor`` is no user (the scheduler opens no request).
             InputValidationError: unknown workflow type or an empty/too long description
                 (``MAX_DESCRIPTION_LENGTH`` characters; blanks and NUL do not count).
         """
+        client_id = actor.user_id
+        if client_id is None:
+            raise PermissionDeniedError("create_request", actor.role)
         if workflow_type not in wf.WORKFLOWS:
             raise InputValidationError("workflow_type", f"unknown workflow {workflow_type!r}")
         description = description.replace("\x00", "").strip()  # PostgreSQL text has no NUL
@@ -53,7 +58,7 @@ class StaffSteps(SharedSteps):
                 request = await requests.insert(
                     ctx.conn,
                     workflow_type=workflow_type,
-                    client_id=actor.user_id,
+                    client_id=client_id,
                     description=description,
                     address=address.strip(),
                     state=first.state,
@@ -66,7 +71,7 @@ class StaffSteps(SharedSteps):
         return await self.transactions.run(
             "create_request",
             body,
-            actor_id=actor.user_id,
+            actor=actor,
             parent=within,
             resume=self._resume_request,
         )
@@ -115,7 +120,7 @@ class StaffSteps(SharedSteps):
             )
 
         return await self.transactions.run(
-            "advance", body, actor_id=actor.user_id, parent=within, resume=self._resume_request
+            "advance", body, actor=actor, parent=within, resume=self._resume_request
         )
 
     async def assign(
@@ -178,5 +183,5 @@ class StaffSteps(SharedSteps):
             )
 
         return await self.transactions.run(
-            "assign", body, actor_id=actor.user_id, parent=within, resume=self._resume_request
+            "assign", body, actor=actor, parent=within, resume=self._resume_request
         )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from database import compensation, recovery_log, requests
-from recovery.actors import AdminRef
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
@@ -38,7 +38,7 @@ class RecoveryActions(RecoveryPlanning, RefusalLog):
         request_id: int,
         *,
         expected_version: int,
-        admin: AdminRef,
+        admin: Actor,
         reason: str | None = None,
         assignee_id: int | None = None,
         expected_fingerprint: int | None = None,
@@ -166,7 +166,7 @@ class RecoveryActions(RecoveryPlanning, RefusalLog):
 
         try:
             return await self.transactions.run(
-                f"recovery.{action.value}", body, actor_id=admin.user_id, resume=resume
+                f"recovery.{action.value}", body, actor=admin, resume=resume
             )
         except DomainError as exc:
             await self._log_outcome(
@@ -190,7 +190,7 @@ class RecoveryActions(RecoveryPlanning, RefusalLog):
         action: RecoveryAction,
         targets: Sequence[tuple[int, int]],
         *,
-        admin: AdminRef,
+        admin: Actor,
         reason: str | None = None,
         assignee_id: int | None = None,
     ) -> BatchResult:

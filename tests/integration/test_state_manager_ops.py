@@ -15,6 +15,7 @@ import pytest
 
 from database import ledger, users
 from database.pool import create_pool
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
@@ -23,7 +24,7 @@ from recovery.exceptions import (
     NotFoundError,
     PermissionDeniedError,
 )
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from recovery.transaction_context import AFTER_COMMIT
 from recovery.transactions import TransactionContext, TransactionRetryPolicy
 from tests.factories import receive

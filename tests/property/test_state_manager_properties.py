@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from database import users
 from recovery import workflow_definitions as wf
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
@@ -36,7 +37,7 @@ from recovery.exceptions import (
     InvalidTransitionError,
     PermissionDeniedError,
 )
-from recovery.state_manager import ASSIGNER_ROLES, Actor, EnhancedStateManager
+from recovery.state_manager import ASSIGNER_ROLES, EnhancedStateManager
 from recovery.transaction_context import AFTER_COMMIT
 from recovery.transactions import TransactionContext, TransactionRetryPolicy
 from tests.factories import receive
