@@ -125,7 +125,11 @@ async def repair_in_work(manager: EnhancedStateManager, world: World) -> asyncpg
 
 
 async def reassign(
-    manager: EnhancedStateManager, admin: Actor, request_id: int, version: int, assignee_id: int
+    manager: EnhancedStateManager,
+    admin: Actor,
+    request_id: int,
+    version: int,
+    assignee_id: int | None,
 ) -> asyncpg.Record:
     """Assign a request the way the admin menu does (``RecoveryAction.REASSIGN``), through
     the state manager's transactions (its retry policy and step hook); returns the row."""
