@@ -36,12 +36,12 @@ import psycopg
 from database import inventory as inv
 from database.migrate import upgrade_to_head
 from database.pool import create_pool
+from recovery.actors import Actor
 from recovery.inventory import (
     ALL_KINDS,
     DiscrepancyKind,
     InventoryReconciliationManager,
     ReconciliationPolicy,
-    admin_actor,
     classify_material,
 )
 
@@ -318,7 +318,7 @@ async def bench(url: str) -> None:
         auto = await chunked.auto_fix()
         auto_s = time.perf_counter() - started
         started = time.perf_counter()
-        admin_run = await chunked.run(dry_run=False, actor=admin_actor(1), kinds=ALL_KINDS)
+        admin_run = await chunked.run(dry_run=False, actor=Actor(None, "admin", 1), kinds=ALL_KINDS)
         admin_s = time.perf_counter() - started
         started = time.perf_counter()
         second = await chunked.run(dry_run=True, kinds=ALL_KINDS)

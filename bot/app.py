@@ -54,6 +54,7 @@ from recovery.error_stats import ErrorStatistics
 from recovery.health import HealthMonitor, HealthThresholds
 from recovery.inventory import InventoryReconciliationManager, ReconciliationPolicy
 from recovery.locale import SUPPORTED_LOCALES
+from recovery.notifications import Sender
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
 from recovery.retry import TransactionRetryPolicy
@@ -111,71 +112,18 @@ def build_services(
     errors go to Sentry when it is initialised (``bot.sentry``). ``rate_limiter``: Telegram's
     limits for the notification sender (``create_rate_limiter``; default: this process's).
     """
-    secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
-    alerts = AdminAlerts(
-        pool,
-        admin_ids=settings.admin_ids,
-        policy=AlertPolicy(
-            dedupe_window_s=settings.alert_dedupe_window_s,
-            rate_limit=settings.alert_rate_limit,
-            rate_window_s=settings.alert_rate_window_s,
-        ),
-    )
-    observers: list[ErrorObserver] = [report_critical]
-    if metrics is not None:
-        observers.append(count_errors(metrics))
-    pipeline = ErrorPipeline(
-        pool,
-        window_s=settings.error_flush_window_s,
-        max_groups=settings.error_spool_max_groups,
-        backoff_max_s=settings.error_flush_backoff_max_s,
-        extra_secrets=secrets,
-        on_drop=metrics.observe_spool_drop if metrics is not None else None,
-    )
-    error_handler = ObservedErrorHandler(
-        pool,
-        admin_ids=settings.admin_ids,
-        alert_window_s=settings.error_alert_window_s,
-        extra_secrets=secrets,
-        alerts=alerts,
-        observers=observers,
-        pipeline=pipeline,
-    )
-
-    async def send(
-        chat_id: int, text: str, *, mute: Mapping[str, Any] | None = None, locale: str | None = None
-    ) -> int | None:
-        language = locale or settings.default_locale
-        markup = (
-            offer_markup(mute, lambda msgid: i18n.gettext(msgid, locale=language)) if mute else None
-        )
-        try:
-            message = await bot.send_message(chat_id, text, reply_markup=markup)
-        except Exception:
-            if metrics is not None:
-                metrics.notifications.labels("failed").inc()
-            raise
-        if metrics is not None:
-            metrics.notifications.labels("sent").inc()
-        return message.message_id
-
+    alerts = _build_alerts(settings, pool)
+    error_handler = _build_error_handler(settings, pool, alerts, metrics)
     notifications = build_notification_manager(
         settings,
         pool,
-        sender=send,
+        sender=_make_sender(settings, i18n, bot, metrics),
         renderer=make_renderer(i18n),
         error_handler=error_handler,
         alerts=alerts,
         rate_limiter=rate_limiter,
     )
-    state_manager = EnhancedStateManager(
-        pool,
-        retry_policy=TransactionRetryPolicy(
-            max_attempts=settings.db_retry_attempts,
-            base_delay_s=settings.db_retry_base_delay_s,
-            max_delay_s=settings.db_retry_max_delay_s,
-        ),
-    )
+    state_manager = _build_state_manager(settings, pool)
     return Services(
         settings=settings,
         pool=pool,
@@ -209,6 +157,85 @@ def build_services(
         ),
         metrics=metrics,
     )
+
+
+def _build_state_manager(settings: Settings, pool: asyncpg.Pool) -> EnhancedStateManager:
+    """The state manager with the transaction retry policy of the ``DB_RETRY_*`` settings."""
+    return EnhancedStateManager(
+        pool,
+        retry_policy=TransactionRetryPolicy(
+            max_attempts=settings.db_retry_attempts,
+            base_delay_s=settings.db_retry_base_delay_s,
+            max_delay_s=settings.db_retry_max_delay_s,
+        ),
+    )
+
+
+def _build_alerts(settings: Settings, pool: asyncpg.Pool) -> AdminAlerts:
+    """The admin alerts with their dedupe window and rate (``ALERT_*`` settings)."""
+    return AdminAlerts(
+        pool,
+        admin_ids=settings.admin_ids,
+        policy=AlertPolicy(
+            dedupe_window_s=settings.alert_dedupe_window_s,
+            rate_limit=settings.alert_rate_limit,
+            rate_window_s=settings.alert_rate_window_s,
+        ),
+    )
+
+
+def _build_error_handler(
+    settings: Settings, pool: asyncpg.Pool, alerts: AdminAlerts, metrics: Metrics | None
+) -> ObservedErrorHandler:
+    """The error handler over its batching pipeline (``ERROR_*`` settings); the bot token is
+    masked as a secret; critical errors go to Sentry, and with ``metrics`` every error is
+    counted."""
+    secrets = tuple(s.get_secret_value() for s in (settings.bot_token,) if s)
+    observers: list[ErrorObserver] = [report_critical]
+    if metrics is not None:
+        observers.append(count_errors(metrics))
+    pipeline = ErrorPipeline(
+        pool,
+        window_s=settings.error_flush_window_s,
+        max_groups=settings.error_spool_max_groups,
+        backoff_max_s=settings.error_flush_backoff_max_s,
+        extra_secrets=secrets,
+        on_drop=metrics.observe_spool_drop if metrics is not None else None,
+    )
+    return ObservedErrorHandler(
+        pool,
+        admin_ids=settings.admin_ids,
+        alert_window_s=settings.error_alert_window_s,
+        extra_secrets=secrets,
+        alerts=alerts,
+        observers=observers,
+        pipeline=pipeline,
+    )
+
+
+def _make_sender(settings: Settings, i18n: I18n, bot: Bot, metrics: Metrics | None) -> Sender:
+    """The notification manager's sender: sends ``text`` to ``chat_id`` with the mute
+    buttons of ``mute`` in ``locale`` (default ``DEFAULT_LOCALE``); returns the message id.
+    With ``metrics``, counts each delivery as sent or failed (a failure is re-raised)."""
+
+    async def send(
+        chat_id: int, text: str, *, mute: Mapping[str, Any] | None = None, locale: str | None = None
+    ) -> int | None:
+        language = locale or settings.default_locale
+        markup = (
+            offer_markup(mute, lambda msgid: i18n.gettext(msgid, locale=language)) if mute else None
+        )
+        try:
+            message = await bot.send_message(chat_id, text, reply_markup=markup)
+        except Exception:
+            if metrics is not None:
+                metrics.notifications.labels("failed").inc()
+            raise
+        if metrics is not None:
+            metrics.notifications.labels("sent").inc()
+        return message.message_id
+
+    return send
 
 
 def create_rate_limiter(settings: Settings) -> TelegramRateLimiter | RedisRateLimiter:

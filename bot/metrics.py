@@ -73,6 +73,14 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.info.labels(instance_id, mode).set(1)
+        self._update_metrics(r)
+        self._error_metrics(r)
+        self._outbox_metrics(r)
+        self._job_metrics(r)
+        self._health_metrics(r)
+
+    def _update_metrics(self, r: CollectorRegistry) -> None:
+        """Updates taken, their duration, webhook requests, updates in flight."""
         self.updates = Counter(
             "bot_updates", "Telegram updates taken by this instance, by outcome.",
             ["update_type", "outcome"], registry=r,
@@ -88,6 +96,9 @@ class Metrics:
         self.updates_in_flight = Gauge(
             "bot_updates_in_flight", "Updates being handled right now.", registry=r
         )
+
+    def _error_metrics(self, r: CollectorRegistry) -> None:
+        """Errors recorded (every category and severity from 0) and the error spool's drops."""
         self.error_spool_dropped = Counter(
             "bot_error_spool_dropped_groups",
             "Error groups dropped from the full error spool (ERROR_SPOOL_MAX_GROUPS).",
@@ -105,6 +116,10 @@ class Metrics:
         for category in ErrorCategory:
             for severity in ErrorSeverity:
                 self.errors.labels(category.value, severity.value)
+
+    def _outbox_metrics(self, r: CollectorRegistry) -> None:
+        """Notification deliveries (every outcome from 0), outbox rows, the retry queue and
+        the stuck workflows (the last three shared state, read on each scrape)."""
         self.notifications = Counter(
             "bot_notifications", "Notification delivery attempts by this instance, by outcome.",
             ["outcome"], registry=r,
@@ -125,6 +140,9 @@ class Metrics:
             "Active requests over their stuck threshold (shared state).",
             registry=r,
         )
+
+    def _job_metrics(self, r: CollectorRegistry) -> None:
+        """Job firings, durations, last successes, intervals, and the cleanup's removals."""
         self.job_runs = Counter(
             "bot_job_runs", "Periodic job firings on this instance, by outcome.",
             ["job", "outcome"], registry=r,
@@ -147,6 +165,10 @@ class Metrics:
             "bot_cleanup_removed_rows", "Rows removed by the cleanup job, by table.",
             ["table"], registry=r,
         )  # fmt: skip
+
+    def _health_metrics(self, r: CollectorRegistry) -> None:
+        """The database, live instances, the rate-limit fallback, background restarts and
+        the dependencies' outages."""
         self.database_up = Gauge(
             "bot_database_up", "1 when the last readiness check or scrape reached PostgreSQL.",
             registry=r,

@@ -49,7 +49,7 @@ async def insert(
     conn: Db,
     *,
     admin_id: int | None,
-    admin_telegram_id: int,
+    admin_telegram_id: int | None,
     action: str,
     target_type: str | None,
     target_id: str | None,

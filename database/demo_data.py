@@ -56,8 +56,31 @@ async def already_seeded(conn: AnyConnection) -> bool:
     )
 
 
+DEMO_NOTIFICATIONS = [
+    # (status, attempts, last error) of notifications to the third client that failed
+    ("dead", 5, "TelegramServerError: Bad Gateway"),
+    ("dead", 5, "TelegramNetworkError: timeout"),
+    ("retrying", 2, "TelegramServerError: Bad Gateway"),
+]
+
+
 async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, int]:
     """Insert the demo data set in the caller's transaction; returns row counts."""
+    ids = await _seed_users(conn, admin_telegram_ids)
+    request_ids = await _seed_requests(conn, ids)
+    await _seed_materials(conn, issued_for=request_ids[3])
+    await _seed_notifications(conn, client_id=ids[3], request_id=request_ids[2])
+    return {
+        "users": len(DEMO_USERS) + len(admin_telegram_ids),
+        "requests": len(DEMO_REQUESTS),
+        "materials": len(DEMO_MATERIALS),
+        "notifications": len(DEMO_NOTIFICATIONS),
+    }
+
+
+async def _seed_users(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[int, int]:
+    """The demo users (returns ``users.id`` by ``DEMO_USERS`` offset) and the admins of
+    ``ADMIN_IDS`` (made admins if they exist)."""
     ids: dict[int, int] = {}
     for offset, name, role, language in DEMO_USERS:
         ids[offset] = await conn.fetchval(
@@ -74,6 +97,12 @@ async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, 
             "ON CONFLICT (telegram_id) DO UPDATE SET role = 'admin'",
             telegram_id,
         )
+    return ids
+
+
+async def _seed_requests(conn: AnyConnection, ids: dict[int, int]) -> list[int]:
+    """The demo requests with their history (created a day before they entered their
+    state, moved there by the manager); returns their ids in ``DEMO_REQUESTS`` order."""
     request_ids: list[int] = []
     for workflow, client, state, role, hours, description in DEMO_REQUESTS:
         request_id = await conn.fetchval(
@@ -116,6 +145,12 @@ async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, 
                 ids[10],
                 hours,
             )
+    return request_ids
+
+
+async def _seed_materials(conn: AnyConnection, *, issued_for: int) -> None:
+    """The demo materials: a receipt and an issue (to request ``issued_for``) each, the
+    balance off the ledger by the material's drift."""
     for sku, name, unit, received, issued, drift in DEMO_MATERIALS:
         material_id = await conn.fetchval(
             "INSERT INTO materials (sku, name, unit, balance) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -136,16 +171,15 @@ async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, 
             "idempotency_key, note) VALUES ($1, 'issue', $2, $3, $4, 'demo issue')",
             material_id,
             -issued,
-            request_ids[3],
+            issued_for,
             f"demo:issue:{sku}",
         )
-    for index, (status, attempts, error) in enumerate(
-        [
-            ("dead", 5, "TelegramServerError: Bad Gateway"),
-            ("dead", 5, "TelegramNetworkError: timeout"),
-            ("retrying", 2, "TelegramServerError: Bad Gateway"),
-        ]
-    ):
+
+
+async def _seed_notifications(conn: AnyConnection, *, client_id: int, request_id: int) -> None:
+    """``DEMO_NOTIFICATIONS``: to the client ``client_id`` (the third demo user) about
+    ``request_id``; a retrying one with its waiting retry-queue entry."""
+    for index, (status, attempts, error) in enumerate(DEMO_NOTIFICATIONS):
         notification_id = await conn.fetchval(
             """
             INSERT INTO pending_notifications (idempotency_key, recipient_id, chat_id,
@@ -156,14 +190,14 @@ async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, 
             RETURNING id
             """,
             f"demo:notification:{index}",
-            ids[3],
+            client_id,
             DEMO_TELEGRAM_ID_BASE + 3,
-            {"request_id": request_ids[2], "state": "review"},
+            {"request_id": request_id, "state": "review"},
             status,
             attempts,
             error,
             "max attempts" if status == "dead" else None,
-            request_ids[2],
+            request_id,
         )
         if status == "retrying":  # a retrying row has its one waiting retry-queue entry
             await conn.execute(
@@ -174,9 +208,3 @@ async def seed(conn: AnyConnection, admin_telegram_ids: list[int]) -> dict[str, 
                 attempts,
                 error,
             )
-    return {
-        "users": len(DEMO_USERS) + len(admin_telegram_ids),
-        "requests": len(DEMO_REQUESTS),
-        "materials": len(DEMO_MATERIALS),
-        "notifications": 3,
-    }

@@ -15,8 +15,9 @@ from handlers.callbacks import NewRequestCb
 from handlers.filters import TextAnswer
 from handlers.render import html, lines
 from handlers.texts import ngettext, state_label, workflow_label
+from recovery.actors import Actor
 from recovery.exceptions import InputValidationError
-from recovery.state_manager import MAX_DESCRIPTION_LENGTH, Actor, EnhancedStateManager
+from recovery.state_manager import MAX_DESCRIPTION_LENGTH, EnhancedStateManager
 from recovery.workflow_definitions import WORKFLOWS
 
 router = Router(name=__name__)
@@ -62,7 +63,7 @@ async def describe(
     data = await state.get_data()
     try:
         request = await state_manager.create_request(
-            Actor(user["id"], user["role"]),
+            Actor.of(user),
             workflow_type=data.get("workflow_type", "repair"),
             description=message.text or "",
         )

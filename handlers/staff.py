@@ -21,8 +21,9 @@ from handlers.filters import TextAnswer
 from handlers.render import cut, html, plain
 from handlers.texts import state_label, unit_label, workflow_label
 from recovery import workflow_definitions as wf
+from recovery.actors import Actor
 from recovery.exceptions import NotFoundError
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from recovery.workflow_definitions import STAFF_ROLES
 
 router = Router(name=__name__)
@@ -97,7 +98,7 @@ async def advance(
     """Moves the request on. A stale button gets the concurrent-modification answer; a user
     who may not act on the request gets one permission refusal, whatever the request."""
     request = await state_manager.advance(
-        Actor(user["id"], user["role"]), callback_data.request_id, callback_data.version
+        Actor.of(user), callback_data.request_id, callback_data.version
     )
     template = _("Request #{id} moved to {state}.")
     values = {"id": request["id"], "state": state_label(request["current_state"])}
@@ -269,7 +270,7 @@ async def _take(
     error, recorded and answered by the error middleware)."""
     try:
         use = await state_manager.use_materials(
-            Actor(user["id"], user["role"]),
+            Actor.of(user),
             request_id,
             material_id,
             quantity,

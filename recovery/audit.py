@@ -20,9 +20,10 @@ import asyncpg
 
 from database import admin_audit
 from database.pool import AnyConnection
+from recovery.actors import Actor
 from recovery.exceptions import DomainError
 from recovery.masking import mask_sensitive
-from recovery.workflows import AdminRef, refusal_code
+from recovery.workflows import refusal_code
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class AdminAuditLog:
 
     async def record(
         self,
-        admin: AdminRef,
+        admin: Actor,
         action: str,
         *,
         target_type: str | None = None,
@@ -102,7 +103,7 @@ class AdminAuditLog:
 
     async def audited(
         self,
-        admin: AdminRef,
+        admin: Actor,
         action: str,
         operation: Callable[[], Awaitable[T]],
         *,

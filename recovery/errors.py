@@ -18,6 +18,7 @@ import asyncpg
 
 from database import error_records, outbox, users
 from database.pool import AnyConnection
+from recovery.actors import Actor
 from recovery.alerts import AdminAlerts, AlertKind
 from recovery.classification import (
     Classification,
@@ -358,15 +359,15 @@ class ErrorHandler:
         )
 
     # --- admin operations (the error statistics screen) -----------------------------------
-    async def resolve_group(self, reference: str, *, resolved_by: int | None) -> ErrorGroup | None:
-        """Mark a group resolved (``resolved_by``: the admin's ``users.id`` or Telegram id,
-        as the caller audits it). Returns the group, or None when there is no such
-        reference. Resolving a resolved group changes nothing and returns it as it is.
+    async def resolve_group(self, reference: str, *, resolved_by: Actor) -> ErrorGroup | None:
+        """Mark a group resolved (``resolved_by``: the admin resolving it; the group stores
+        its ``user_id``). Returns the group, or None when there is no such reference.
+        Resolving a resolved group changes nothing and returns it as it is.
 
         When the error happens again the group becomes ``regressed`` and counts on; a
         critical one alerts the admins at once.
         """
-        row = await error_records.resolve(self.pool, reference, resolved_by)
+        row = await error_records.resolve(self.pool, reference, resolved_by.user_id)
         if row is None:
             row = await error_records.get_by_reference(self.pool, reference)
         return ErrorGroup.from_row(row) if row is not None else None

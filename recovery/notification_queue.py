@@ -9,13 +9,13 @@ import asyncpg
 
 from database import notification_admin as sql
 from database import notifications
-from recovery.actors import AdminRef
+from recovery.actors import Actor
 from recovery.notification_model import FailingNotification, RequestMoved
 
 log = logging.getLogger(__name__)
 
 
-def _id(actor: AdminRef | None) -> int | None:
+def _id(actor: Actor | None) -> int | None:
     """The admin's ``users.id`` as the log names it (None: no admin named)."""
     return actor.user_id if actor is not None else None
 
@@ -82,7 +82,7 @@ class NotificationQueueAdmin:
         """How many notifications in ``statuses`` name a state their request has left."""
         return await sql.moved_count(self.pool, statuses)
 
-    async def retry_now(self, notification_id: int, *, actor: AdminRef | None = None) -> bool:
+    async def retry_now(self, notification_id: int, *, actor: Actor | None = None) -> bool:
         """Make one dead, skipped or retrying notification due now (a dead letter gets a
         fresh attempt budget); False when it is in none of those states. ``actor``: the admin
         asking, named in the log by ``users.id``."""
@@ -91,14 +91,14 @@ class NotificationQueueAdmin:
         return done
 
     async def retry_all_now(
-        self, *, statuses: tuple[str, ...] = ("dead", "retrying"), actor: AdminRef | None = None
+        self, *, statuses: tuple[str, ...] = ("dead", "retrying"), actor: Actor | None = None
     ) -> int:
         """Make every notification in ``statuses`` due now; returns how many."""
         count = await sql.retry_now(self.pool, None, statuses)
         log.info("admin %s: retry %s notification(s) now (%s)", _id(actor), count, statuses)
         return count
 
-    async def discard(self, notification_id: int, *, actor: AdminRef | None = None) -> bool:
+    async def discard(self, notification_id: int, *, actor: Actor | None = None) -> bool:
         """Give up on one notification not being sent right now; False when it cannot be."""
         done = await sql.discard(self.pool, notification_id)
         log.info("admin %s: discard notification %s: %s", _id(actor), notification_id, done)

@@ -17,6 +17,7 @@ import structlog
 from tenacity import RetryCallState
 
 from database.pool import AnyConnection
+from recovery.actors import Actor
 from recovery.classification import RetryStrategy, classify
 from recovery.connection_lost import is_connection_lost
 
@@ -96,7 +97,7 @@ class TransactionContext:
         transaction_id: shared by all attempts of one logical transaction.
         operation: the operation's name (``transaction_log.operation``).
         attempt: 1 for the first attempt.
-        actor_id: the user performing it, when known.
+        actor: who performs it, when known; ``actor_id``: its ``user_id``.
         steps: the audit, JSON-native: ``[{"step", "status", "operations": [{"entity",
             "id", "before", "after"}]}]``; status running, done, failed or rolled_back (a
             savepoint rolled back).
@@ -112,14 +113,15 @@ class TransactionContext:
         transaction_id: uuid.UUID,
         operation: str,
         attempt: int = 1,
-        actor_id: int | None = None,
+        actor: Actor | None = None,
         step_hook: StepHook | None = None,
     ) -> None:
         self.conn = conn
         self.transaction_id = transaction_id
         self.operation = operation
         self.attempt = attempt
-        self.actor_id = actor_id
+        self.actor = actor
+        self.actor_id = actor.user_id if actor is not None else None
         self.steps: list[dict[str, Any]] = []
         self.outcome_unknown = False
         self.backend_pid: int = conn.get_server_pid()

@@ -35,20 +35,22 @@ outer transaction owns both).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from database import transaction_log
+from recovery.actors import Actor
 from recovery.classification import classify
 from recovery.exceptions import TransactionInDoubtError
+from recovery.in_doubt import InDoubtResolution, ResumeFn
 from recovery.masking import mask_sensitive
 from recovery.retry import TransactionRetryPolicy as TransactionRetryPolicy
 from recovery.transaction_context import (
@@ -73,11 +75,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ResumeFn = Callable[[list[dict[str, Any]]], Awaitable[T]]
-"""``resume(steps)``: the caller's result built from a committed attempt's recorded steps."""
 
-
-class TransactionalStateManager:
+class TransactionalStateManager(InDoubtResolution):
     """Opens audited transactions and retries them on transient failures.
 
     Args:
@@ -110,7 +109,7 @@ class TransactionalStateManager:
         self,
         operation: str,
         *,
-        actor_id: int | None = None,
+        actor: Actor | None = None,
         transaction_id: uuid.UUID | None = None,
         attempt: int = 1,
         max_attempts: int = 1,
@@ -132,7 +131,7 @@ class TransactionalStateManager:
             transaction_id=transaction_id,
             operation=operation,
             attempt=attempt,
-            actor_id=actor_id,
+            actor=actor,
             step_hook=self.step_hook,
         )
         try:
@@ -141,16 +140,7 @@ class TransactionalStateManager:
                 await tr.start()
                 yield ctx
                 async with ctx.step(BEFORE_COMMIT):
-                    await transaction_log.insert(
-                        conn,
-                        transaction_id=transaction_id,
-                        operation=operation,
-                        status=COMMITTED,
-                        steps=jsonable(ctx.steps),
-                        actor_id=actor_id,
-                        attempt=attempt,
-                        duration_ms=(time.perf_counter() - started) * 1000,
-                    )
+                    await _log_committed(ctx, started)
                 commit_phase = True
                 await tr.commit()
                 self.stats.committed += 1
@@ -164,18 +154,30 @@ class TransactionalStateManager:
         if failure is None:
             return
         if isinstance(failure, Exception):
-            if commit_phase and commit_outcome_unknown(failure):
-                ctx.outcome_unknown = True
-            status = self._failure_status(failure, commit_phase, attempt, max_attempts)
-            await self._log_failure(ctx, status, failure, started)
+            await self._failed(ctx, failure, commit_phase, max_attempts, started)
         raise failure
+
+    async def _failed(
+        self,
+        ctx: TransactionContext,
+        failure: Exception,
+        commit_phase: bool,
+        max_attempts: int,
+        started: float,
+    ) -> None:
+        """After a failed attempt (rolled back unless it failed in ``commit_phase``): mark
+        a COMMIT whose outcome is unknown, and write the failure's log row."""
+        if commit_phase and commit_outcome_unknown(failure):
+            ctx.outcome_unknown = True
+        status = self._failure_status(failure, commit_phase, ctx.attempt, max_attempts)
+        await self._log_failure(ctx, status, failure, started)
 
     async def run(
         self,
         operation: str,
         body: Callable[[TransactionContext], Awaitable[T]],
         *,
-        actor_id: int | None = None,
+        actor: Actor | None = None,
         parent: TransactionContext | None = None,
         resume: ResumeFn[T] | None = None,
     ) -> T:
@@ -184,7 +186,7 @@ class TransactionalStateManager:
         Args:
             operation: name for the audit trail.
             body: the work; it must use ``ctx.conn`` and may be run several times.
-            actor_id: the user performing it.
+            actor: who performs it (``transaction_log`` stores its ``user_id``).
             parent: run inside this open transaction instead, as a savepoint (no retry,
                 no log row of its own: the outer transaction owns them).
             resume: builds the result from the committed steps when an attempt whose
@@ -206,139 +208,67 @@ class TransactionalStateManager:
             async with parent.savepoint(operation):
                 return await body(parent)
         transaction_id = uuid.uuid4()
+        doubt = _Doubt()
+        try:
+            async for attempt in self._attempts():
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    return await self._attempt(
+                        operation, body, actor, transaction_id, number, doubt, resume
+                    )
+        except Exception as failure:
+            if not doubt.open or isinstance(
+                failure, TransactionAlreadyCommittedError | TransactionInDoubtError
+            ):
+                raise
+            return await self._settle(
+                transaction_id, operation, doubt.found, doubt.unsettled, resume, failure
+            )
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _attempts(self) -> AsyncRetrying:
+        """The attempts of one ``run``: up to the policy's ``max_attempts``, its backoff
+        between them, retrying what ``is_transaction_retryable`` accepts."""
         policy = self.retry_policy
-        retrying = AsyncRetrying(
+        return AsyncRetrying(
             stop=stop_after_attempt(policy.max_attempts),
             wait=policy.wait_strategy(),
             retry=retry_if_exception(is_transaction_retryable),
             before_sleep=log_retry,
             reraise=True,
         )
-        # The backend of an attempt that failed with its COMMIT outcome unknown, until a
-        # lookup settled it; ``found``: the committed row, once a lookup saw it.
-        unsettled: int | None = None
-        found: transaction_log.CommittedEntry | None = None
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if unsettled is not None and found is None:
-                        found = await self._committed(transaction_id, operation, unsettled)
-                        unsettled = None
-                    if found is not None:
-                        return await self._resume(transaction_id, operation, found, resume)
-                    ctx: TransactionContext | None = None
-                    try:
-                        async with self.transaction(
-                            operation,
-                            actor_id=actor_id,
-                            transaction_id=transaction_id,
-                            attempt=attempt.retry_state.attempt_number,
-                            max_attempts=policy.max_attempts,
-                        ) as ctx:
-                            return await body(ctx)
-                    finally:
-                        if ctx is not None and ctx.outcome_unknown:
-                            unsettled = ctx.backend_pid
-        except Exception as failure:
-            if (unsettled is None and found is None) or isinstance(
-                failure, TransactionAlreadyCommittedError | TransactionInDoubtError
-            ):
-                raise
-            return await self._settle(transaction_id, operation, found, unsettled, resume, failure)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    async def _resume(
+    async def _attempt(
         self,
-        transaction_id: uuid.UUID,
         operation: str,
-        found: transaction_log.CommittedEntry,
+        body: Callable[[TransactionContext], Awaitable[T]],
+        actor: Actor | None,
+        transaction_id: uuid.UUID,
+        number: int,
+        doubt: _Doubt,
         resume: ResumeFn[T] | None,
     ) -> T:
-        """The result of an attempt that committed although its caller saw it fail."""
-        if resume is None:
-            raise TransactionAlreadyCommittedError(transaction_id, operation)
-        result = await resume(found.steps)
-        self.stats.resumed += 1
-        return result
-
-    async def _committed(
-        self, transaction_id: uuid.UUID, operation: str, backend_pid: int
-    ) -> transaction_log.CommittedEntry | None:
-        """The committed row of ``transaction_id``, or None when no attempt committed.
-
-        A missing row proves nothing while the backend that ran the attempt in doubt
-        (``backend_pid``) is still inside a transaction: its COMMIT may still reach the
-        server (a cut network; a terminated backend has ended by the time its client sees
-        the loss). So the lookup is repeated, backing off, up to ``in_doubt_lookups`` times.
-
-        Raises:
-            TransactionInDoubtError: that backend stayed inside its transaction.
-            The database's errors (the caller retries them).
-        """
-        policy = self.retry_policy
-        for check in range(1, policy.in_doubt_lookups + 1):
-            result = await transaction_log.lookup(self.pool, transaction_id, backend_pid)
-            if result.committed is not None or not result.attempt_open:
-                return result.committed
-            if check < policy.in_doubt_lookups:
-                await asyncio.sleep(policy.delay_s(check - 1))
-        self.stats.unresolved += 1
-        log.warning("%s %s: the attempt in doubt is still open", operation, transaction_id)
-        raise TransactionInDoubtError(transaction_id, operation)
-
-    async def _settle(
-        self,
-        transaction_id: uuid.UUID,
-        operation: str,
-        found: transaction_log.CommittedEntry | None,
-        backend_pid: int | None,
-        resume: ResumeFn[T] | None,
-        failure: Exception,
-    ) -> T:
-        """The last attempt failed while the outcome of a COMMIT was unknown (or while
-        resuming one found committed): read ``transaction_log`` (up to
-        ``in_doubt_lookups`` times, backing off, while the connection keeps failing) to
-        answer with the real result.
-
-        A COMMIT that completed is visible before its answer is sent, and ``_committed``
-        waits until the attempt's backend has left its transaction, so a missing
-        ``committed`` row means the attempt rolled back.
-
-        Raises:
-            ``failure``: nothing committed.
-            TransactionInDoubtError (from ``failure``): the log (or, for a committed attempt,
-                the result) stayed unreadable, or the attempt stayed open.
-            TransactionAlreadyCommittedError: committed, and no ``resume`` was given.
-        """
-        policy = self.retry_policy
-        lookups = AsyncRetrying(
-            stop=stop_after_attempt(policy.in_doubt_lookups),
-            wait=policy.wait_strategy(),
-            retry=retry_if_exception(is_transaction_retryable),
-            reraise=True,
-        )
+        """Attempt ``number`` of ``run``: first settle an earlier attempt in doubt (one
+        found committed is answered from ``resume``), else ``body`` in a new transaction;
+        an attempt failing with its COMMIT outcome unknown is noted in ``doubt``."""
+        if doubt.unsettled is not None and doubt.found is None:
+            doubt.found = await self._committed(transaction_id, operation, doubt.unsettled)
+            doubt.unsettled = None
+        if doubt.found is not None:
+            return await self._resume(transaction_id, operation, doubt.found, resume)
+        ctx: TransactionContext | None = None
         try:
-            async for lookup in lookups:
-                with lookup:
-                    if found is None and backend_pid is not None:
-                        found = await self._committed(transaction_id, operation, backend_pid)
-                    if found is not None:
-                        return await self._resume(transaction_id, operation, found, resume)
-        except TransactionInDoubtError as exc:
-            raise exc from failure
-        except Exception as exc:
-            if not is_transaction_retryable(exc):
-                raise
-            self.stats.unresolved += 1
-            log.warning(
-                "%s %s: COMMIT outcome unknown after %d lookups (%s)",
+            async with self.transaction(
                 operation,
-                transaction_id,
-                policy.in_doubt_lookups,
-                type(exc).__name__,
-            )
-            raise TransactionInDoubtError(transaction_id, operation) from failure
-        raise failure
+                actor=actor,
+                transaction_id=transaction_id,
+                attempt=number,
+                max_attempts=self.retry_policy.max_attempts,
+            ) as ctx:
+                return await body(ctx)
+        finally:
+            if ctx is not None and ctx.outcome_unknown:
+                doubt.unsettled = ctx.backend_pid
 
     def _failure_status(
         self, exc: Exception, commit_phase: bool, attempt: int, max_attempts: int
@@ -397,3 +327,33 @@ class TransactionalStateManager:
                 status,
                 type(log_exc).__name__,
             )
+
+
+async def _log_committed(ctx: TransactionContext, started: float) -> None:
+    """The ``committed`` row of ``ctx``, written inside its transaction just before COMMIT
+    (``started``: ``time.perf_counter()`` at the start, for the duration in ms)."""
+    await transaction_log.insert(
+        ctx.conn,
+        transaction_id=ctx.transaction_id,
+        operation=ctx.operation,
+        status=COMMITTED,
+        steps=jsonable(ctx.steps),
+        actor_id=ctx.actor_id,
+        attempt=ctx.attempt,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+@dataclass(slots=True)
+class _Doubt:
+    """An attempt of one ``run`` in doubt: ``unsettled``, the backend of an attempt that
+    failed with its COMMIT outcome unknown, until a lookup settled it; ``found``, the
+    committed row, once a lookup saw it."""
+
+    unsettled: int | None = None
+    found: transaction_log.CommittedEntry | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether an attempt was in doubt (settled or not)."""
+        return self.unsettled is not None or self.found is not None

@@ -20,9 +20,9 @@ from handlers.callbacks import AlertMuteCb, AlertUnmuteCb
 from handlers.labels import DIGEST_MUTE_TEXTS, KIND_LABELS, MUTE_BUTTON_TEXTS
 from handlers.render import plain
 from handlers.screens import alert
+from recovery.actors import Actor
 from recovery.alerts import MUTE_DURATIONS_S, AdminAlerts, AlertKind, mute_offer
 from recovery.audit import AdminAuditLog
-from recovery.workflows import AdminRef
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -98,7 +98,7 @@ async def mute(
     kind, seconds = callback_data.kind, callback_data.seconds
     if kind not in KINDS or seconds not in MUTE_DURATIONS_S:
         await audit.record(
-            AdminRef.of(user),
+            Actor.of(user),
             "alert.mute",
             target_type="alert_kind",
             target_id=kind,
@@ -110,7 +110,7 @@ async def mute(
     chat_id = query.from_user.id
     before = await alerts.muted_until(chat_id=chat_id, kind=kind)
     until = await audit.audited(
-        AdminRef.of(user),
+        Actor.of(user),
         "alert.mute",
         lambda: alerts.mute(chat_id=chat_id, kind=kind, duration_s=seconds, muted_by=user["id"]),
         target_type="alert_kind",
@@ -142,7 +142,7 @@ async def unmute(
     kind = callback_data.kind
     if kind not in KINDS:
         await audit.record(
-            AdminRef.of(user),
+            Actor.of(user),
             "alert.unmute",
             target_type="alert_kind",
             target_id=kind,
@@ -153,7 +153,7 @@ async def unmute(
         return
     chat_id = query.from_user.id
     ended = await audit.audited(
-        AdminRef.of(user),
+        Actor.of(user),
         "alert.unmute",
         lambda: alerts.unmute(chat_id=chat_id, kind=kind),
         target_type="alert_kind",

@@ -25,10 +25,10 @@ from handlers.filters import TextAnswer
 from handlers.render import Html, bold, cut, html, join, plain
 from handlers.screens import Pager, alert, answer_now, edit_or_send, list_markup
 from handlers.texts import ngettext
+from recovery.actors import Actor
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import CategoryCount, ErrorStatistics, HourlySeries
 from recovery.errors import ErrorHandler
-from recovery.workflows import AdminRef
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -268,7 +268,7 @@ async def resolve(
     row = await error_stats.group(callback_data.record_id)
     if row is None:
         await audit.record(
-            AdminRef.of(user),
+            Actor.of(user),
             "error.resolve",
             target_type="error",
             target_id=callback_data.record_id,
@@ -278,9 +278,9 @@ async def resolve(
         alert(callback_answer, _("This error group does not exist (any more)."))
         return
     await audit.audited(
-        AdminRef.of(user),
+        Actor.of(user),
         "error.resolve",
-        lambda: error_handler.resolve_group(row["reference"], resolved_by=user["id"]),
+        lambda: error_handler.resolve_group(row["reference"], resolved_by=Actor.of(user)),
         target_type="error",
         target_id=row["reference"],
         before={"status": row["status"], "occurrences": row["occurrence_count"]},

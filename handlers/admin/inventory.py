@@ -22,12 +22,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb, InventoryCb, MenuCb
 from handlers.render import Html, bold, html, join, plain
 from handlers.screens import Pager, answer_now, edit_or_send, list_markup, replace
+from recovery.actors import Actor
 from recovery.audit import AdminAuditLog
-from recovery.inventory import (
-    InventoryReconciliationManager,
-    RunReport,
-)
-from recovery.workflows import AdminRef
+from recovery.inventory import InventoryReconciliationManager, RunReport
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -173,7 +170,7 @@ async def check(
     await answer_now(query, callback_answer, _("Checking the inventory…"))
     await _run_audited(
         query,
-        AdminRef.of(user),
+        Actor.of(user),
         inventory,
         audit,
         "inventory.check",
@@ -184,11 +181,11 @@ async def check(
 
 async def _run_audited(
     query: CallbackQuery,
-    admin: AdminRef,
+    admin: Actor,
     inventory: InventoryReconciliationManager,
     audit: AdminAuditLog,
     action: str,
-    run: Callable[[AdminRef, ProgressMessage], Awaitable[RunReport]],
+    run: Callable[[Actor, ProgressMessage], Awaitable[RunReport]],
     done: str,
 ) -> None:
     """Runs ``run`` (a check or a fix of everything) audited as ``action``, showing its
@@ -268,7 +265,7 @@ async def fix_all(
     await answer_now(query, callback_answer, _("Fixing the inventory…"))
     await _run_audited(
         query,
-        AdminRef.of(user),
+        Actor.of(user),
         inventory,
         audit,
         "inventory.fix_all",

@@ -24,6 +24,7 @@ from handlers.callbacks import DiscrepancyCb, DiscrepancyListCb
 from handlers.filters import TextAnswer
 from handlers.render import Html, bold, html, join
 from handlers.screens import alert, edit_or_send
+from recovery.actors import Actor
 from recovery.audit import AdminAuditLog
 from recovery.exceptions import (
     ConcurrentModificationError,
@@ -31,12 +32,7 @@ from recovery.exceptions import (
     InputValidationError,
     NotFoundError,
 )
-from recovery.inventory import (
-    Discrepancy,
-    FixOutcome,
-    InventoryReconciliationManager,
-)
-from recovery.workflows import AdminRef
+from recovery.inventory import Discrepancy, FixOutcome, InventoryReconciliationManager
 
 router = Router(name=__name__)
 
@@ -181,7 +177,7 @@ async def fix_one(
     d = await _discrepancy_or_refuse(callback_answer, inventory, callback_data.discrepancy_id)
     if d is None:
         await audit.record(
-            AdminRef.of(user),
+            Actor.of(user),
             "inventory.fix_one",
             target_type="discrepancy",
             target_id=callback_data.discrepancy_id,
@@ -193,9 +189,9 @@ async def fix_one(
     back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=callback_data.page))
     try:
         outcome = await audit.audited(
-            AdminRef.of(user),
+            Actor.of(user),
             "inventory.fix_one",
-            lambda: inventory.fix_one(d.id or 0, AdminRef.of(user)),
+            lambda: inventory.fix_one(d.id or 0, Actor.of(user)),
             target_type="discrepancy",
             target_id=d.id,
             before={"kind": str(d.kind), "amount": d.amount, "status": d.status},
@@ -265,9 +261,9 @@ async def accept(
     back.button(text=_("« Back"), callback_data=DiscrepancyListCb(page=page))
     try:
         accepted = await audit.audited(
-            AdminRef.of(user),
+            Actor.of(user),
             "inventory.accept",
-            lambda: inventory.accept(discrepancy_id, AdminRef.of(user), reason),
+            lambda: inventory.accept(discrepancy_id, Actor.of(user), reason),
             target_type="discrepancy",
             target_id=discrepancy_id,
             reason=reason,

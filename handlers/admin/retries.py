@@ -20,9 +20,9 @@ from handlers.callbacks import MenuCb, NotificationCb, RetriesCb, RetryListCb
 from handlers.render import bold, cut, html, join, plain
 from handlers.screens import edit_or_send, fetch_page, list_markup
 from handlers.texts import ngettext, template_label
+from recovery.actors import Actor
 from recovery.audit import AdminAuditLog
 from recovery.notifications import FailingNotification, NotificationRetryManager
-from recovery.workflows import AdminRef
 
 router = Router(name=__name__)
 
@@ -176,9 +176,9 @@ async def retry_all(
 ) -> None:
     """Makes every dead and failing notification due now (audited)."""
     count = await audit.audited(
-        AdminRef.of(user),
+        Actor.of(user),
         "notification.retry_all",
-        lambda: notifications.retry_all_now(statuses=FAILING, actor=AdminRef.of(user)),
+        lambda: notifications.retry_all_now(statuses=FAILING, actor=Actor.of(user)),
         after=lambda n: {"count": n, "statuses": list(FAILING)},
     )
     await edit_or_send(

@@ -24,9 +24,9 @@ from handlers.callbacks import NotificationCb, RetryListCb
 from handlers.render import Html, bold, cut, html, join
 from handlers.screens import alert, edit_or_send
 from handlers.texts import state_label, template_label
+from recovery.actors import Actor
 from recovery.audit import AdminAuditLog
 from recovery.notifications import NotificationRetryManager, RequestMoved
-from recovery.workflows import AdminRef
 
 router = Router(name=__name__)
 
@@ -36,7 +36,7 @@ async def _notification_or_refuse(
     notifications: NotificationRetryManager,
     notification_id: int,
     *,
-    audit_as: tuple[AdminAuditLog, AdminRef, str] | None = None,
+    audit_as: tuple[AdminAuditLog, Actor, str] | None = None,
 ) -> asyncpg.Record | None:
     """The notification, or None after a "does not exist" answer (recorded as a refused
     ``audit_as`` = (log, admin, action) when the button was an action)."""
@@ -186,7 +186,7 @@ REFUSALS = {"notification.retry": "not_retryable", "notification.discard": "not_
 async def _audited(
     audit: AdminAuditLog,
     notifications: NotificationRetryManager,
-    admin: AdminRef,
+    admin: Actor,
     action: str,
     row: asyncpg.Record,
     change: Callable[[], Awaitable[bool]],
@@ -228,7 +228,7 @@ async def retry_one(
         callback_answer,
         notifications,
         callback_data.notification_id,
-        audit_as=(audit, AdminRef.of(user), "notification.retry"),
+        audit_as=(audit, Actor.of(user), "notification.retry"),
     )
     if row is None:
         return
@@ -240,10 +240,10 @@ async def retry_one(
     done = await _audited(
         audit,
         notifications,
-        AdminRef.of(user),
+        Actor.of(user),
         "notification.retry",
         row,
-        lambda: notifications.retry_now(row["id"], actor=AdminRef.of(user)),
+        lambda: notifications.retry_now(row["id"], actor=Actor.of(user)),
         before={"status": row["status"], "attempts": row["attempts"]},
         after=lambda ok: {"done": ok},
     )
@@ -308,7 +308,7 @@ async def discard(
         callback_answer,
         notifications,
         callback_data.notification_id,
-        audit_as=(audit, AdminRef.of(user), "notification.discard"),
+        audit_as=(audit, Actor.of(user), "notification.discard"),
     )
     if row is None:
         return
@@ -316,10 +316,10 @@ async def discard(
     done = await _audited(
         audit,
         notifications,
-        AdminRef.of(user),
+        Actor.of(user),
         "notification.discard",
         row,
-        lambda: notifications.discard(row["id"], actor=AdminRef.of(user)),
+        lambda: notifications.discard(row["id"], actor=Actor.of(user)),
         before={"status": row["status"]},
         after=lambda ok: {"done": ok, "status": "discarded" if ok else row["status"]},
     )

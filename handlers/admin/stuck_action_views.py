@@ -3,7 +3,7 @@ spells out the consequences, the reason prompt, the outcome and the refusals."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from aiogram.filters.callback_data import CallbackData
@@ -82,61 +82,8 @@ def candidates_screen(
 
 def confirm_screen(plan: Plan) -> Screen:
     """What the action will do, before the admin agrees."""
-    rid, current = plan.request_id, state_label(plan.from_state)
-    lines: list[str] = []
-    if plan.action is RecoveryAction.FORCE:
-        lines.append(
-            html(
-                _("Force request #{id} from {current} to {next}?"),
-                id=rid,
-                current=current,
-                next=state_label(plan.to_state),
-            )
-        )
-    elif plan.action is RecoveryAction.RESET:
-        lines.append(
-            html(
-                _("Reset request #{id} from {current} back to {previous}?"),
-                id=rid,
-                current=current,
-                previous=state_label(plan.to_state),
-            )
-        )
-        if plan.returns:
-            lines.append(
-                _("These materials, issued in the step being undone, will be returned to stock:")
-            )
-            lines += _materials(plan.returns)
-        else:
-            lines.append(
-                _("No materials were issued in the step being undone; stock is unchanged.")
-            )
-    elif plan.action is RecoveryAction.COMPLETE:
-        lines.append(
-            html(_("Force request #{id} from {current} to completion?"), id=rid, current=current)
-        )
-        if plan.skipped_states:
-            lines.append(
-                html(
-                    _("Steps skipped: {steps}."),
-                    steps=", ".join(state_label(s) for s in plan.skipped_states),
-                )
-            )
-        if plan.kept:
-            lines.append(_("Materials issued for it stay charged to it (nothing is returned):"))
-            lines += _materials(plan.kept)
-        else:
-            lines.append(_("No materials were issued for it."))
-    else:
-        lines.append(
-            html(
-                _("Reassign request #{id} ({state}) to {name}?"),
-                id=rid,
-                state=current,
-                name=plan.to_assignee_name,
-            )
-        )
-        lines.append(_("The state and its deadline clock do not change."))
+    rid = plan.request_id
+    lines = _CONSEQUENCES[plan.action](plan)
     lines.append(_notified(plan))
     lines.append(_("Confirm applies it now; with a reason, you send the reason first."))
     code = CODE_OF[plan.action]
@@ -149,6 +96,85 @@ def confirm_screen(plan: Plan) -> Screen:
             [(_("Cancel"), StuckDetailCb(request_id=rid))],
         ]
     )
+
+
+def _force_lines(plan: Plan) -> list[str]:
+    """A force: from where to where."""
+    return [
+        html(
+            _("Force request #{id} from {current} to {next}?"),
+            id=plan.request_id,
+            current=state_label(plan.from_state),
+            next=state_label(plan.to_state),
+        )
+    ]
+
+
+def _reset_lines(plan: Plan) -> list[str]:
+    """A reset: from where back to where, and the materials returned to stock."""
+    lines: list[str] = [
+        html(
+            _("Reset request #{id} from {current} back to {previous}?"),
+            id=plan.request_id,
+            current=state_label(plan.from_state),
+            previous=state_label(plan.to_state),
+        )
+    ]
+    if plan.returns:
+        lines.append(
+            _("These materials, issued in the step being undone, will be returned to stock:")
+        )
+        lines += _materials(plan.returns)
+    else:
+        lines.append(_("No materials were issued in the step being undone; stock is unchanged."))
+    return lines
+
+
+def _complete_lines(plan: Plan) -> list[str]:
+    """A completion: the steps skipped and the materials that stay charged."""
+    current = state_label(plan.from_state)
+    lines: list[str] = [
+        html(
+            _("Force request #{id} from {current} to completion?"),
+            id=plan.request_id,
+            current=current,
+        )
+    ]
+    if plan.skipped_states:
+        lines.append(
+            html(
+                _("Steps skipped: {steps}."),
+                steps=", ".join(state_label(s) for s in plan.skipped_states),
+            )
+        )
+    if plan.kept:
+        lines.append(_("Materials issued for it stay charged to it (nothing is returned):"))
+        lines += _materials(plan.kept)
+    else:
+        lines.append(_("No materials were issued for it."))
+    return lines
+
+
+def _reassign_lines(plan: Plan) -> list[str]:
+    """A reassignment: to whom; the state and its clock stay."""
+    return [
+        html(
+            _("Reassign request #{id} ({state}) to {name}?"),
+            id=plan.request_id,
+            state=state_label(plan.from_state),
+            name=plan.to_assignee_name,
+        ),
+        _("The state and its deadline clock do not change."),
+    ]
+
+
+_CONSEQUENCES: dict[RecoveryAction, Callable[[Plan], list[str]]] = {
+    RecoveryAction.FORCE: _force_lines,
+    RecoveryAction.RESET: _reset_lines,
+    RecoveryAction.COMPLETE: _complete_lines,
+    RecoveryAction.REASSIGN: _reassign_lines,
+}
+"""The lines of the confirmation screen that spell out each action's consequences."""
 
 
 def _notified(plan: Plan) -> str:

@@ -35,8 +35,9 @@ from handlers.callbacks import (
 )
 from handlers.filters import TextAnswer
 from handlers.screens import edit_or_send, replace
+from recovery.actors import Actor
 from recovery.exceptions import DomainError
-from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager, refusal_code
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager, refusal_code
 
 router = Router(name=__name__)
 
@@ -159,7 +160,7 @@ async def apply_without_reason(
     await drop_reason(state)
     screen = await _apply_single(
         workflow_recovery,
-        AdminRef.of(user),
+        Actor.of(user),
         callback_data.action,
         callback_data.request_id,
         callback_data.version,
@@ -172,7 +173,7 @@ async def apply_without_reason(
 
 async def _apply_single(
     manager: WorkflowRecoveryManager,
-    admin: AdminRef,
+    admin: Actor,
     code: ActionCode,
     request_id: int,
     version: int,
@@ -226,12 +227,12 @@ async def reason_given(
         progress = await message.answer(
             batch_views.batch_progress_text(RecoveryAction(batch["action"]), len(batch["targets"]))
         )
-        screen = await run_batch(workflow_recovery, AdminRef.of(user), batch, reason)
+        screen = await run_batch(workflow_recovery, Actor.of(user), batch, reason)
         await replace(progress, *screen)
         return
     text, markup = await _apply_single(
         workflow_recovery,
-        AdminRef.of(user),
+        Actor.of(user),
         ActionCode(pending["action"]),
         pending["request_id"],
         pending["version"],

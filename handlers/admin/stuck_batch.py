@@ -26,8 +26,9 @@ from handlers.admin.stuck_pending import (
 )
 from handlers.callbacks import StuckBatchCb, StuckBatchRunCb, StuckListCb
 from handlers.screens import answer_now, edit_or_send, replace
+from recovery.actors import Actor
 from recovery.batch_selection import batch_role, select_batch, valid_filter
-from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 
 router = Router(name=__name__)
 
@@ -116,7 +117,7 @@ async def _candidates(
 
 
 async def run_batch(
-    manager: WorkflowRecoveryManager, admin: AdminRef, reviewed: dict[str, Any], reason: str | None
+    manager: WorkflowRecoveryManager, admin: Actor, reviewed: dict[str, Any], reason: str | None
 ) -> views.Screen:
     """Apply the reviewed batch (each request in its own transaction); the result screen."""
     action = RecoveryAction(reviewed["action"])
@@ -168,6 +169,6 @@ async def batch_apply(
         return
     action = RecoveryAction(reviewed["action"])
     await edit_or_send(query, batch_views.batch_progress_text(action, len(reviewed["targets"])))
-    screen = await run_batch(workflow_recovery, AdminRef.of(user), reviewed, None)
+    screen = await run_batch(workflow_recovery, Actor.of(user), reviewed, None)
     if (message := query_message(query)) is not None:
         await replace(message, *screen)

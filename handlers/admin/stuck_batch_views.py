@@ -129,17 +129,7 @@ def batch_review_screen(
                 n=count,
             )
         )
-    if action is RecoveryAction.RESET:
-        if materials:
-            lines.append(_("Materials to return to stock:"))
-            lines += _materials(materials)
-        else:
-            lines.append(_("No materials to return."))
-    elif action is RecoveryAction.COMPLETE and materials:
-        lines.append(_("Materials that stay charged:"))
-        lines += _materials(materials)
-    elif action is RecoveryAction.REASSIGN:
-        lines.append(html(_("New assignee: {name}."), name=assignee_name))
+    lines += _batch_effects(action, materials, assignee_name)
     lines.append(
         _(
             "Each request is handled in its own transaction; a request that moved since this "
@@ -154,6 +144,22 @@ def batch_review_screen(
             [(_("Cancel"), StuckListCb(wf=workflow_type, st=state))],
         ]
     )
+
+
+def _batch_effects(
+    action: RecoveryAction, materials: Sequence[Outstanding], assignee_name: str | None
+) -> list[str]:
+    """What the batch does besides the state: the materials a reset returns, those that a
+    completion leaves charged, a reassignment's new assignee."""
+    if action is RecoveryAction.RESET:
+        if materials:
+            return [_("Materials to return to stock:"), *_materials(materials)]
+        return [_("No materials to return.")]
+    if action is RecoveryAction.COMPLETE and materials:
+        return [_("Materials that stay charged:"), *_materials(materials)]
+    if action is RecoveryAction.REASSIGN:
+        return [html(_("New assignee: {name}."), name=assignee_name)]
+    return []
 
 
 def batch_progress_text(action: RecoveryAction, count: int) -> str:

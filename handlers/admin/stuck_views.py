@@ -40,7 +40,7 @@ from handlers.texts import (
 )
 from recovery import workflow_definitions as wf
 from recovery.audit import HistoryEntry
-from recovery.workflows import RecoveryAction, RequestDetail, StuckPage
+from recovery.workflows import RecoveryAction, RequestDetail, StuckPage, StuckRequest
 
 Screen = tuple[str, InlineKeyboardMarkup]
 
@@ -259,72 +259,76 @@ def detail_screen(detail: RequestDetail, back: StuckDetailCb) -> Screen:
             role=role_label(request["owner_role"]),
             status=status_label(request["status"]),
         ),
+        _assignee_line(detail.assignee),
+        _stuck_line(detail.stuck),
+        html(_("Description: {text}"), text=request["description"][:300]),
+        "",
+        _("History:"),
     ]
-    assignee = detail.assignee
-    if assignee is None:
-        lines.append(_("Assignee: nobody (the whole role)"))
-    else:
-        marks = []
-        if not assignee["is_active"]:
-            marks.append(str(REASON_LABELS["assignee_inactive"]))
-        if assignee["blocked_bot_at"] is not None:
-            marks.append(str(REASON_LABELS["assignee_blocked"]))
-        lines.append(
-            html(_("Assignee: {name}"), name=assignee["full_name"])
-            + (f" ({', '.join(marks)})" if marks else "")
-        )
-    if detail.stuck is not None:
-        lines.append(
-            html(
-                _("Stuck for {time} (deadline {deadline}): {reasons}"),
-                time=duration(detail.stuck.stuck_for_s),
-                deadline=duration(detail.stuck.threshold_s) if detail.stuck.threshold_s else "-",
-                reasons=_reasons(detail.stuck.reasons),
-            )
-        )
-    else:
-        lines.append(_("Not stuck now."))
-    lines.append(html(_("Description: {text}"), text=request["description"][:300]))
-    lines += ["", _("History:")]
     lines += [_transition_line(row) for row in detail.history]
     if detail.recovery:
         lines += ["", _("Recovery actions:")]
         lines += [_history_line(row) for row in detail.recovery]
-    rows: list[list[tuple[str, CallbackData]]] = []
-    if request["status"] == "active":
-        version = request["version"]
-        ident = {"request_id": request["id"], "version": version}
-        if wf.next_step(request["workflow_type"], request["current_state"]) is not None:
-            rows.append(
-                [
-                    (
-                        str(BUTTON_LABELS[RecoveryAction.FORCE]),
-                        StuckActionCb(action=ActionCode.FORCE, **ident),
-                    )
-                ]
-            )
-        if detail.previous_state is not None:
-            rows.append(
-                [
-                    (
-                        str(BUTTON_LABELS[RecoveryAction.RESET]),
-                        StuckActionCb(action=ActionCode.RESET, **ident),
-                    )
-                ]
-            )
-        if request["owner_role"] is not None:
-            rows.append(
-                [
-                    (
-                        str(BUTTON_LABELS[RecoveryAction.COMPLETE]),
-                        StuckActionCb(action=ActionCode.COMPLETE, **ident),
-                    )
-                ]
-            )
-            rows.append([(str(BUTTON_LABELS[RecoveryAction.REASSIGN]), StuckAssigneesCb(**ident))])
+    rows = _action_rows(request, detail.previous_state)
     rows.append([(_("Recovery log"), StuckHistoryCb(request_id=request["id"]))])
     rows.append([(_("« Back"), StuckListCb(page=back.page, wf=back.wf, st=back.st))])
     return join("\n", lines), _keyboard(rows)
+
+
+def _assignee_line(assignee: asyncpg.Record | None) -> str:
+    """Who holds the request (a ``users`` row, or None: the whole role), marked when they
+    are inactive or blocked the bot."""
+    if assignee is None:
+        return _("Assignee: nobody (the whole role)")
+    marks = []
+    if not assignee["is_active"]:
+        marks.append(str(REASON_LABELS["assignee_inactive"]))
+    if assignee["blocked_bot_at"] is not None:
+        marks.append(str(REASON_LABELS["assignee_blocked"]))
+    line = html(_("Assignee: {name}"), name=assignee["full_name"])
+    return line + (f" ({', '.join(marks)})" if marks else "")
+
+
+def _stuck_line(stuck: StuckRequest | None) -> str:
+    """Since when and why the request is stuck, or that it is not."""
+    if stuck is None:
+        return _("Not stuck now.")
+    return html(
+        _("Stuck for {time} (deadline {deadline}): {reasons}"),
+        time=duration(stuck.stuck_for_s),
+        deadline=duration(stuck.threshold_s) if stuck.threshold_s else "-",
+        reasons=_reasons(stuck.reasons),
+    )
+
+
+def _action_rows(
+    request: asyncpg.Record, previous_state: str | None
+) -> list[list[tuple[str, CallbackData]]]:
+    """The buttons of the recovery actions the request allows (an active one only): force
+    (a next step exists), reset (a previous state is known), complete and reassign (a role
+    owns the state)."""
+    if request["status"] != "active":
+        return []
+    ident = {"request_id": request["id"], "version": request["version"]}
+    owned = request["owner_role"] is not None
+    offered = [
+        (RecoveryAction.FORCE, ActionCode.FORCE, _has_next_step(request)),
+        (RecoveryAction.RESET, ActionCode.RESET, previous_state is not None),
+        (RecoveryAction.COMPLETE, ActionCode.COMPLETE, owned),
+    ]
+    rows: list[list[tuple[str, CallbackData]]] = [
+        [(str(BUTTON_LABELS[action]), StuckActionCb(action=code, **ident))]
+        for action, code, shown in offered
+        if shown
+    ]
+    if owned:
+        rows.append([(str(BUTTON_LABELS[RecoveryAction.REASSIGN]), StuckAssigneesCb(**ident))])
+    return rows
+
+
+def _has_next_step(request: asyncpg.Record) -> bool:
+    """Whether the request's workflow has a step after its current state."""
+    return wf.next_step(request["workflow_type"], request["current_state"]) is not None
 
 
 # --- history -------------------------------------------------------------------------------

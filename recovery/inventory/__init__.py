@@ -29,7 +29,6 @@ an admin may accept one with a reason, which covers that fingerprint and amount 
 Runs, fixes and acceptances are serialised across instances by an advisory lock.
 """
 
-from recovery.actors import SCHEDULER_ACTOR, admin_actor
 from recovery.inventory.manager import InventoryReconciliationManager
 from recovery.inventory.model import (
     ALL_KINDS,
@@ -45,7 +44,6 @@ from recovery.inventory.model import (
 
 __all__ = [
     "ALL_KINDS",
-    "SCHEDULER_ACTOR",
     "Discrepancy",
     "DiscrepancyKind",
     "DiscrepancyPage",
@@ -54,6 +52,5 @@ __all__ = [
     "Progress",
     "ReconciliationPolicy",
     "RunReport",
-    "admin_actor",
     "classify_material",
 ]

@@ -6,7 +6,7 @@ import uuid
 
 from database import discrepancies
 from database import inventory as inv
-from recovery.actors import AdminRef, actor_name
+from recovery.actors import Actor
 from recovery.exceptions import ConcurrentModificationError, InputValidationError, NotFoundError
 from recovery.inventory.fixing import ReconciliationFixes
 from recovery.inventory.model import (
@@ -49,7 +49,7 @@ class ReconciliationAdmin(ReconciliationFixes):
             raise NotFoundError("inventory_discrepancy", discrepancy_id)
         return discrepancy_from_row(row)
 
-    async def fix_one(self, discrepancy_id: int, admin: AdminRef | str) -> FixOutcome:
+    async def fix_one(self, discrepancy_id: int, actor: Actor) -> FixOutcome:
         """Admin "fix one": fix this open discrepancy, whatever the policy says, after
         re-detecting it under the material's lock (its values may have changed since it was
         listed; the fix uses the current ones).
@@ -58,14 +58,13 @@ class ReconciliationAdmin(ReconciliationFixes):
             The outcome; ``skipped`` when it was gone under the lock (then closed as
             resolved).
 
-        ``admin``: who fixes it; stored as ``recovery.actors.actor_name`` gives it.
+        ``actor``: who fixes it; stored as its ``Actor.name``.
 
         Raises:
             NotFoundError: no such id.
             ConcurrentModificationError: it is no longer open (fixed, accepted or resolved
                 by someone else meanwhile); logged as ``refused`` with the status it had.
         """
-        actor = actor_name(admin)
         run_id = uuid.uuid4()
         async with inv.reconciliation_lock(self.pool):
             d = await self.get(discrepancy_id)
@@ -90,7 +89,7 @@ class ReconciliationAdmin(ReconciliationFixes):
                 discrepancy=str(d.kind),
                 discrepancy_id=d.id,
                 action="skipped",
-                actor=actor,
+                actor=actor.name,
                 before=values,
                 after=values,
                 reason="no longer present",
@@ -106,18 +105,17 @@ class ReconciliationAdmin(ReconciliationFixes):
             after=values,
         )
 
-    async def accept(self, discrepancy_id: int, admin: AdminRef | str, reason: str) -> Discrepancy:
+    async def accept(self, discrepancy_id: int, actor: Actor, reason: str) -> Discrepancy:
         """Admin "accept": close an open discrepancy as accepted with ``reason``. Later runs
         skip it while its fingerprint, kind and amount stay the same.
 
-        ``admin``: who accepts it; stored as ``recovery.actors.actor_name`` gives it.
+        ``actor``: who accepts it; stored as its ``Actor.name``.
 
         Raises:
             InputValidationError: empty reason.
             NotFoundError: no such id.
             ConcurrentModificationError: it is no longer open; logged as ``refused``.
         """
-        actor = actor_name(admin)
         reason = reason.strip()
         if not reason:
             raise InputValidationError("reason", "empty")
@@ -127,7 +125,8 @@ class ReconciliationAdmin(ReconciliationFixes):
             if accepted:
                 async with self.pool.acquire() as conn, conn.transaction():
                     accepted = (
-                        await discrepancies.accept(conn, discrepancy_id, actor, reason) is not None
+                        await discrepancies.accept(conn, discrepancy_id, actor.name, reason)
+                        is not None
                     )
                     if accepted:
                         values = {"balance": d.balance, "ledger_sum": d.ledger_sum}
@@ -137,7 +136,7 @@ class ReconciliationAdmin(ReconciliationFixes):
                             material_id=d.material_id,
                             discrepancy=str(d.kind),
                             action="accepted",
-                            actor=actor,
+                            actor=actor.name,
                             transaction_id=d.transaction_id,
                             discrepancy_id=discrepancy_id,
                             before=values,

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from recovery.actors import Actor
 from recovery.workflow_definitions import MATERIAL_STATES
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class RunReport:
     """
 
     run_id: uuid.UUID
-    actor: str
+    actor: Actor
     dry_run: bool
     kinds: frozenset[DiscrepancyKind]
     materials_checked: int = 0

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from database import discrepancies
 from database import inventory as inv
-from recovery.actors import SCHEDULER_ACTOR, AdminRef, actor_name
+from recovery.actors import SCHEDULER_ACTOR, Actor
 from recovery.inventory.fixing import ReconciliationFixes
 from recovery.inventory.model import (
     ALL_KINDS,
@@ -30,7 +30,7 @@ class ReconciliationRuns(ReconciliationFixes):
         self,
         *,
         dry_run: bool,
-        actor: str = SCHEDULER_ACTOR,
+        actor: Actor = SCHEDULER_ACTOR,
         kinds: Collection[DiscrepancyKind | str] | None = None,
         progress: Progress | None = None,
     ) -> RunReport:
@@ -74,15 +74,13 @@ class ReconciliationRuns(ReconciliationFixes):
         """The hourly job: a fix run of the policy's auto-fix kinds by the scheduler."""
         return await self.run(dry_run=False, actor=SCHEDULER_ACTOR, progress=progress)
 
-    async def check_now(self, actor: AdminRef | str, progress: Progress | None = None) -> RunReport:
+    async def check_now(self, actor: Actor, progress: Progress | None = None) -> RunReport:
         """Admin "run a check now": detect and record the open discrepancies; fixes nothing."""
-        return await self.run(dry_run=False, actor=actor_name(actor), kinds=(), progress=progress)
+        return await self.run(dry_run=False, actor=actor, kinds=(), progress=progress)
 
-    async def fix_all(self, actor: AdminRef | str, progress: Progress | None = None) -> RunReport:
+    async def fix_all(self, actor: Actor, progress: Progress | None = None) -> RunReport:
         """Admin "fix all": a fix run of every kind (accepted discrepancies are left alone)."""
-        return await self.run(
-            dry_run=False, actor=actor_name(actor), kinds=ALL_KINDS, progress=progress
-        )
+        return await self.run(dry_run=False, actor=actor, kinds=ALL_KINDS, progress=progress)
 
     async def _detect_into(self, report: RunReport, progress: Progress | None) -> None:
         started = time.monotonic()
@@ -99,6 +97,6 @@ class ReconciliationRuns(ReconciliationFixes):
         async with self.pool.acquire() as conn, conn.transaction():
             ids = await discrepancies.upsert_open(conn, [d.as_row() for d in report.discrepancies])
             report.resolved = await discrepancies.resolve_gone(
-                conn, [d.fingerprint for d in report.discrepancies], report.actor
+                conn, [d.fingerprint for d in report.discrepancies], report.actor.name
             )
         return ids

@@ -1,13 +1,14 @@
 """``EnhancedStateManager``: the workflow operations, each one audited database transaction.
 
 Operations: open a request (``create_request``), move it to the next step (``advance``),
-assign it (``assign``), use materials for it (``use_materials``). Each runs through
+use materials for it (``use_materials``); assigning a request is an admin recovery action
+(``recovery.workflows``, ``RecoveryAction.REASSIGN``). Each runs through
 ``recovery.transactions.TransactionalStateManager``: one transaction that fully happens or
 leaves nothing but its ``transaction_log`` row, retried as a whole on transient failures
 (SQLSTATE 40001, 40P01, class 08, dropped connections) with exponential backoff and full
 jitter. Refusals are the project's typed errors (``recovery.exceptions``).
 
-State changes (create, advance, assign) lock the request (``FOR UPDATE``), check the version
+State changes (create, advance) lock the request (``FOR UPDATE``), check the version
 the caller saw (optimistic locking on ``service_requests.version``), write
 ``workflow_transitions`` and enqueue their notifications into ``pending_notifications`` in
 the same transaction (transactional outbox; idempotency keys from the transition id).
@@ -23,10 +24,8 @@ guarded UPDATE that can never go below zero, and writes an ``issue`` row to the 
 the caller's idempotency key, so a repeated use is counted once.
 """
 
-from recovery.actors import Actor
 from recovery.state_manager.manager import EnhancedStateManager
 from recovery.state_manager.model import (
-    ASSIGNER_ROLES,
     MAX_DESCRIPTION_LENGTH,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MaterialUse,
@@ -34,10 +33,8 @@ from recovery.state_manager.model import (
 )
 
 __all__ = [
-    "ASSIGNER_ROLES",
     "MAX_DESCRIPTION_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
-    "Actor",
     "EnhancedStateManager",
     "MaterialUse",
     "may_act",

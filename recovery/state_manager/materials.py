@@ -59,64 +59,20 @@ class MaterialUses(SharedSteps):
             InvalidTransitionError: the request is not active or not in a material state.
             InsufficientStockError: the balance is below ``quantity`` (nothing is taken).
         """
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
-            raise InputValidationError("quantity", "must be a positive integer")
-        if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise InputValidationError(
-                "idempotency_key", f"empty or longer than {MAX_IDEMPOTENCY_KEY_LENGTH}"
-            )
+        _check_use(quantity, idempotency_key)
+        this_use = (idempotency_key, request_id, material_id, quantity)
 
         async def body(ctx: TransactionContext) -> MaterialUse:
-            conn = ctx.conn
             async with ctx.step("lock"):
-                current = await requests.lock_shared(conn, request_id)
-                if not may_act(actor, current):
-                    raise PermissionDeniedError("use_materials", actor.role)
-                if current is None:
-                    raise NotFoundError("request", request_id)
-                if expected_version is not None and current["version"] != expected_version:
-                    raise ConcurrentModificationError("request", request_id, expected_version)
-                if current["status"] != "active" or current["current_state"] not in (
-                    wf.MATERIAL_STATES
-                ):
-                    raise InvalidTransitionError(
-                        request_id, current["current_state"], "materials cannot be used now"
-                    )
+                await _lock_for_use(ctx, actor, request_id, expected_version)
             async with ctx.step("ledger"):
-                try:
-                    entry = await ledger.insert_entry(
-                        conn,
-                        material_id=material_id,
-                        kind="issue",
-                        quantity=-quantity,
-                        idempotency_key=idempotency_key,
-                        request_id=request_id,
-                        actor_id=actor.user_id,
-                    )
-                except asyncpg.ForeignKeyViolationError as exc:
-                    if "material" in (exc.constraint_name or ""):
-                        raise NotFoundError("material", material_id) from exc
-                    raise NotFoundError("user", actor.user_id) from exc
+                entry = await _insert_issue(
+                    ctx, actor, request_id, material_id, quantity, idempotency_key
+                )
                 if entry is None:
-                    return await self._existing_use(
-                        conn, idempotency_key, request_id, material_id, quantity
-                    )
-                ctx.record(
-                    "inventory_transaction",
-                    entry["id"],
-                    after={"material_id": material_id, "quantity": -quantity},
-                )
+                    return await self._existing_use(ctx.conn, *this_use)
             async with ctx.step("decrement"):
-                balance_after = await ledger.decrement_stock(conn, material_id, quantity)
-                if balance_after is None:
-                    available = await ledger.balance(conn, material_id)
-                    raise InsufficientStockError(material_id, quantity, available)
-                ctx.record(
-                    "material",
-                    material_id,
-                    before={"balance": balance_after + quantity},
-                    after={"balance": balance_after},
-                )
+                balance_after = await _take_stock(ctx, material_id, quantity)
             return MaterialUse(
                 ledger_id=entry["id"],
                 material_id=material_id,
@@ -126,16 +82,112 @@ class MaterialUses(SharedSteps):
             )
 
         async def resume(steps: list[dict[str, Any]]) -> MaterialUse:
-            use = await self._existing_use(
-                self.pool, idempotency_key, request_id, material_id, quantity
-            )
-            taken = recorded(steps, "material")
-            if taken is None:  # the committed attempt had found a duplicate itself
-                return use
-            return dataclasses.replace(
-                use, balance_after=taken["after"]["balance"], duplicate=False
-            )
+            return _resumed(await self._existing_use(self.pool, *this_use), steps)
 
         return await self.transactions.run(
-            "use_materials", body, actor_id=actor.user_id, parent=within, resume=resume
+            "use_materials", body, actor=actor, parent=within, resume=resume
         )
+
+
+def _resumed(use: MaterialUse, steps: list[dict[str, Any]]) -> MaterialUse:
+    """The result of a use whose attempt committed with its answer lost: ``use`` (the
+    ledger row found by its key) as the committed attempt saw it, from its audit ``steps``."""
+    taken = recorded(steps, "material")
+    if taken is None:  # the committed attempt had found a duplicate itself
+        return use
+    return dataclasses.replace(use, balance_after=taken["after"]["balance"], duplicate=False)
+
+
+def _check_use(quantity: int, idempotency_key: str) -> None:
+    """The input of a material use, before any transaction.
+
+    Raises:
+        InputValidationError: quantity not a positive integer; an empty key or one longer
+            than ``MAX_IDEMPOTENCY_KEY_LENGTH``.
+    """
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+        raise InputValidationError("quantity", "must be a positive integer")
+    if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InputValidationError(
+            "idempotency_key", f"empty or longer than {MAX_IDEMPOTENCY_KEY_LENGTH}"
+        )
+
+
+async def _lock_for_use(
+    ctx: TransactionContext, actor: Actor, request_id: int, expected_version: int | None
+) -> None:
+    """Hold the request ``FOR SHARE`` and check, in this order, the permission, that it
+    exists, its version (when given) and that materials may be used in its state.
+
+    Raises:
+        PermissionDeniedError, NotFoundError, ConcurrentModificationError,
+        InvalidTransitionError: as ``MaterialUses.use_materials`` says.
+    """
+    current = await requests.lock_shared(ctx.conn, request_id)
+    if not may_act(actor, current):
+        raise PermissionDeniedError("use_materials", actor.role)
+    if current is None:
+        raise NotFoundError("request", request_id)
+    if expected_version is not None and current["version"] != expected_version:
+        raise ConcurrentModificationError("request", request_id, expected_version)
+    if current["status"] != "active" or current["current_state"] not in (wf.MATERIAL_STATES):
+        raise InvalidTransitionError(
+            request_id, current["current_state"], "materials cannot be used now"
+        )
+
+
+async def _insert_issue(
+    ctx: TransactionContext,
+    actor: Actor,
+    request_id: int,
+    material_id: int,
+    quantity: int,
+    idempotency_key: str,
+) -> asyncpg.Record | None:
+    """Write the ``issue`` ledger row of the use (recorded in the audit); None when
+    ``idempotency_key`` was used before (nothing written).
+
+    Raises:
+        NotFoundError: no such material (or no such user: the actor's row is gone).
+    """
+    try:
+        entry = await ledger.insert_entry(
+            ctx.conn,
+            material_id=material_id,
+            kind="issue",
+            quantity=-quantity,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            actor_id=actor.user_id,
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        if "material" in (exc.constraint_name or ""):
+            raise NotFoundError("material", material_id) from exc
+        raise NotFoundError("user", actor.user_id) from exc
+    if entry is not None:
+        ctx.record(
+            "inventory_transaction",
+            entry["id"],
+            after={"material_id": material_id, "quantity": -quantity},
+        )
+    return entry
+
+
+async def _take_stock(ctx: TransactionContext, material_id: int, quantity: int) -> int:
+    """Decrement the balance by ``quantity`` with the guarded UPDATE (recorded in the
+    audit); returns the balance after.
+
+    Raises:
+        InsufficientStockError: the balance is below ``quantity`` (nothing taken).
+    """
+    balance_after = await ledger.decrement_stock(ctx.conn, material_id, quantity)
+    if balance_after is None:
+        available = await ledger.balance(ctx.conn, material_id)
+        raise InsufficientStockError(material_id, quantity, available)
+    ctx.record(
+        "material",
+        material_id,
+        before={"balance": balance_after + quantity},
+        after={"balance": balance_after},
+    )
+    return balance_after

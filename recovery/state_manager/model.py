@@ -11,8 +11,6 @@ from recovery.actors import Actor
 
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-# Roles that may assign a request besides the role owning its current state.
-ASSIGNER_ROLES: frozenset[str] = frozenset({"manager", "junior_manager", "admin"})
 
 
 def may_act(actor: Actor, request: asyncpg.Record | None) -> bool:

@@ -1,19 +1,19 @@
-"""The staff operations on a request: open it, advance it, assign it."""
+"""The staff operations on a request: open it, advance it (assigning is an admin recovery action:
+``WorkflowRecoveryManager.apply(RecoveryAction.REASSIGN)``)."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from database import requests, users
+from database import requests
 from recovery import workflow_definitions as wf
 from recovery.actors import Actor
 from recovery.exceptions import (
     InputValidationError,
     InvalidTransitionError,
-    NotFoundError,
+    PermissionDeniedError,
 )
 from recovery.state_manager.model import (
-    ASSIGNER_ROLES,
     MAX_DESCRIPTION_LENGTH,
     may_act,
 )
@@ -22,7 +22,7 @@ from recovery.transaction_context import TransactionContext
 
 
 class StaffSteps(SharedSteps):
-    """The staff operations on a request: open it, advance it, assign it."""
+    """The staff operations on a request: open it, advance it."""
 
     async def create_request(
         self,
@@ -36,9 +36,13 @@ class StaffSteps(SharedSteps):
         """Open a request in the first state of ``workflow_type``; returns the row.
 
         Raises:
+            PermissionDeniedError: ``actor`` is no user (the scheduler opens no request).
             InputValidationError: unknown workflow type or an empty/too long description
                 (``MAX_DESCRIPTION_LENGTH`` characters; blanks and NUL do not count).
         """
+        client_id = actor.user_id
+        if client_id is None:
+            raise PermissionDeniedError("create_request", actor.role)
         if workflow_type not in wf.WORKFLOWS:
             raise InputValidationError("workflow_type", f"unknown workflow {workflow_type!r}")
         description = description.replace("\x00", "").strip()  # PostgreSQL text has no NUL
@@ -53,7 +57,7 @@ class StaffSteps(SharedSteps):
                 request = await requests.insert(
                     ctx.conn,
                     workflow_type=workflow_type,
-                    client_id=actor.user_id,
+                    client_id=client_id,
                     description=description,
                     address=address.strip(),
                     state=first.state,
@@ -66,7 +70,7 @@ class StaffSteps(SharedSteps):
         return await self.transactions.run(
             "create_request",
             body,
-            actor_id=actor.user_id,
+            actor=actor,
             parent=within,
             resume=self._resume_request,
         )
@@ -115,68 +119,5 @@ class StaffSteps(SharedSteps):
             )
 
         return await self.transactions.run(
-            "advance", body, actor_id=actor.user_id, parent=within, resume=self._resume_request
-        )
-
-    async def assign(
-        self,
-        actor: Actor,
-        request_id: int,
-        expected_version: int,
-        assignee_id: int,
-        *,
-        within: TransactionContext | None = None,
-    ) -> asyncpg.Record:
-        """Assign the request to ``assignee_id``, a user of the role owning its current state.
-
-        Allowed to the owning role and to ``ASSIGNER_ROLES``. The state does not change; the
-        history gets a row of kind ``assign`` and the assignee is notified.
-
-        Raises:
-            PermissionDeniedError: the actor may not assign this request: neither an
-                assigner nor ``may_act`` (whether or not it exists, whatever its state).
-            NotFoundError: no such request (assigners), or no such active user.
-            ConcurrentModificationError: the version moved on since the caller read it.
-            InvalidTransitionError: the request is not active, terminal, or already assigned
-                to that user.
-            InputValidationError: the assignee's role does not own the current state.
-        """
-
-        async def body(ctx: TransactionContext) -> asyncpg.Record:
-            async with ctx.step("lock"):
-                current = await self._lock_for_change(
-                    ctx,
-                    request_id,
-                    expected_version,
-                    allowed=lambda row: actor.role in ASSIGNER_ROLES or may_act(actor, row),
-                    action="assign",
-                    role=actor.role,
-                )
-                role = current["owner_role"]
-                if role is None:
-                    raise InvalidTransitionError(request_id, current["current_state"], "terminal")
-                assignee = await users.get(ctx.conn, assignee_id)
-                if assignee is None or not assignee["is_active"]:
-                    raise NotFoundError("user", assignee_id)
-                if assignee["role"] != role:
-                    raise InputValidationError(
-                        "assignee_id", f"role {assignee['role']} does not own this state"
-                    )
-                if current["assignee_id"] == assignee_id:
-                    raise InvalidTransitionError(
-                        request_id, current["current_state"], "already assigned to this user"
-                    )
-            return await self._apply(
-                ctx,
-                actor,
-                current,
-                state=current["current_state"],
-                role=role,
-                assignee_id=assignee_id,
-                status=current["status"],
-                kind="assign",
-            )
-
-        return await self.transactions.run(
-            "assign", body, actor_id=actor.user_id, parent=within, resume=self._resume_request
+            "advance", body, actor=actor, parent=within, resume=self._resume_request
         )

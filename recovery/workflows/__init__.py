@@ -21,7 +21,6 @@ Refusals are the project's typed errors (``recovery.exceptions``); ``refusal_cod
 one into a short code the admin screens translate.
 """
 
-from recovery.actors import AdminRef
 from recovery.workflows.codes import failure_code, failure_text, refusal_code
 from recovery.workflows.history import ResetTarget, fingerprint, reset_target
 from recovery.workflows.manager import WorkflowRecoveryManager
@@ -48,7 +47,6 @@ __all__ = [
     "NOT_ACTIVE",
     "NO_HISTORY",
     "TERMINAL",
-    "AdminRef",
     "BatchResult",
     "Outcome",
     "Plan",

@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
 from database import compensation, recovery_log, requests
-from recovery.actors import AdminRef
+from database.compensation import Reversal
+from database.pool import AnyConnection
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
@@ -20,6 +25,7 @@ from recovery.workflows.codes import failure_code, failure_text, refusal_code
 from recovery.workflows.model import (
     BatchResult,
     Outcome,
+    Plan,
     PreviewOutdatedError,
     RecoveryAction,
 )
@@ -38,7 +44,7 @@ class RecoveryActions(RecoveryPlanning, RefusalLog):
         request_id: int,
         *,
         expected_version: int,
-        admin: AdminRef,
+        admin: Actor,
         reason: str | None = None,
         assignee_id: int | None = None,
         expected_fingerprint: int | None = None,
@@ -68,129 +74,80 @@ class RecoveryActions(RecoveryPlanning, RefusalLog):
             Any other exception (``failure_code`` names it): nothing was changed, except
             ``TransactionInDoubtError`` (changed once or not at all).
         """
-        before: dict[str, Any] | None = None
-        # the outcome each attempt built, by its workflow_recovery_log id: an attempt whose
-        # COMMIT answer was lost and that is found committed answers with its own outcome
-        built: dict[int, Outcome] = {}
+        asked = _Asked(action, request_id, expected_version, admin, reason, assignee_id, batch_id)
+        seen = _Attempts()
 
         async def body(ctx: TransactionContext) -> Outcome:
-            nonlocal before
-            conn = ctx.conn
             async with ctx.step("lock"):
-                current = await requests.lock(conn, request_id)
+                current = await requests.lock(ctx.conn, request_id)
                 if current is None:
                     raise NotFoundError("request", request_id)
-                before = requests.snapshot(current)
-                if current["version"] != expected_version:
-                    raise ConcurrentModificationError("request", request_id, expected_version)
-                plan = await self._plan(conn, current, action, assignee_id)
-                if expected_fingerprint is not None and plan.fingerprint != expected_fingerprint:
-                    raise PreviewOutdatedError("request", request_id, expected_version)
-            async with ctx.step("apply_state"):
-                updated = await requests.apply_state(
-                    conn,
-                    request_id=request_id,
-                    expected_version=expected_version,
-                    state=plan.to_state,
-                    role=plan.to_role,
-                    assignee_id=plan.to_assignee_id,
-                    status=plan.to_status,
-                )
-                if updated is None:  # cannot happen under the row lock; kept as a guard
-                    raise ConcurrentModificationError("request", request_id, expected_version)
-                after = requests.snapshot(updated)
-                ctx.record("service_request", request_id, before=before, after=after)
-            async with ctx.step("history"):
-                transition = await requests.insert_transition(
-                    conn,
-                    request_id=request_id,
-                    from_state=current["current_state"],
-                    to_state=plan.to_state,
-                    from_role=current["owner_role"],
-                    to_role=plan.to_role,
-                    from_assignee_id=current["assignee_id"],
-                    to_assignee_id=plan.to_assignee_id,
-                    actor_id=admin.user_id,
-                    kind=action.transition_kind,
-                    reason=reason,
-                )
-                ctx.record(
-                    "workflow_transition", transition["id"], after={"kind": action.transition_kind}
-                )
-            async with ctx.step("compensation"):
-                reversals = await compensation.reverse(
-                    conn,
-                    list(plan.returns),
-                    actor_id=admin.user_id,
-                    note=f"reset of request {request_id} from {current['current_state']}",
-                )
-                returned = [
-                    {
-                        "ledger_id": r.ledger_id,
-                        "issue_id": r.issue_id,
-                        "material_id": r.material_id,
-                        "quantity": r.quantity,
-                    }
-                    for r in reversals
-                ]
-                for item in returned:
-                    ctx.record("inventory_transaction", item["ledger_id"], after=item)
-            if returned:
-                after["returned"] = returned
-            async with ctx.step("recovery_log"):
-                log_id = await recovery_log.insert(
-                    conn,
-                    request_id=request_id,
-                    action=action.value,
-                    admin_id=admin.user_id,
-                    admin_telegram_id=admin.telegram_id,
-                    reason=reason,
-                    before=before,
-                    after=after,
-                    success=True,
-                    batch_id=batch_id,
-                )
-                ctx.record("workflow_recovery_log", log_id, after={"success": True})
-            async with ctx.step("outbox"):
-                await notify_state_change(
-                    conn, updated, transition_id=transition["id"], kind=action.transition_kind
-                )
-            built[log_id] = Outcome(updated, plan, tuple(reversals), log_id)
-            return built[log_id]
+                seen.before = requests.snapshot(current)
+                plan = await self._checked_plan(ctx.conn, current, asked, expected_fingerprint)
+            outcome = await _carry_out(ctx, asked, current, plan, seen.before)
+            seen.built[outcome.log_id] = outcome
+            return outcome
 
         async def resume(steps: list[dict[str, Any]]) -> Outcome:
-            entry = recorded(steps, "workflow_recovery_log")
-            if entry is None or entry["id"] not in built:  # pragma: no cover - a bug
-                raise RuntimeError(f"no outcome of the committed {action.value} {request_id}")
-            return built[entry["id"]]
+            return seen.committed(steps, asked)
 
         try:
             return await self.transactions.run(
-                f"recovery.{action.value}", body, actor_id=admin.user_id, resume=resume
+                f"recovery.{action.value}", body, actor=admin, resume=resume
             )
-        except DomainError as exc:
-            await self._log_outcome(
-                request_id if before is not None else None,
-                action,
-                admin,
-                reason,
-                before,
-                f"{refusal_code(exc)}: {exc}",
-                batch_id,
-            )
-            raise
         except Exception as exc:
-            await self._log_outcome(
-                request_id, action, admin, reason, before, failure_text(exc), batch_id
-            )
+            await self._log_failure(asked, seen.before, exc)
             raise
+
+    async def _checked_plan(
+        self,
+        conn: AnyConnection,
+        current: asyncpg.Record,
+        asked: _Asked,
+        expected_fingerprint: int | None,
+    ) -> Plan:
+        """The plan of ``asked`` on the locked request ``current``, after checking that it
+        is at the version the admin saw and (given ``expected_fingerprint``) that a reset
+        gives back what the preview showed.
+
+        Raises:
+            ConcurrentModificationError: the version moved on.
+            PreviewOutdatedError: the returns changed since the preview.
+            And the refusals of ``_plan``.
+        """
+        if current["version"] != asked.expected_version:
+            raise ConcurrentModificationError("request", asked.request_id, asked.expected_version)
+        plan = await self._plan(conn, current, asked.action, asked.assignee_id)
+        if expected_fingerprint is not None and plan.fingerprint != expected_fingerprint:
+            raise PreviewOutdatedError("request", asked.request_id, asked.expected_version)
+        return plan
+
+    async def _log_failure(
+        self, asked: _Asked, before: dict[str, Any] | None, exc: Exception
+    ) -> None:
+        """The ``success = false`` row of ``asked``: a refusal (``DomainError``) as
+        ``<refusal code>: <error>``, naming the request once it was found (``before``); any
+        other failure as its ``failure_text``, naming the request."""
+        if isinstance(exc, DomainError):
+            error, known = f"{refusal_code(exc)}: {exc}", before is not None
+        else:
+            error, known = failure_text(exc), True
+        await self._log_outcome(
+            asked.request_id if known else None,
+            asked.action,
+            asked.admin,
+            asked.reason,
+            before,
+            error,
+            asked.batch_id,
+        )
 
     async def apply_batch(
         self,
         action: RecoveryAction,
         targets: Sequence[tuple[int, int]],
         *,
-        admin: AdminRef,
+        admin: Actor,
         reason: str | None = None,
         assignee_id: int | None = None,
     ) -> BatchResult:
@@ -232,3 +189,136 @@ class RecoveryActions(RecoveryPlanning, RefusalLog):
                 result.succeeded.append(request_id)
                 result.returned_units += sum(r.quantity for r in outcome.reversals)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One recovery action as the admin asked for it (the arguments of ``apply``)."""
+
+    action: RecoveryAction
+    request_id: int
+    expected_version: int
+    admin: Actor
+    reason: str | None
+    assignee_id: int | None
+    batch_id: uuid.UUID | None
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """What the attempts of one ``apply`` saw.
+
+    Attributes:
+        before: the request as the last attempt locked it (None until one found it).
+        built: the outcome each attempt built, by its ``workflow_recovery_log`` id: an
+            attempt whose COMMIT answer was lost and that is found committed answers with
+            its own outcome.
+    """
+
+    before: dict[str, Any] | None = None
+    built: dict[int, Outcome] = field(default_factory=dict)
+
+    def committed(self, steps: list[dict[str, Any]], asked: _Asked) -> Outcome:
+        """The outcome of the attempt that committed with these audit ``steps``."""
+        entry = recorded(steps, "workflow_recovery_log")
+        if entry is None or entry["id"] not in self.built:  # pragma: no cover - a bug
+            action, request_id = asked.action.value, asked.request_id
+            raise RuntimeError(f"no outcome of the committed {action} {request_id}")
+        return self.built[entry["id"]]
+
+
+async def _carry_out(
+    ctx: TransactionContext,
+    asked: _Asked,
+    current: asyncpg.Record,
+    plan: Plan,
+    before: dict[str, Any],
+) -> Outcome:
+    """The steps after the lock, in ``ctx``: the new state, its history row, the materials
+    given back, the ``workflow_recovery_log`` row and the notifications."""
+    async with ctx.step("apply_state"):
+        updated = await requests.apply_state(
+            ctx.conn,
+            request_id=asked.request_id,
+            expected_version=asked.expected_version,
+            state=plan.to_state,
+            role=plan.to_role,
+            assignee_id=plan.to_assignee_id,
+            status=plan.to_status,
+        )
+        if updated is None:  # cannot happen under the row lock; kept as a guard
+            raise ConcurrentModificationError("request", asked.request_id, asked.expected_version)
+        after = requests.snapshot(updated)
+        ctx.record("service_request", asked.request_id, before=before, after=after)
+    async with ctx.step("history"):
+        transition = await _write_transition(ctx, asked, current, plan)
+    async with ctx.step("compensation"):
+        reversals, returned = await _give_back(ctx, asked, current, plan)
+    if returned:
+        after["returned"] = returned
+    async with ctx.step("recovery_log"):
+        log_id = await recovery_log.insert(
+            ctx.conn,
+            request_id=asked.request_id,
+            action=asked.action.value,
+            admin_id=asked.admin.user_id,
+            admin_telegram_id=asked.admin.telegram_id,
+            reason=asked.reason,
+            before=before,
+            after=after,
+            success=True,
+            batch_id=asked.batch_id,
+        )
+        ctx.record("workflow_recovery_log", log_id, after={"success": True})
+    async with ctx.step("outbox"):
+        kind = asked.action.transition_kind
+        await notify_state_change(ctx.conn, updated, transition_id=transition["id"], kind=kind)
+    return Outcome(updated, plan, tuple(reversals), log_id)
+
+
+async def _write_transition(
+    ctx: TransactionContext, asked: _Asked, current: asyncpg.Record, plan: Plan
+) -> asyncpg.Record:
+    """The ``workflow_transitions`` row of the action (recorded in the audit)."""
+    kind = asked.action.transition_kind
+    transition = await requests.insert_transition(
+        ctx.conn,
+        request_id=asked.request_id,
+        from_state=current["current_state"],
+        to_state=plan.to_state,
+        from_role=current["owner_role"],
+        to_role=plan.to_role,
+        from_assignee_id=current["assignee_id"],
+        to_assignee_id=plan.to_assignee_id,
+        actor_id=asked.admin.user_id,
+        kind=kind,
+        reason=asked.reason,
+    )
+    ctx.record("workflow_transition", transition["id"], after={"kind": kind})
+    return transition
+
+
+async def _give_back(
+    ctx: TransactionContext, asked: _Asked, current: asyncpg.Record, plan: Plan
+) -> tuple[list[Reversal], list[dict[str, Any]]]:
+    """Reverse the issues ``plan.returns`` names (a reset; nothing otherwise); returns the
+    reversals and, for the audit and the log, one ``{ledger_id, issue_id, material_id,
+    quantity}`` per reversal (each recorded in the audit)."""
+    reversals = await compensation.reverse(
+        ctx.conn,
+        list(plan.returns),
+        actor_id=asked.admin.user_id,
+        note=f"reset of request {asked.request_id} from {current['current_state']}",
+    )
+    returned = [
+        {
+            "ledger_id": r.ledger_id,
+            "issue_id": r.issue_id,
+            "material_id": r.material_id,
+            "quantity": r.quantity,
+        }
+        for r in reversals
+    ]
+    for item in returned:
+        ctx.record("inventory_transaction", item["ledger_id"], after=item)
+    return reversals, returned

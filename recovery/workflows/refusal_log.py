@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from database import recovery_log
-from recovery.actors import AdminRef
+from recovery.actors import Actor
 from recovery.workflows.base import ManagerBase
 from recovery.workflows.model import (
     RecoveryAction,
@@ -23,7 +23,7 @@ class RefusalLog(ManagerBase):
         self,
         request_id: int | None,
         action: RecoveryAction,
-        admin: AdminRef,
+        admin: Actor,
         reason: str | None,
         before: dict[str, Any] | None,
         error_message: str,

@@ -19,12 +19,12 @@ from bot.settings import Settings
 from database import error_records, recovery_log
 from handlers.admin.alerts import offer_markup
 from handlers.admin.charts import render_errors_per_hour
+from recovery.actors import Actor
 from recovery.alerts import AdminAlerts
 from recovery.audit import AdminAuditLog
 from recovery.error_stats import ErrorStatistics
 from recovery.errors import ErrorHandler
 from recovery.exceptions import NotFoundError
-from recovery.workflows import AdminRef
 from tests.factories import make_user
 from tests.fakes.telegram_api import DEFAULT_TOKEN
 
@@ -161,7 +161,7 @@ def test_the_chart_is_a_png_of_the_agreed_size() -> None:
 
 async def test_audited_actions_and_the_history_of_both_logs(pool: asyncpg.Pool) -> None:
     admin_row = await make_user(pool, role="admin", name="Ada Admin")
-    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    admin = Actor.of(admin_row)
     audit = AdminAuditLog(pool)
 
     async def succeed() -> dict[str, int]:
@@ -287,7 +287,7 @@ async def test_resolve_and_regress_with_alerts_through_the_alert_path(pool: asyn
     markup = offer_markup(outbox[0]["params"]["mute"], lambda msgid: msgid)
     assert markup is not None and markup.inline_keyboard[0][0].text == "Mute for 1 hour"
 
-    resolved = await handler.resolve_group(first.reference, resolved_by=admin["id"])
+    resolved = await handler.resolve_group(first.reference, resolved_by=Actor.of(admin))
     assert resolved is not None and resolved.status == "resolved"
     assert (await stats.top_groups(page=0, page_size=5)).total == 0
     looked_up = await stats.lookup(first.reference.lower())

@@ -18,6 +18,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import AiogramError
 from aiogram.methods import SendMessage
 
+from recovery.actors import Actor
 from recovery.error_stats import ErrorStatistics
 from recovery.errors import (
     RESEND_TEMPLATE,
@@ -33,6 +34,7 @@ from tests.factories import make_user
 from tests.fakes.telegram_api import BAD_GATEWAY, BOT_BLOCKED, DEFAULT_TOKEN, retry_after
 
 ADMIN_ID = 555_000_001
+ADMIN = Actor(ADMIN_ID, "admin", ADMIN_ID)  # resolves groups; stored by its user_id
 BOT_TOKEN = "7123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"
 
 
@@ -152,15 +154,15 @@ async def test_resolve_a_group_and_see_it_come_back(
 ) -> None:
     first = await handler.handle(await missing_column(pool, 1))
     assert first.reference is not None
-    resolved = await handler.resolve_group(f"  {first.reference.lower()} ", resolved_by=ADMIN_ID)
+    resolved = await handler.resolve_group(f"  {first.reference.lower()} ", resolved_by=ADMIN)
     assert resolved is not None
     assert resolved.status == "resolved"
     assert resolved.resolved_by == ADMIN_ID
     assert resolved.resolved_at is not None
     # resolving again changes nothing; an unknown reference is None
-    again = await handler.resolve_group(first.reference, resolved_by=1)
+    again = await handler.resolve_group(first.reference, resolved_by=Actor(1, "admin"))
     assert again is not None and again.resolved_by == ADMIN_ID
-    assert await handler.resolve_group("E-NOPE00", resolved_by=1) is None
+    assert await handler.resolve_group("E-NOPE00", resolved_by=Actor(1, "admin")) is None
     # resolved groups leave the top list
     stats = ErrorStatistics(pool)
     assert (await stats.top_groups(page=0, page_size=10)).items == []

@@ -42,10 +42,11 @@ import pytest
 
 from database.pool import create_pool
 from recovery import workflow_definitions as wf
+from recovery.actors import Actor
 from recovery.exceptions import DomainError, TransactionInDoubtError
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from recovery.transactions import TransactionContext
-from recovery.workflows import AdminRef, BatchResult, RecoveryAction, WorkflowRecoveryManager
+from recovery.workflows import BatchResult, RecoveryAction, WorkflowRecoveryManager
 from tests.factories import make_material, make_user
 from tests.integration.commit_cut_proxy import CommitCutProxy
 
@@ -114,7 +115,7 @@ class Tally:
 class World:
     client: Actor
     staff: dict[str, list[Actor]]
-    admin: AdminRef
+    admin: Actor
     materials: list[int]
 
 
@@ -309,7 +310,7 @@ async def _make_world(pool: asyncpg.Pool) -> World:
     return World(
         client=Actor(client["id"], "client"),
         staff=staff,
-        admin=AdminRef.of(admin),
+        admin=Actor.of(admin),
         materials=materials,
     )
 

@@ -7,8 +7,9 @@ import asyncio
 import asyncpg
 import pytest
 
+from recovery.actors import Actor
 from recovery.exceptions import ConcurrentModificationError, InvalidTransitionError, NotFoundError
-from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import make_request, make_user
 
 
@@ -17,12 +18,12 @@ def manager(pool: asyncpg.Pool) -> WorkflowRecoveryManager:
     return WorkflowRecoveryManager(pool, default_threshold_s=24 * 3600)
 
 
-async def _setup(pool: asyncpg.Pool, **request_kwargs: object) -> tuple[AdminRef, asyncpg.Record]:
+async def _setup(pool: asyncpg.Pool, **request_kwargs: object) -> tuple[Actor, asyncpg.Record]:
     admin = await make_user(pool, role="admin")
     client = await make_user(pool, role="client")
     await make_user(pool, role="junior_manager")
     request = await make_request(pool, client_id=client["id"], **request_kwargs)  # type: ignore[arg-type]
-    return AdminRef(admin["id"], admin["telegram_id"]), request
+    return Actor.of(admin), request
 
 
 async def test_force_moves_to_the_next_step_and_writes_history_log_and_outbox(

@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from bot.settings import Settings
+from recovery.actors import Actor
 from recovery.alerts import AdminAlerts, AlertOutcome, AlertPolicy
 from recovery.health import (
     DEFAULT_THRESHOLDS,
@@ -18,6 +19,7 @@ from recovery.health import (
 from recovery.inventory import InventoryReconciliationManager
 from tests.factories import make_material, make_request, make_user
 
+ADMIN = Actor(user_id=None, role="admin", telegram_id=1)  # runs the inventory checks
 HEALTHY_FIGURES = {name: 0.0 for name in DEFAULT_THRESHOLDS}
 
 
@@ -96,7 +98,7 @@ async def _seed(pool: asyncpg.Pool) -> None:
             minutes_ago,
         )
     await make_material(pool, sku="CABLE", balance=-4, ledger=-4)
-    await InventoryReconciliationManager(pool).check_now("test")  # records it as open
+    await InventoryReconciliationManager(pool).check_now(ADMIN)  # records it as open
     await pool.execute(  # job runs: one failed now, one failed 2 h ago, one ok now
         "INSERT INTO job_runs (job_name, slot_start, interval_s, instance_id, status, "
         "started_at) VALUES "
@@ -193,7 +195,7 @@ async def test_one_alert_on_worsening_and_one_on_recovery(pool: asyncpg.Pool) ->
 async def test_the_first_snapshot_alerts_when_it_is_not_healthy(pool: asyncpg.Pool) -> None:
     await make_user(pool, role="admin")
     await make_material(pool, sku="NEG", balance=-1, ledger=-1)
-    await InventoryReconciliationManager(pool).check_now("test")
+    await InventoryReconciliationManager(pool).check_now(ADMIN)
     monitor = HealthMonitor(pool, alerts=AdminAlerts(pool))
     result = await monitor.take_snapshot()
     assert result.report.status is HealthStatus.DEGRADED

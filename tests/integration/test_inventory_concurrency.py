@@ -19,8 +19,9 @@ import asyncio
 import asyncpg
 
 from database.pool import create_pool
+from recovery.actors import Actor
 from recovery.inventory import DiscrepancyKind, InventoryReconciliationManager, ReconciliationPolicy
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from tests.factories import receive
 
 TASKS = 20

@@ -17,21 +17,17 @@ import pytest
 from bot.scheduler import reconcile_inventory
 from bot.settings import Settings
 from database import demo_data
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
     NotFoundError,
 )
-from recovery.inventory import (
-    SCHEDULER_ACTOR,
-    DiscrepancyKind,
-    InventoryReconciliationManager,
-    ReconciliationPolicy,
-    admin_actor,
-)
+from recovery.inventory import DiscrepancyKind, InventoryReconciliationManager, ReconciliationPolicy
 
 GRACE_S = 3600.0
-ADMIN = admin_actor(42)
+ADMIN = Actor(user_id=None, role="admin", telegram_id=42)
+ADMIN_STORED = "admin:42"  # what the log and the discrepancy store for ADMIN
 _keys = itertools.count()
 
 
@@ -349,13 +345,13 @@ async def test_discrepancy_detected_dry_run_fixed_logged_and_second_run_clean(
         if scenario.ledger_row is None or scenario.kind is DiscrepancyKind.NEGATIVE_LEDGER
         else "reversed"
     )
-    assert entry["actor"] == ADMIN
+    assert entry["actor"] == ADMIN_STORED
     assert entry["before_value"] == {"balance": before_b, "ledger_sum": before_l}
     assert entry["after_value"] == {"balance": scenario.final, "ledger_sum": scenario.final}
     assert entry["transaction_id"] == (new_rows[0]["id"] if new_rows else None)
     assert entry["run_id"] == report.run_id
     disc = await recon.get(entry["discrepancy_id"])
-    assert (disc.status, disc.closed_by, disc.kind) == ("fixed", ADMIN, scenario.kind)
+    assert (disc.status, disc.closed_by, disc.kind) == ("fixed", ADMIN_STORED, scenario.kind)
 
     # a second run right after finds nothing
     again = await recon.run(dry_run=True, kinds=set(DiscrepancyKind))
@@ -428,7 +424,7 @@ async def test_default_policy_fixes_drift_and_orphans_and_leaves_the_rest_to_an_
     }
     assert {
         r["actor"] for r in await pool.fetch("SELECT actor FROM inventory_reconciliation_log")
-    } == {SCHEDULER_ACTOR}
+    } == {"scheduler"}
     page = await recon.list_open()
     assert page.total == 2
     assert {(d.kind, d.material_id) for d in page.items} == {
@@ -526,7 +522,7 @@ async def test_accepted_discrepancy_is_not_listed_nor_fixed_until_it_changes(
     assert (accepted.status, accepted.reason, accepted.closed_by) == (
         "accepted",
         "stock count pending",
-        ADMIN,
+        ADMIN_STORED,
     )
     log_row = await pool.fetchrow(
         "SELECT * FROM inventory_reconciliation_log WHERE action = 'accepted'"
@@ -534,7 +530,7 @@ async def test_accepted_discrepancy_is_not_listed_nor_fixed_until_it_changes(
     assert (log_row["discrepancy_id"], log_row["reason"], log_row["actor"]) == (
         found.id,
         "stock count pending",
-        ADMIN,
+        ADMIN_STORED,
     )
     with pytest.raises(ConcurrentModificationError):
         await recon.accept(found.id, ADMIN, "again")

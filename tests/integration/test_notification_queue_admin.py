@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from recovery.actors import AdminRef
+from recovery.actors import Actor
 from recovery.notifications import QUEUE_FULL_TEMPLATE, RetryPolicy
 from tests.factories import make_user
 from tests.fakes.telegram_api import BAD_GATEWAY
@@ -20,7 +20,7 @@ from tests.integration.notification_support import (
     row,
 )
 
-ADMIN = AdminRef(user_id=1, telegram_id=1)  # the admin the log names
+ADMIN = Actor(user_id=1, role="admin", telegram_id=1)  # the admin the log names
 
 
 @pytest_asyncio.fixture

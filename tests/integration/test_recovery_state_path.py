@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from database import transaction_log
+from recovery.actors import Actor
 from recovery.exceptions import InvalidTransitionError, TransactionInDoubtError
 from recovery.transaction_context import AFTER_COMMIT, recorded
 from recovery.transactions import (
@@ -23,7 +24,7 @@ from recovery.transactions import (
     TransactionContext,
     TransactionRetryPolicy,
 )
-from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager, failure_code
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager, failure_code
 from tests.factories import make_request, make_user
 from tests.integration.test_state_manager_ops import (
     FAST,
@@ -45,7 +46,7 @@ def _manager(pool: asyncpg.Pool, faults: Faults, policy: TransactionRetryPolicy 
     return WorkflowRecoveryManager(pool, transactions=transactions)
 
 
-async def _stuck_in_review(pool: asyncpg.Pool, count: int = 1) -> tuple[AdminRef, list[int]]:
+async def _stuck_in_review(pool: asyncpg.Pool, count: int = 1) -> tuple[Actor, list[int]]:
     admin = await make_user(pool, role="admin")
     client = await make_user(pool)
     await make_user(pool, role="controller")
@@ -58,7 +59,7 @@ async def _stuck_in_review(pool: asyncpg.Pool, count: int = 1) -> tuple[AdminRef
         await add_transition(pool, row["id"], None, "new", kind="create", hours_ago=50)
         await add_transition(pool, row["id"], "new", "review", hours_ago=30)
         ids.append(row["id"])
-    return AdminRef.of(admin), ids
+    return Actor.of(admin), ids
 
 
 async def _log(pool: asyncpg.Pool, operation: str) -> list[tuple[str, int]]:

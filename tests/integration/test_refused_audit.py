@@ -22,7 +22,7 @@ from handlers.callbacks import (
     NotificationCb,
     StuckActionCb,
 )
-from recovery.inventory import admin_actor
+from recovery.actors import Actor
 from tests.botstack import BotStack, make_stack
 from tests.factories import make_material, make_request, make_user
 from tests.fakes.telegram_api import parse_html
@@ -86,7 +86,7 @@ async def test_notification_retry_and_discard_refusals(pool: asyncpg.Pool, stack
 
 async def test_inventory_fix_and_accept_refusals(pool: asyncpg.Pool, stack: BotStack) -> None:
     await make_material(pool, sku="cable <5m>", balance=10, ledger=7)
-    await stack.services.inventory.check_now(admin_actor(ADMIN_TG))
+    await stack.services.inventory.check_now(Actor(None, "admin", ADMIN_TG))
     discrepancy = await pool.fetchval("SELECT id FROM inventory_discrepancies")
     fix = DiscrepancyCb(action="fix_ok", discrepancy_id=discrepancy).pack()
     assert "adjusted" in await _screen(stack, fix)

@@ -15,6 +15,7 @@ import pytest
 
 from database import ledger, users
 from database.pool import create_pool
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
@@ -23,9 +24,10 @@ from recovery.exceptions import (
     NotFoundError,
     PermissionDeniedError,
 )
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from recovery.transaction_context import AFTER_COMMIT
 from recovery.transactions import TransactionContext, TransactionRetryPolicy
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import receive
 
 FAST = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
@@ -39,7 +41,16 @@ TABLES = (
 STEPS = {
     "create_request": ["insert_request", "history", "outbox", "before_commit"],
     "advance": ["lock", "apply_state", "history", "outbox", "before_commit"],
-    "assign": ["lock", "apply_state", "history", "outbox", "before_commit"],
+    # assigning a request: the admin's reassign (recovery.workflows), the handlers' path
+    "recovery.reassign": [
+        "lock",
+        "apply_state",
+        "history",
+        "compensation",
+        "recovery_log",
+        "outbox",
+        "before_commit",
+    ],
     "use_materials": ["lock", "ledger", "decrement", "before_commit"],
 }
 
@@ -74,7 +85,7 @@ async def make_world(pool: asyncpg.Pool) -> World:
         row = await users.upsert_from_telegram(
             pool, telegram_id=1000 + index, full_name=name, username=None, language="en", role=role
         )
-        actors[name] = Actor(row["id"], role)
+        actors[name] = Actor.of(row)
     return World(**actors)
 
 
@@ -111,6 +122,26 @@ async def repair_in_work(manager: EnhancedStateManager, world: World) -> asyncpg
         world.client, workflow_type="repair", description="leaking pipe"
     )
     return await manager.advance(world.controller, request["id"], request["version"])
+
+
+async def reassign(
+    manager: EnhancedStateManager,
+    admin: Actor,
+    request_id: int,
+    version: int,
+    assignee_id: int | None,
+) -> asyncpg.Record:
+    """Assign a request the way the admin menu does (``RecoveryAction.REASSIGN``), through
+    the state manager's transactions (its retry policy and step hook); returns the row."""
+    recovery = WorkflowRecoveryManager(manager.pool, transactions=manager.transactions)
+    outcome = await recovery.apply(
+        RecoveryAction.REASSIGN,
+        request_id,
+        expected_version=version,
+        admin=admin,
+        assignee_id=assignee_id,
+    )
+    return outcome.request
 
 
 class Faults:
@@ -200,7 +231,7 @@ async def test_a_request_goes_through_its_workflow(pool: asyncpg.Pool, setup) ->
         1,
     )
     request = await manager.advance(world.controller, request["id"], 1)
-    request = await manager.assign(world.manager, request["id"], 2, world.technician.user_id)
+    request = await reassign(manager, world.admin, request["id"], 2, world.technician.user_id)
     assert (request["current_state"], request["assignee_id"], request["version"]) == (
         "in_work",
         world.technician.user_id,
@@ -224,7 +255,7 @@ async def test_a_request_goes_through_its_workflow(pool: asyncpg.Pool, setup) ->
     assert [(r["kind"], r["to_state"]) for r in kinds] == [
         ("create", "new"),
         ("normal", "in_work"),
-        ("assign", "in_work"),
+        ("reassign", "in_work"),
         ("normal", "materials"),
         ("normal", "quality_check"),
         ("normal", "completed"),
@@ -247,7 +278,7 @@ async def test_a_request_goes_through_its_workflow(pool: asyncpg.Pool, setup) ->
     assert statuses == [
         ("create_request", "committed"),
         ("advance", "committed"),
-        ("assign", "committed"),
+        ("recovery.reassign", "committed"),
         ("use_materials", "committed"),
         ("advance", "committed"),
         ("advance", "committed"),
@@ -273,9 +304,7 @@ async def test_refusals_are_typed_errors_and_change_nothing(pool: asyncpg.Pool, 
         await manager.use_materials(world.controller, request["id"], material_id, 1,
                                     idempotency_key="k")  # fmt: skip
     with pytest.raises(InputValidationError):  # a manager does not own "new" of a repair
-        await manager.assign(world.controller, request["id"], 1, world.manager.user_id)
-    with pytest.raises(PermissionDeniedError):
-        await manager.assign(world.technician, request["id"], 1, world.controller.user_id)
+        await reassign(manager, world.admin, request["id"], 1, world.manager.user_id)
     request = await manager.advance(world.controller, request["id"], 1)
     with pytest.raises(InsufficientStockError) as info:
         await manager.use_materials(world.technician, request["id"], material_id, 2,
@@ -326,9 +355,9 @@ async def _prepare(op: str, manager: EnhancedStateManager, world: World, materia
     request = await repair_in_work(manager, world)
     if op == "advance":
         return lambda: manager.advance(world.technician, request["id"], request["version"])
-    if op == "assign":
-        return lambda: manager.assign(
-            world.technician, request["id"], request["version"], world.technician2.user_id
+    if op == "recovery.reassign":
+        return lambda: reassign(
+            manager, world.admin, request["id"], request["version"], world.technician2.user_id
         )
     return lambda: manager.use_materials(
         world.technician, request["id"], material_id, 1, idempotency_key=f"use:{request['id']}"
@@ -377,7 +406,7 @@ async def test_a_transient_failure_at_each_step_is_retried_and_applied_once(
         expected_new = {
             "create_request": {"service_requests": 1, "workflow_transitions": 1},
             "advance": {"workflow_transitions": 1},
-            "assign": {"workflow_transitions": 1},
+            "recovery.reassign": {"workflow_transitions": 1},
             "use_materials": {"inventory_transactions": 1},
         }[op]
         for table in ("service_requests", "workflow_transitions", "inventory_transactions"):

@@ -40,7 +40,7 @@ async def test_commit_writes_one_committed_row_with_the_recorded_operations(
 ) -> None:
     manager = TransactionalStateManager(pool, retry_policy=FAST)
     material_id = await _material(pool, "cable")
-    async with manager.transaction("rename", actor_id=None) as ctx, ctx.step("rename"):
+    async with manager.transaction("rename", actor=None) as ctx, ctx.step("rename"):
         await ctx.conn.execute("UPDATE materials SET name = 'Cable' WHERE id = $1", material_id)
         ctx.record("material", material_id, before={"name": "cable"}, after={"name": "Cable"})
     assert await pool.fetchval("SELECT name FROM materials WHERE id = $1", material_id) == "Cable"
@@ -61,7 +61,7 @@ async def test_exception_rolls_back_and_the_rollback_row_survives(pool: asyncpg.
     manager = TransactionalStateManager(pool, retry_policy=FAST)
     material_id = await _material(pool, "cable")
     with pytest.raises(RuntimeError, match="boom"):
-        async with manager.transaction("rename", actor_id=None) as ctx:
+        async with manager.transaction("rename", actor=None) as ctx:
             async with ctx.step("rename"):
                 await ctx.conn.execute(
                     "UPDATE materials SET name = 'Cable' WHERE id = $1", material_id

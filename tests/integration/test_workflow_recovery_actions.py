@@ -10,16 +10,16 @@ import asyncpg
 import pytest
 
 from database.compensation import reversal_key
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     InputValidationError,
     InvalidTransitionError,
     NotFoundError,
 )
-from recovery.state_manager import Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from recovery.workflows import (
     NO_HISTORY,
-    AdminRef,
     PreviewOutdatedError,
     RecoveryAction,
     WorkflowRecoveryManager,
@@ -172,7 +172,7 @@ async def test_reset_with_no_history_is_refused_and_changes_nothing(
     pool: asyncpg.Pool, manager: WorkflowRecoveryManager
 ) -> None:
     admin_row = await make_user(pool, role="admin")
-    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    admin = Actor.of(admin_row)
     client = await make_user(pool)
     created_only = await make_request(pool, client_id=client["id"], hours_in_state=30)
     await add_transition(pool, created_only["id"], None, "new", kind="create")
@@ -276,7 +276,7 @@ async def test_force_to_the_last_step_completes_the_request(
             RecoveryAction.FORCE,
             request["id"],
             expected_version=request["version"],
-            admin=AdminRef(admin_row["id"], admin_row["telegram_id"]),
+            admin=Actor.of(admin_row),
         )
     ).request
 
@@ -340,7 +340,7 @@ async def test_reassign_gives_the_request_to_an_active_user_of_the_owning_role(
     pool: asyncpg.Pool, manager: WorkflowRecoveryManager
 ) -> None:
     admin_row = await make_user(pool, role="admin")
-    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    admin = Actor.of(admin_row)
     client = await make_user(pool)
     gone = await make_user(pool, role="technician", name="Gone")
     aziz = await make_user(pool, role="technician", name="Aziz")
@@ -410,7 +410,7 @@ async def test_reassign_refuses_users_who_cannot_take_it(
     pool: asyncpg.Pool, manager: WorkflowRecoveryManager
 ) -> None:
     admin_row = await make_user(pool, role="admin")
-    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    admin = Actor.of(admin_row)
     client = await make_user(pool)
     holder = await make_user(pool, role="technician")
     inactive = await make_user(pool, role="technician")
@@ -459,11 +459,11 @@ ACTIONS = [
 ]
 
 
-async def _kit(pool: asyncpg.Pool) -> tuple[AdminRef, AdminRef, asyncpg.Record, asyncpg.Record]:
+async def _kit(pool: asyncpg.Pool) -> tuple[Actor, Actor, asyncpg.Record, asyncpg.Record]:
     admin, s = await connection_request_in_materials(pool)
     other_row = await make_user(pool, role="admin")
     aziz = await make_user(pool, role="warehouse", name="Aziz Warehouse")
-    return admin, AdminRef(other_row["id"], other_row["telegram_id"]), s["request"], aziz
+    return admin, Actor.of(other_row), s["request"], aziz
 
 
 @pytest.mark.parametrize("action", ACTIONS, ids=lambda a: a.value)
@@ -559,7 +559,7 @@ async def test_missing_and_inactive_requests_are_refused(
     pool: asyncpg.Pool, manager: WorkflowRecoveryManager
 ) -> None:
     admin_row = await make_user(pool, role="admin")
-    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    admin = Actor.of(admin_row)
     client = await make_user(pool)
     cancelled = await make_request(pool, client_id=client["id"], status="cancelled")
     await move(pool, cancelled["id"], "assigned", "junior_manager")
@@ -590,7 +590,7 @@ async def test_resets_reverse_exactly_what_the_real_material_uses_of_each_step_t
     }
     keeper = await make_user(pool, role="warehouse")
     admin_row = await make_user(pool, role="admin")
-    admin = AdminRef(admin_row["id"], admin_row["telegram_id"])
+    admin = Actor.of(admin_row)
     cable = await pool.fetchval(
         "INSERT INTO materials (sku, name, balance) VALUES ('CBL', 'Cable', 0) RETURNING id"
     )

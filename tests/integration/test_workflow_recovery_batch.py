@@ -8,7 +8,8 @@ import asyncio
 
 import asyncpg
 
-from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager
+from recovery.actors import Actor
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import make_request, make_user
 from tests.integration.workflow_recovery_support import (
     add_transition,
@@ -17,7 +18,7 @@ from tests.integration.workflow_recovery_support import (
 )
 
 
-async def _stuck_reviews(pool: asyncpg.Pool, count: int) -> tuple[AdminRef, list[int]]:
+async def _stuck_reviews(pool: asyncpg.Pool, count: int) -> tuple[Actor, list[int]]:
     admin = await make_user(pool, role="admin")
     client = await make_user(pool)
     await make_user(pool, role="controller")
@@ -44,7 +45,7 @@ async def _stuck_reviews(pool: asyncpg.Pool, count: int) -> tuple[AdminRef, list
         hours_in_state=40,
     )
     await make_request(pool, client_id=client["id"], state="review", role="controller")
-    return AdminRef(admin["id"], admin["telegram_id"]), ids
+    return Actor.of(admin), ids
 
 
 async def test_batch_force_moves_every_matching_stuck_request(pool: asyncpg.Pool) -> None:
@@ -132,9 +133,7 @@ async def test_two_admins_running_the_same_batch_apply_each_request_once(
 
     first, second = await asyncio.gather(
         manager.apply_batch(RecoveryAction.FORCE, targets, admin=admin),
-        manager.apply_batch(
-            RecoveryAction.FORCE, targets, admin=AdminRef(other["id"], other["telegram_id"])
-        ),
+        manager.apply_batch(RecoveryAction.FORCE, targets, admin=Actor.of(other)),
     )
 
     assert sorted(first.succeeded + second.succeeded) == sorted(ids)
@@ -190,7 +189,7 @@ async def test_batch_reassign_to_one_user(pool: asyncpg.Pool) -> None:
     result = await manager.apply_batch(
         RecoveryAction.REASSIGN,
         targets,
-        admin=AdminRef(admin["id"], admin["telegram_id"]),
+        admin=Actor.of(admin),
         assignee_id=aziz["id"],
     )
 

@@ -7,7 +7,8 @@ import asyncpg
 import pytest
 
 from database import stuck
-from recovery.workflows import AdminRef, RecoveryAction, WorkflowRecoveryManager
+from recovery.actors import Actor
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import make_request, make_user
 from tests.integration.workflow_recovery_support import add_transition
 
@@ -272,7 +273,7 @@ async def test_digest_alerts_each_newly_stuck_request_once(pool: asyncpg.Pool) -
         RecoveryAction.FORCE,
         first["id"],
         expected_version=first["version"],
-        admin=AdminRef(admin["id"], 1),
+        admin=Actor(admin["id"], "admin", 1),
     )
     run4 = await manager.alert_new_stuck()
     assert run4.new_request_ids == []

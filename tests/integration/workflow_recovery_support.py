@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from recovery.workflows import AdminRef
+from recovery.actors import Actor
 from tests.factories import make_request, make_user
 
 _keys = itertools.count(1)
@@ -91,7 +91,7 @@ async def move(
 
 async def connection_request_in_materials(
     db: asyncpg.Pool,
-) -> tuple[AdminRef, dict[str, Any]]:
+) -> tuple[Actor, dict[str, Any]]:
     """A connection request that went new -> ... -> in_work (technician Tom assigned, used
     cable) -> materials (warehouse issued routers and more cable), stuck there for 30 h."""
     admin_row = await make_user(db, role="admin", name="Ada Admin")
@@ -126,7 +126,7 @@ async def connection_request_in_materials(
         await issue(db, material_id=cable["id"], request_id=request["id"], quantity=15),
     ]
     row = await db.fetchrow("SELECT * FROM service_requests WHERE id = $1", request["id"])
-    return AdminRef(admin_row["id"], admin_row["telegram_id"]), {
+    return Actor.of(admin_row), {
         "request": row,
         "client": client,
         "tom": tom,

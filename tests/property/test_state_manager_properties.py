@@ -1,7 +1,9 @@
 """Property-based tests (hypothesis) of EnhancedStateManager on a real PostgreSQL.
 
 Random sequences of operations (open, advance, assign, use materials, replay of an earlier
-material use) run with injected failures: a Python error, a real SQLSTATE 40001 once or on
+material use) run with injected failures (an assignment is the admin's reassign,
+``WorkflowRecoveryManager.apply(RecoveryAction.REASSIGN)``, the path of the admin menu, on
+the state manager's transactions): a Python error, a real SQLSTATE 40001 once or on
 every attempt, the server process killed (``pg_terminate_backend``) mid-transaction, or the
 COMMIT answer lost. After each sequence the database must equal a simple model of the
 committed operations and these invariants must hold:
@@ -28,6 +30,7 @@ from hypothesis import strategies as st
 
 from database import users
 from recovery import workflow_definitions as wf
+from recovery.actors import Actor
 from recovery.exceptions import (
     ConcurrentModificationError,
     DomainError,
@@ -36,16 +39,25 @@ from recovery.exceptions import (
     InvalidTransitionError,
     PermissionDeniedError,
 )
-from recovery.state_manager import ASSIGNER_ROLES, Actor, EnhancedStateManager
+from recovery.state_manager import EnhancedStateManager
 from recovery.transaction_context import AFTER_COMMIT
 from recovery.transactions import TransactionContext, TransactionRetryPolicy
+from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import receive
 
 POLICY = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 STEPS = {
     "create": ["insert_request", "history", "outbox", "before_commit"],
     "advance": ["lock", "apply_state", "history", "outbox", "before_commit"],
-    "assign": ["lock", "apply_state", "history", "outbox", "before_commit"],
+    "assign": [
+        "lock",
+        "apply_state",
+        "history",
+        "compensation",
+        "recovery_log",
+        "outbox",
+        "before_commit",
+    ],
     "use": ["lock", "ledger", "decrement", "before_commit"],
 }
 USERS = [
@@ -63,6 +75,7 @@ RESET_SQL = """
 DELETE FROM transaction_log;
 DELETE FROM pending_notifications;
 DELETE FROM inventory_transactions;
+DELETE FROM workflow_recovery_log;
 DELETE FROM workflow_transitions;
 DELETE FROM service_requests;
 DELETE FROM materials;
@@ -111,7 +124,7 @@ class Model:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # create, advance, assign, use, replay
+    kind: str  # create, advance, assign (the admin's reassign), use, replay
     workflow: str = "repair"
     target: int = 0  # index into the existing requests
     actor: str = "owner"  # owner, admin, wrong (the client)
@@ -140,7 +153,7 @@ assigns = st.builds(
     Op,
     kind=st.just("assign"),
     target=targets,
-    actor=st.sampled_from(["owner", "owner", "admin", "wrong"]),
+    actor=st.just("admin"),  # the admin menu is the only way to assign
     stale=st.sampled_from([False] * 5 + [True]),
     second_assignee=st.booleans(),
 )
@@ -218,9 +231,9 @@ def expect(model: Model, op: Op, request_id: int | None, use: tuple | None) -> t
     request = model.requests[request_id]
     actor = _actor(model, op, request)
     if op.kind in ("advance", "assign"):
-        # permission first (recovery.state_manager.may_act), then version, then status
-        allowed = _may_act(actor, request) or (op.kind == "assign" and actor.role in ASSIGNER_ROLES)
-        if not allowed:
+        # permission first (recovery.state_manager.may_act; an admin, who assigns, may act
+        # on any request), then version, then status
+        if not _may_act(actor, request):
             return PermissionDeniedError
         if op.stale:
             return ConcurrentModificationError
@@ -312,7 +325,7 @@ async def _seed(pool: asyncpg.Pool, stock: tuple[int, int]) -> Model:
         row = await users.upsert_from_telegram(
             pool, telegram_id=1 + index, full_name=name, username=None, language="en", role=role
         )
-        actors[name] = Actor(row["id"], role)
+        actors[name] = Actor.of(row)
     balances = {}
     async with pool.acquire() as conn, conn.transaction():
         for index, quantity in enumerate(stock):
@@ -341,8 +354,15 @@ async def _call(
     if op.kind == "advance":
         return await manager.advance(actor, request_id, version)
     if op.kind == "assign":
-        assignee = _assignee(model, op, request)
-        return await manager.assign(actor, request_id, version, assignee.user_id)
+        recovery = WorkflowRecoveryManager(manager.pool, transactions=manager.transactions)
+        outcome = await recovery.apply(
+            RecoveryAction.REASSIGN,
+            request_id,
+            expected_version=version,
+            admin=actor,
+            assignee_id=_assignee(model, op, request).user_id,
+        )
+        return outcome.request
     assert use is not None
     key, material_id, _, quantity, actor_name = use
     use_actor = model.users[actor_name] if actor_name != "owner" else model.owner(request.step.role)
