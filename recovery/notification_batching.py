@@ -9,8 +9,25 @@ import logging
 import asyncpg
 
 from database import notifications as sql
+from recovery.connection_lost import is_connection_lost
 
 log = logging.getLogger(__name__)
+
+Mark = tuple[int, str, int | None]
+"""(row id, claim id, Telegram message id) of a delivered row."""
+
+
+class MarkHeldError(Exception):
+    """The row was delivered but its 'sent' mark could not be written: the database is
+    unreachable. The mark is held in memory and written when it answers (``write_held``)."""
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A failure that says the database cannot be reached now (a lost or refused connection,
+    a pool that gives no connection in time), not one that the statement caused."""
+    return is_connection_lost(exc) or isinstance(
+        exc, OSError | TimeoutError | asyncpg.InterfaceError
+    )
 
 
 class SentMarker:
@@ -23,6 +40,11 @@ class SentMarker:
     group) or ``max_delay_s`` after the first waiting mark, whichever comes first. A failed
     statement fails every mark of its group: those rows stay claimed and are sent again
     after their lease (at least once, nothing lost).
+
+    A statement that fails because the database is unreachable holds its marks instead
+    (``held``, their futures fail with ``MarkHeldError``) and sets ``unreachable``: the sender
+    sends no more claimed rows until ``write_held`` has written them, so a database outage
+    during a drain does not make every delivered row go out again after its lease.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, max_rows: int, max_delay_s: float) -> None:
@@ -30,9 +52,34 @@ class SentMarker:
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
         self._open = 0
-        self._pending: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Mark, asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._held: list[Mark] = []
+        self.unreachable = False
+        """The last mark statement failed for want of a database (cleared by a good one)."""
+
+    @property
+    def held(self) -> int:
+        """Marks of delivered rows waiting for the database."""
+        return len(self._held)
+
+    async def write_held(self) -> bool:
+        """Write the held marks; True when none is left (then ``unreachable`` is cleared).
+        A mark whose claim was taken meanwhile does not apply (its row was sent again)."""
+        if not self._held:
+            self.unreachable = False
+            return True
+        items, self._held = self._held, []
+        try:
+            marked = await sql.mark_sent_many(self.pool, items)
+        except Exception as exc:
+            self._held = items + self._held
+            self.unreachable = self.unreachable or database_unreachable(exc)
+            return False
+        self.unreachable = False
+        log.info("%d held 'sent' mark(s) written (%d applied)", len(items), len(marked))
+        return True
 
     def expect(self, rows: int) -> None:
         """``rows`` more rows were claimed; each will ``settle`` once."""
@@ -78,12 +125,19 @@ class SentMarker:
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(
-        self, group: list[tuple[tuple[int, str, int | None], asyncio.Future[bool]]]
-    ) -> None:
+    async def _write(self, group: list[tuple[Mark, asyncio.Future[bool]]]) -> None:
+        items = [item for item, _ in group]
         try:
-            marked = await sql.mark_sent_many(self.pool, [item for item, _ in group])
+            marked = await sql.mark_sent_many(self.pool, items)
         except Exception as exc:
+            if database_unreachable(exc):
+                self.unreachable = True
+                self._held.extend(items)
+                log.warning(
+                    "database unreachable (%s): %d 'sent' mark(s) held until it answers",
+                    type(exc).__name__, len(items),
+                )  # fmt: skip
+                exc = MarkHeldError(str(len(items)))
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
@@ -92,6 +146,7 @@ class SentMarker:
             for _, future in group:
                 future.cancel()
             raise
+        self.unreachable = False
         for (row_id, _, _), future in group:
             if not future.done():
                 future.set_result(row_id in marked)

@@ -1,11 +1,13 @@
-"""What the notification sender reports: drain counts, failing notifications for the
-admin menu, and a notification whose request has moved on."""
+"""What the notification sender works with and reports: the ``Sender`` and ``Renderer`` the
+bot supplies, drain counts, failing notifications for the admin menu, and a notification
+whose request has moved on."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +74,25 @@ class RequestMoved:
     said_state: str
     state: str | None
     status: str | None
+
+
+Renderer = Callable[[str, dict[str, Any], str], str]
+"""(template_key, params, locale) -> message text, rendered at send time."""
+
+
+class Sender(Protocol):
+    """Sends one text message; returns Telegram's message id. Raises the Bot API's errors.
+
+    ``mute`` (only passed when the row has ``params["mute"]``): the alert's mute offer
+    (``recovery.alerts.mute_offer``), which the Telegram layer turns into buttons in
+    ``locale``.
+    """
+
+    def __call__(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        mute: Mapping[str, Any] | None = None,
+        locale: str | None = None,
+    ) -> Awaitable[int | None]: ...

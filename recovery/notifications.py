@@ -21,16 +21,21 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
 from database import notifications as sql
 from recovery.alerts import MUTE_PARAM, AdminAlerts
 from recovery.classification import classify
-from recovery.notification_batching import SentMarker
-from recovery.notification_model import DrainResult, FailingNotification, RequestMoved
+from recovery.notification_batching import MarkHeldError, SentMarker
+from recovery.notification_model import (
+    DrainResult,
+    FailingNotification,
+    Renderer,
+    RequestMoved,
+    Sender,
+)
 from recovery.notification_outcomes import (
     MAX_ATTEMPTS_REASON,
     QUEUE_FULL_REASON,
@@ -46,31 +51,10 @@ from recovery.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-Renderer = Callable[[str, dict[str, Any], str], str]
-"""(template_key, params, locale) -> message text, rendered at send time."""
-
 Clock = Callable[[], float]
 
 _UNBOUNDED = 2**62  # batches of one run-loop turn: until a short batch or the stop
 UNREACHABLE_REASON = "recipient unreachable"
-
-
-class Sender(Protocol):
-    """Sends one text message; returns Telegram's message id. Raises the Bot API's errors.
-
-    ``mute`` (only passed when the row has ``params["mute"]``): the alert's mute offer
-    (``recovery.alerts.mute_offer``), which the Telegram layer turns into buttons in
-    ``locale``.
-    """
-
-    def __call__(
-        self,
-        chat_id: int,
-        text: str,
-        *,
-        mute: Mapping[str, Any] | None = None,
-        locale: str | None = None,
-    ) -> Awaitable[int | None]: ...
 
 
 def default_instance_id() -> str:
@@ -190,13 +174,14 @@ class NotificationRetryManager(NotificationOutcomes, NotificationQueueAdmin):
         self, result: DrainResult, *, max_batches: int, stop: asyncio.Event | None = None
     ) -> None:
         """Claim and deliver batch after batch, up to ``max_batches``, until a batch comes
-        back short or ``stop`` is set. The next batch is claimed as soon as every row of the
-        current one has started (at most ``concurrency`` rows still in flight), so that sends
-        flow on across batches instead of pausing for each claim. Every batch in hand is
-        finished before it returns; if it is cancelled (the process dies), so are the sends.
-        """
+        back short or ``stop`` is set; nothing while 'sent' marks are held (``SentMarker``).
+        The next batch is claimed as soon as every row of the current one has started (at
+        most ``concurrency`` rows in flight), so sends flow on across batches. Every batch in
+        hand is finished before it returns; if it is cancelled, so are the sends."""
         slots = asyncio.Semaphore(self.concurrency)
         batches: list[asyncio.Task[None]] = []
+        if not await self._marker.write_held():  # claim nothing before: no row sent twice
+            return
         try:
             for _ in range(max_batches):
                 if stop is not None and stop.is_set():
@@ -268,6 +253,8 @@ class NotificationRetryManager(NotificationOutcomes, NotificationQueueAdmin):
                     result.sent += 1
                 else:
                     log.warning("notification %s: lease lost before its outcome", row["id"])
+            except MarkHeldError:  # delivered; its mark is written when the database answers
+                result.sent += 1
             except Exception as exc:  # the row stays claimed and is sent again after its lease
                 result.failed += 1
                 await self._record(exc, {"notification_id": row["id"], "stage": "mark sent"})
@@ -298,6 +285,9 @@ class NotificationRetryManager(NotificationOutcomes, NotificationQueueAdmin):
             text = self.renderer(row["template_key"], dict(params), locale)
         except Exception as exc:
             await self._failed(row, claim_id, exc, classify(exc), result)
+            return None
+        if self._marker.unreachable:  # stays claimed, sent after its lease: never twice
+            result.failed += 1
             return None
         chat_id = row["chat_id"]
         migrated = False
@@ -330,7 +320,11 @@ class NotificationRetryManager(NotificationOutcomes, NotificationQueueAdmin):
 
     async def release_claims(self) -> int:
         """Give back every row this instance holds (a graceful stop, after its sends have
-        stopped); returns how many. A crashed instance's rows come back after their lease."""
+        stopped; held 'sent' marks are written first); returns how many. A crashed
+        instance's rows come back after their lease."""
+        if not await self._marker.write_held():  # released, they would go out again
+            log.warning("%d sent mark(s) unwritten: claims kept", self._marker.held)
+            return 0
         return await sql.release_instance(self.pool, f"{self.instance_id}#")
 
     # ------------------------------------------------------------------ the loop

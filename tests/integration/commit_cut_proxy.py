@@ -5,7 +5,8 @@ upstream DSN (TCP host and port, or pgserver's Unix socket directory in ``?host=
 probability ``cut_probability`` a client's ``COMMIT`` (asyncpg sends ``COMMIT;`` as a simple
 Query message) is forwarded, the server is given ``settle_s`` seconds to commit, and the
 connection is cut on both sides before the answer reaches the client: the transaction
-committed, the client sees its connection lost in the middle of COMMIT.
+committed, the client sees its connection lost in the middle of COMMIT. ``OutageProxy``
+takes the database away altogether (``down``/``up``).
 """
 
 from __future__ import annotations
@@ -105,3 +106,27 @@ class CommitCutProxy:
                 with contextlib.suppress(Exception):
                     await stream.wait_closed()
             self._tasks.discard(task)
+
+
+class OutageProxy(CommitCutProxy):
+    """A TCP relay to PostgreSQL that can be taken down: ``down()`` cuts every relayed
+    connection and refuses new ones until ``up()``."""
+
+    def __init__(self, upstream_dsn: str) -> None:
+        super().__init__(upstream_dsn, cut_probability=0.0)
+        self.is_down = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.is_down:
+            writer.close()
+            return
+        await super()._accept(reader, writer)
+
+    async def down(self) -> None:
+        self.is_down = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def up(self) -> None:
+        self.is_down = False

@@ -30,31 +30,7 @@ from recovery.errors import ErrorCategory, ErrorHandler, ErrorSeverity, group_re
 from recovery.exceptions import ConcurrentModificationError, InputValidationError
 from tests.fakes.bot_session import FakeBotSession
 from tests.fakes.telegram_api import DEFAULT_TOKEN
-from tests.integration.commit_cut_proxy import CommitCutProxy
-
-
-class OutageProxy(CommitCutProxy):
-    """A TCP relay to PostgreSQL that can be taken down: ``down()`` cuts every relayed
-    connection and refuses new ones until ``up()``."""
-
-    def __init__(self, upstream_dsn: str) -> None:
-        super().__init__(upstream_dsn, cut_probability=0.0)
-        self.is_down = False
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.is_down:
-            writer.close()
-            return
-        await super()._accept(reader, writer)
-
-    async def down(self) -> None:
-        self.is_down = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def up(self) -> None:
-        self.is_down = False
+from tests.integration.commit_cut_proxy import OutageProxy
 
 
 def concurrent(request_id: int) -> BaseException:
