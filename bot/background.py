@@ -83,7 +83,8 @@ def build_background(
             since = telegram.unresumed_since
             count = await resume_notifications(services.pool, since)
             telegram.resumed(since)
-            log.info("Telegram back: %d notification(s) made due now", count)
+            if count:
+                log.info("Telegram answers: %d notification(s) held back made due now", count)
         notifications.wake()
 
     watch = OutageWatch(

@@ -20,3 +20,18 @@ SELECT id FROM pending_notifications
 async def dead_since(conn: AnyConnection | asyncpg.Pool, since: datetime, reason: str) -> list[int]:
     """Ids of the rows that became dead with ``reason`` at or after ``since``."""
     return [row["id"] for row in await conn.fetch(DEAD_SINCE_SQL, since, reason)]
+
+
+# Rows dead with reason $1 ('max attempts: telegram unreachable') in the last $2 seconds.
+DEAD_RECENTLY_SQL = """
+SELECT id FROM pending_notifications
+ WHERE status = 'dead' AND dead_reason = $1
+   AND updated_at >= now() - make_interval(secs => $2)
+"""
+
+
+async def dead_recently(
+    conn: AnyConnection | asyncpg.Pool, reason: str, max_age_s: float
+) -> list[int]:
+    """Ids of the rows that became dead with ``reason`` in the last ``max_age_s`` seconds."""
+    return [row["id"] for row in await conn.fetch(DEAD_RECENTLY_SQL, reason, float(max_age_s))]

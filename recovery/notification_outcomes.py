@@ -41,6 +41,11 @@ log = logging.getLogger("recovery.notifications")
 QUEUE_FULL_TEMPLATE = "admin.retry_queue_full"
 QUEUE_FULL_REASON = "queue full"
 MAX_ATTEMPTS_REASON = "max attempts"
+TELEGRAM_UNREACHABLE_REASON = "max attempts: telegram unreachable"
+"""Dead of its attempt budget while its last failure said Telegram did not answer (5xx,
+network, timeout): put back when Telegram answers again (``recovery.outages``), also by a
+process started after the outage."""
+_UNREACHABLE_VERDICTS = frozenset({"telegram_server_error", "telegram_network_error", "timeout"})
 
 
 class ClaimLostError(Exception):
@@ -122,7 +127,9 @@ class NotificationOutcomes:
                     claim_id,
                     status="dead",
                     error=error,
-                    reason=MAX_ATTEMPTS_REASON,
+                    reason=TELEGRAM_UNREACHABLE_REASON
+                    if verdict.reason in _UNREACHABLE_VERDICTS
+                    else MAX_ATTEMPTS_REASON,
                 )
             )
             result.dead += 1

@@ -32,7 +32,7 @@ from database import notification_admin as notifications_sql
 from database import outages as sql
 from database import readiness
 from recovery.alerts import AdminAlerts, AlertKind
-from recovery.notifications import MAX_ATTEMPTS_REASON
+from recovery.notification_outcomes import MAX_ATTEMPTS_REASON, TELEGRAM_UNREACHABLE_REASON
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ Counter = Callable[[], int]
 spooled)."""
 
 TEMPLATES = {"database": "admin.outage_database", "telegram": "admin.outage_telegram"}
+
+REVIVE_MAX_AGE_S = 24 * 3600.0
+"""A notification that died because Telegram did not answer is put back when Telegram
+answers again within this many seconds of its death; older ones stay dead (the admin can
+retry them from the menu)."""
 
 REPORT_SPREAD_S = 30.0
 """Seconds within which every instance reports the end of one outage: the database's is
@@ -106,9 +111,13 @@ class OutageTracker:
         self._start_counts: dict[str, int] = {}
         self.finished: list[Outage] = []
         self.backs = 0
-        """How many outages have ended so far (short ones included): a watch that compares
-        it with its last reading notices every return, even one followed at once by a new
-        failure (a send still in flight when Telegram came back)."""
+        """How many outages of at least ``threshold_s`` have ended so far: a watch that
+        compares it with its last reading notices every such return, even one followed at
+        once by a new failure (a send still in flight when Telegram came back). Shorter ones
+        are not counted: a dependency that flaps (Telegram answering getUpdates while
+        sendMessage fails) must not make the retries of what failed due at every flap."""
+        self.answered = False
+        """Whether any attempt has succeeded since the process started."""
         self._unresumed_since: float | None = None
 
     @property
@@ -136,9 +145,9 @@ class OutageTracker:
         """One attempt succeeded; returns the outage it ended when that one is long enough
         to alert about (it is also kept in ``finished``)."""
         since, self._since = self._since, None
+        self.answered = True
         if since is None:
             return None
-        self.backs += 1
         now = self.clock()
         counts = {
             name: max(0, read() - self._start_counts.get(name, 0))
@@ -158,6 +167,7 @@ class OutageTracker:
             counts,
         )
         self.finished.append(outage)
+        self.backs += 1
         return outage
 
     @property
@@ -208,6 +218,7 @@ class OutageWatch:
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
         self._telegram_backs = telegram.backs if telegram is not None else 0
+        self._telegram_answered = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe and report until ``stop`` is set."""
@@ -224,9 +235,14 @@ class OutageWatch:
         if self.database.down:
             self.database.success()
             await self._notify_back("database")
-        if self.telegram is not None and self.telegram.backs != self._telegram_backs:
-            self._telegram_backs = self.telegram.backs
-            await self._notify_back("telegram")
+        if self.telegram is not None:
+            # its first answer in this process (what died in an outage before the start
+            # comes back) or the end of an outage long enough to alert about
+            first = self.telegram.answered and not self._telegram_answered
+            self._telegram_answered = self.telegram.answered
+            if first or self.telegram.backs != self._telegram_backs:
+                self._telegram_backs = self.telegram.backs
+                await self._notify_back("telegram")
         try:
             await self.report()
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -280,14 +296,18 @@ class OutageWatch:
 
 
 async def resume_notifications(pool: asyncpg.Pool, since_epoch: float | None) -> int:
-    """After a Telegram outage that began at ``since_epoch`` (epoch seconds): every
-    'retrying' notification is made due now, and every one that died of its attempt budget
-    since then (every attempt failed because Telegram was away) gets a fresh budget and is
-    due now. The senders are woken (NOTIFY). Returns how many rows were made due."""
+    """After a Telegram outage that began at ``since_epoch`` (epoch seconds; None: a process
+    start, where the outage, if any, was another process's): every 'retrying' notification
+    is made due now, and these dead ones get a fresh budget and are due now: those that died
+    of their attempt budget on a Telegram that did not answer within ``REVIVE_MAX_AGE_S``
+    (``TELEGRAM_UNREACHABLE_REASON``, whichever process saw it), and those that died of
+    their budget since ``since_epoch``. The senders are woken (NOTIFY). Returns how many
+    rows were made due."""
     count = await notifications_sql.retry_now(pool, None, ("retrying",))
+    dead = await sql.dead_recently(pool, TELEGRAM_UNREACHABLE_REASON, REVIVE_MAX_AGE_S)
     if since_epoch is not None:
         since = dt.datetime.fromtimestamp(since_epoch, dt.UTC)
-        dead = await sql.dead_since(pool, since, MAX_ATTEMPTS_REASON)
-        if dead:
-            count += await notifications_sql.retry_now(pool, dead, ("dead",))
+        dead += await sql.dead_since(pool, since, MAX_ATTEMPTS_REASON)
+    if dead:
+        count += await notifications_sql.retry_now(pool, dead, ("dead",))
     return count

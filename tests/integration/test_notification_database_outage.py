@@ -75,9 +75,12 @@ async def test_no_notification_is_sent_twice_across_a_database_outage(
         await asyncio.sleep(2.5)  # the lease of the rows claimed but not sent runs out
         for _ in range(10):
             await manager.drain(max_batches=10)
-            if await pool.fetchval(
-                "SELECT count(*) FROM pending_notifications WHERE status <> 'sent'"
-            ) == 0:
+            if (
+                await pool.fetchval(
+                    "SELECT count(*) FROM pending_notifications WHERE status <> 'sent'"
+                )
+                == 0
+            ):
                 break
             await asyncio.sleep(0.5)
     finally:

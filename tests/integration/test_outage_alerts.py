@@ -63,20 +63,33 @@ async def test_a_second_outage_after_the_first_one_gets_its_own_alert(pool: asyn
     assert sent == 2
 
 
-async def test_the_watch_notices_every_return_of_telegram(pool: asyncpg.Pool) -> None:
-    telegram = OutageTracker("telegram", 3.0, clock=Clock(1_800_000_000.0))
+async def test_the_watch_notices_each_return_of_telegram_and_not_its_flaps(
+    pool: asyncpg.Pool,
+) -> None:
+    clock = Clock(1_800_000_000.0)
+    telegram = OutageTracker("telegram", 3.0, clock=clock)
     backs: list[str] = []
     watch = OutageWatch(
         pool, AdminAlerts(pool, admin_ids=[42]), OutageTracker("database", 5.0), telegram,
         on_back=backs.append,
     )  # fmt: skip
     await watch.tick()
-    telegram.failure()
+    assert backs == []  # no answer from Telegram yet
+    telegram.success()
     await watch.tick()
-    assert backs == []
+    assert backs == ["telegram"]  # its first answer: what died before the start comes back
+    await watch.tick()
+    for _ in range(3):  # flaps: getUpdates answers while sendMessage fails
+        telegram.failure()
+        clock.now += 1
+        telegram.success()
+        await watch.tick()
+    assert backs == ["telegram"]
+    telegram.failure()
+    clock.now += 10
     telegram.success()
     telegram.failure()  # back and down again between two ticks (a late send failing)
     await watch.tick()
-    assert backs == ["telegram"]
+    assert backs == ["telegram", "telegram"]
     await watch.tick()
-    assert backs == ["telegram"]
+    assert backs == ["telegram", "telegram"]

@@ -1,6 +1,8 @@
 """After a Telegram outage the notifications it held back are due at once: 'retrying' rows
 now rather than after their backoff, and rows that died of their attempt budget during the
-outage with a fresh budget. Rows dead before it, or dead for another reason, stay dead."""
+outage with a fresh budget. Rows dead before it, or dead for another reason, stay dead.
+Rows that died because Telegram did not answer come back in a process started after the
+outage too, for a day."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 import asyncpg
 
 from database import outbox
-from recovery.notifications import MAX_ATTEMPTS_REASON
+from recovery.notification_outcomes import MAX_ATTEMPTS_REASON, TELEGRAM_UNREACHABLE_REASON
 from recovery.outages import resume_notifications
 
 
@@ -47,3 +49,15 @@ async def test_what_the_outage_held_back_is_due_now(pool: asyncpg.Pool) -> None:
     assert rows[died]["status"] == "pending" and rows[died]["attempts"] == 0
     assert rows[died]["due"]
     assert rows[before]["status"] == "dead" and rows[full]["status"] == "dead"
+
+
+async def test_rows_dead_of_an_unreachable_telegram_come_back_in_a_new_process(
+    pool: asyncpg.Pool,
+) -> None:
+    hours_ago = await _row(pool, "unreachable-2h", "dead", TELEGRAM_UNREACHABLE_REASON, 7200)
+    too_old = await _row(pool, "unreachable-25h", "dead", TELEGRAM_UNREACHABLE_REASON, 90_000)
+    other = await _row(pool, "budget-30s", "dead", MAX_ATTEMPTS_REASON, 30)
+    # a process started after the outage knows no outage of its own: since_epoch is None
+    assert await resume_notifications(pool, None) == 1
+    status = dict(await pool.fetch("SELECT id, status FROM pending_notifications"))
+    assert status == {hours_ago: "pending", too_old: "dead", other: "dead"}
