@@ -13,8 +13,9 @@ network; the reply goes through aiogram's request building and response parsing)
 - *bare aiogram*: ``Dispatcher()`` (memory FSM storage) with one router whose handler
   answers ``/ping`` with ``message.answer("pong")``;
 - *project, polling*: ``bot.app.build_dispatcher`` as ``bot.lifecycle`` wires it in polling
-  mode (update tracking with metrics, the error middleware, user loading from PostgreSQL,
-  i18n, every router), the same handler in a router included last, so the update is offered
+  mode (update tracking with metrics, the error middleware, user loading from PostgreSQL
+  or, for a client whose row did not change, from the process's user cache with its LISTEN
+  running, i18n, every router), the same handler in a router included last, so the update is offered
   to every router and filter of the bot first (the worst case);
 - *project, polling, handler first*: the same, the handler in a router asked before the
   bot's routers (the cost of the middlewares alone);
@@ -192,6 +193,25 @@ async def measure(args: argparse.Namespace, pool: Any) -> dict[str, Any]:
     session = FakeBotSession()
     bot = Bot(DEFAULT_TOKEN, session=session)
     services = build_services(settings, pool, create_i18n("en"), bot, Metrics("bench", "x"))
+    # the user cache's LISTEN, as bot.lifecycle supervises it (older code has no cache)
+    cache = getattr(services, "user_cache", None)
+    listening = asyncio.create_task(cache.run()) if cache is not None else None
+    try:
+        return await _measure(args, bot, session, services, pool)
+    finally:
+        if listening is not None:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+
+async def _measure(
+    args: argparse.Namespace, bot: Bot, session: Any, services: Any, pool: Any
+) -> dict[str, Any]:
+    cache = getattr(services, "user_cache", None)
+    for _ in range(500):  # up to 5 s for the LISTEN to be up
+        if cache is None or cache.live:
+            break
+        await asyncio.sleep(0.01)
     bare = Dispatcher(storage=MemoryStorage())
     bare.include_router(ping_router())
     project = ProjectStack(services, pool)

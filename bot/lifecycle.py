@@ -183,6 +183,8 @@ class BotInstance:
                 {name: interval for name, (_, interval) in job_table(self.services).items()}
             )
         supervisor.start("error_pipeline", self.services.error_handler.run)
+        if (user_cache := self.services.user_cache) is not None:
+            supervisor.start("user_cache", user_cache.run)
         supervisor.start("notification_sender", self._sender_loop)
         supervisor.start("heartbeat", self._heartbeat_loop)
         stop = self._sender_stop
