@@ -15,6 +15,7 @@ from database import users
 from handlers.callbacks import LanguageCb
 from handlers.command_menu import publish_for_chat
 from handlers.render import html, lines
+from handlers.routing import gate_tree
 from handlers.texts import role_label
 from recovery.locale import SUPPORTED_LOCALES
 from recovery.user_cache import UserCache
@@ -101,3 +102,7 @@ async def set_language(
         callback_answer.text = _("Language changed.")
         if query.message is not None:
             await query.message.answer(_("Language changed."))
+
+
+# a message or callback query that no handler above could take skips this router at its root
+gate_tree(router)
