@@ -73,6 +73,11 @@ from database.pool import create_pool  # noqa: E402
 from handlers import fallback  # noqa: E402
 from middlewares.updates import UpdateTrackingMiddleware  # noqa: E402
 from tests.fakes.bot_session import FakeBotSession  # noqa: E402
+
+try:
+    from recovery.update_claims import UpdateClaims
+except ImportError:  # older code (--code)
+    UpdateClaims = None  # type: ignore[assignment,misc]
 from tests.fakes.telegram_api import DEFAULT_TOKEN  # noqa: E402
 
 USERS = 50
@@ -119,7 +124,10 @@ class ProjectStack:
         async def claim(update_id: int) -> bool:
             return await processed_updates.claim(pool, update_id, "bench")
 
-        self._claim = claim
+        # claims as bot.lifecycle makes them: grouped on a held connection where the code
+        # has recovery.update_claims, one pool.fetchval each in older code
+        self.claims = UpdateClaims(pool, "bench") if UpdateClaims is not None else None
+        self._claim = self.claims.claim if self.claims is not None else claim
         self.tracker = UpdateTrackingMiddleware(Metrics("bench", "polling"), claim=None)
         self.dp = build_dispatcher(
             services, storage=MemoryStorage(), outer_middlewares=[self.tracker]
@@ -196,25 +204,26 @@ async def measure(args: argparse.Namespace, pool: Any) -> dict[str, Any]:
     # the user cache's LISTEN, as bot.lifecycle supervises it (older code has no cache)
     cache = getattr(services, "user_cache", None)
     listening = asyncio.create_task(cache.run()) if cache is not None else None
+    project = ProjectStack(services, pool)
     try:
-        return await _measure(args, bot, session, services, pool)
+        for _ in range(500):  # up to 5 s for the LISTEN to be up
+            if cache is None or cache.live:
+                break
+            await asyncio.sleep(0.01)
+        return await _measure(args, bot, session, project)
     finally:
+        if project.claims is not None:
+            await project.claims.close()
         if listening is not None:
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
 
 
 async def _measure(
-    args: argparse.Namespace, bot: Bot, session: Any, services: Any, pool: Any
+    args: argparse.Namespace, bot: Bot, session: Any, project: ProjectStack
 ) -> dict[str, Any]:
-    cache = getattr(services, "user_cache", None)
-    for _ in range(500):  # up to 5 s for the LISTEN to be up
-        if cache is None or cache.live:
-            break
-        await asyncio.sleep(0.01)
     bare = Dispatcher(storage=MemoryStorage())
     bare.include_router(ping_router())
-    project = ProjectStack(services, pool)
     stacks = {
         "bare aiogram": lambda: bare,
         "project, polling, handler first": lambda: project.mode("polling"),
