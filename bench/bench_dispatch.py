@@ -78,6 +78,8 @@ try:
     from recovery.update_claims import UpdateClaims
 except ImportError:  # older code (--code)
     UpdateClaims = None  # type: ignore[assignment,misc]
+if not hasattr(processed_updates, "claim_many"):  # older code: this tree's module would fail
+    UpdateClaims = None  # type: ignore[assignment,misc]
 from tests.fakes.telegram_api import DEFAULT_TOKEN  # noqa: E402
 
 USERS = 50
