@@ -13,8 +13,9 @@ network; the reply goes through aiogram's request building and response parsing)
 - *bare aiogram*: ``Dispatcher()`` (memory FSM storage) with one router whose handler
   answers ``/ping`` with ``message.answer("pong")``;
 - *project, polling*: ``bot.app.build_dispatcher`` as ``bot.lifecycle`` wires it in polling
-  mode (update tracking with metrics, the error middleware, user loading from PostgreSQL,
-  i18n, every router), the same handler in a router included last, so the update is offered
+  mode (update tracking with metrics, the error middleware, user loading from PostgreSQL
+  or, for a client whose row did not change, from the process's user cache with its LISTEN
+  running, i18n, every router), the same handler in a router included last, so the update is offered
   to every router and filter of the bot first (the worst case);
 - *project, polling, handler first*: the same, the handler in a router asked before the
   bot's routers (the cost of the middlewares alone);
@@ -72,6 +73,13 @@ from database.pool import create_pool  # noqa: E402
 from handlers import fallback  # noqa: E402
 from middlewares.updates import UpdateTrackingMiddleware  # noqa: E402
 from tests.fakes.bot_session import FakeBotSession  # noqa: E402
+
+try:
+    from recovery.update_claims import UpdateClaims
+except ImportError:  # older code (--code)
+    UpdateClaims = None  # type: ignore[assignment,misc]
+if not hasattr(processed_updates, "claim_many"):  # older code: this tree's module would fail
+    UpdateClaims = None  # type: ignore[assignment,misc]
 from tests.fakes.telegram_api import DEFAULT_TOKEN  # noqa: E402
 
 USERS = 50
@@ -118,7 +126,10 @@ class ProjectStack:
         async def claim(update_id: int) -> bool:
             return await processed_updates.claim(pool, update_id, "bench")
 
-        self._claim = claim
+        # claims as bot.lifecycle makes them: grouped on a held connection where the code
+        # has recovery.update_claims, one pool.fetchval each in older code
+        self.claims = UpdateClaims(pool, "bench") if UpdateClaims is not None else None
+        self._claim = self.claims.claim if self.claims is not None else claim
         self.tracker = UpdateTrackingMiddleware(Metrics("bench", "polling"), claim=None)
         self.dp = build_dispatcher(
             services, storage=MemoryStorage(), outer_middlewares=[self.tracker]
@@ -192,9 +203,29 @@ async def measure(args: argparse.Namespace, pool: Any) -> dict[str, Any]:
     session = FakeBotSession()
     bot = Bot(DEFAULT_TOKEN, session=session)
     services = build_services(settings, pool, create_i18n("en"), bot, Metrics("bench", "x"))
+    # the user cache's LISTEN, as bot.lifecycle supervises it (older code has no cache)
+    cache = getattr(services, "user_cache", None)
+    listening = asyncio.create_task(cache.run()) if cache is not None else None
+    project = ProjectStack(services, pool)
+    try:
+        for _ in range(500):  # up to 5 s for the LISTEN to be up
+            if cache is None or cache.live:
+                break
+            await asyncio.sleep(0.01)
+        return await _measure(args, bot, session, project)
+    finally:
+        if project.claims is not None:
+            await project.claims.close()
+        if listening is not None:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+
+async def _measure(
+    args: argparse.Namespace, bot: Bot, session: Any, project: ProjectStack
+) -> dict[str, Any]:
     bare = Dispatcher(storage=MemoryStorage())
     bare.include_router(ping_router())
-    project = ProjectStack(services, pool)
     stacks = {
         "bare aiogram": lambda: bare,
         "project, polling, handler first": lambda: project.mode("polling"),

@@ -59,6 +59,7 @@ from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
 from recovery.retry import TransactionRetryPolicy
 from recovery.state_manager import EnhancedStateManager
+from recovery.user_cache import UserCache
 from recovery.workflow_definitions import STAFF_ROLES
 from recovery.workflows import WorkflowRecoveryManager
 
@@ -156,6 +157,7 @@ def build_services(
             error_handler=error_handler,
         ),
         metrics=metrics,
+        user_cache=UserCache(pool, ttl_s=settings.user_cache_ttl_s),
     )
 
 
@@ -327,7 +329,9 @@ def build_dispatcher(
             services.error_handler, services.i18n, services.settings.default_locale
         )
     )
-    dp.update.outer_middleware(UserMiddleware(services.pool, services.settings))
+    dp.update.outer_middleware(
+        UserMiddleware(services.pool, services.settings, services.user_cache)
+    )
     UserLocaleMiddleware(services.i18n).setup(dp)
     dp.callback_query.middleware(AnswerEveryCallback())  # wraps every callback handler
     dp.include_router(build_root_router())

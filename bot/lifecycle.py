@@ -53,13 +53,14 @@ from bot.services import Services
 from bot.settings import Settings
 from bot.telegram_start import check_token, poll
 from bot.webhook import WebhookHandler, add_webhook_route, set_webhook
-from database import instances, processed_updates
+from database import instances
 from database.migrate import head_revision
 from database.pool import create_pool
 from middlewares.updates import UpdateTrackingMiddleware
 from recovery.notifications import default_instance_id
 from recovery.rate_limit import TelegramRateLimiter
 from recovery.redis_rate_limit import RedisRateLimiter
+from recovery.update_claims import UpdateClaims
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class BotInstance:
         self.storage: BaseStorage | None = None
         self.dp: Dispatcher | None = None
         self.tracker: UpdateTrackingMiddleware | None = None
+        self.claims: UpdateClaims | None = None
         self.runner: JobRunner | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.readiness: Readiness | None = None
@@ -144,7 +146,9 @@ class BotInstance:
         self.services = build_services(s, self.pool, create_i18n(s.default_locale), self.bot,
                                        self.metrics, limiter)  # fmt: skip
         self.metrics.add_jobs(job_table(self.services))
-        claim = self._claim_update if self.mode in CLAIM_UPDATES_IN else None
+        if self.mode in CLAIM_UPDATES_IN:
+            self.claims = UpdateClaims(self.pool, self.instance_id)
+        claim = self.claims.claim if self.claims is not None else None
         self.tracker = UpdateTrackingMiddleware(self.metrics, claim=claim)
         self.storage = create_storage(s)
         self.dp = build_dispatcher(
@@ -183,6 +187,8 @@ class BotInstance:
                 {name: interval for name, (_, interval) in job_table(self.services).items()}
             )
         supervisor.start("error_pipeline", self.services.error_handler.run)
+        if (user_cache := self.services.user_cache) is not None:
+            supervisor.start("user_cache", user_cache.run)
         supervisor.start("notification_sender", self._sender_loop)
         supervisor.start("heartbeat", self._heartbeat_loop)
         stop = self._sender_stop
@@ -201,10 +207,6 @@ class BotInstance:
         site = web.TCPSite(self.web_runner, self.settings.web_host, self.settings.web_port)
         await site.start()
         log.info("web server on %s", ", ".join(str(a) for a in self.web_runner.addresses))
-
-    async def _claim_update(self, update_id: int) -> bool:
-        assert self.pool is not None
-        return await processed_updates.claim(self.pool, update_id, self.instance_id)
 
     async def _refresh_gauges(self) -> None:
         assert self.pool is not None and self.metrics is not None and self.services is not None
@@ -374,6 +376,8 @@ class BotInstance:
         if isinstance(self.rate_limiter, RedisRateLimiter):
             with contextlib.suppress(Exception):
                 await self.rate_limiter.close()
+        if self.claims is not None:  # its held connection goes back before the pool closes
+            await self.claims.close()
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), 5.0)

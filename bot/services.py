@@ -25,6 +25,7 @@ from recovery.notifications import (
 )
 from recovery.rate_limit import RateLimiter, TelegramRateLimiter
 from recovery.state_manager import EnhancedStateManager
+from recovery.user_cache import UserCache
 from recovery.workflows import WorkflowRecoveryManager
 
 
@@ -45,6 +46,9 @@ class Services:
     error_stats: ErrorStatistics
     inventory: InventoryReconciliationManager
     metrics: Metrics | None = None
+    user_cache: UserCache | None = None
+    """Rows of client senders (``recovery.user_cache``); ``run`` must be running for it
+    to serve anything (``bot.lifecycle`` supervises it)."""
 
     def as_dispatcher_kwargs(self) -> dict[str, Any]:
         """What handlers may declare as typed parameters."""
@@ -60,6 +64,7 @@ class Services:
             "audit": self.audit,
             "error_stats": self.error_stats,
             "inventory": self.inventory,
+            "user_cache": self.user_cache,
         }
 
 

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     db_retry_base_delay_s: float = Field(default=0.05, gt=0)
     db_retry_max_delay_s: float = Field(default=1.0, gt=0)
 
+    # --- Users ----------------------------------------------------------------------------
+    # the rows of client senders are kept in memory (recovery/user_cache.py), dropped on
+    # PostgreSQL's NOTIFY of a change and after this many seconds at most; 0 reads the
+    # users row from PostgreSQL on every update
+    user_cache_ttl_s: float = Field(default=60.0, ge=0)
+
     # --- Stuck workflows ------------------------------------------------------------------
     stuck_default_threshold_s: float = Field(default=24 * 3600.0, gt=0)
     stuck_thresholds: Annotated[dict[str, float], NoDecode] = Field(

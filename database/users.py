@@ -6,6 +6,10 @@ import asyncpg
 
 from database.pool import AnyConnection
 
+CHANGES_CHANNEL = "users_changed"
+"""NOTIFY channel of changed or deleted ``users`` rows (migration 0006): the payload is the
+row's ``telegram_id`` as text, ``*`` after a TRUNCATE of the table."""
+
 # Register on /start, or refresh name and username; writing to the bot again clears the
 # blocked mark (the user can be reached again).
 UPSERT_FROM_TELEGRAM_SQL = """

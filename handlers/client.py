@@ -14,6 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import NewRequestCb
 from handlers.filters import TextAnswer
 from handlers.render import html, lines
+from handlers.routing import gate_tree
 from handlers.texts import ngettext, state_label, workflow_label
 from recovery.actors import Actor
 from recovery.exceptions import InputValidationError
@@ -119,3 +120,7 @@ async def my_requests(
         for row in rows
     ]
     await message.answer(lines(_("Your requests:"), items))
+
+
+# a message or callback query that no handler above could take skips this router at its root
+gate_tree(router)

@@ -15,8 +15,10 @@ from database import users
 from handlers.callbacks import LanguageCb
 from handlers.command_menu import publish_for_chat
 from handlers.render import html, lines
+from handlers.routing import gate_tree
 from handlers.texts import role_label
 from recovery.locale import SUPPORTED_LOCALES
+from recovery.user_cache import UserCache
 
 router = Router(name=__name__)
 
@@ -81,9 +83,12 @@ async def set_language(
     pool: asyncpg.Pool,
     i18n: I18n,
     is_admin: bool = False,
+    user_cache: UserCache | None = None,
 ) -> None:
     """Stores the language, confirms in it and sets the command menu in it."""
     await users.set_language(pool, user["id"], callback_data.code)
+    if user_cache is not None:  # the next update of this process reads the new language
+        user_cache.forget(user["telegram_id"])
     if query.bot is not None and query.from_user is not None:
         await publish_for_chat(
             query.bot,
@@ -97,3 +102,7 @@ async def set_language(
         callback_answer.text = _("Language changed.")
         if query.message is not None:
             await query.message.answer(_("Language changed."))
+
+
+# a message or callback query that no handler above could take skips this router at its root
+gate_tree(router)

@@ -19,6 +19,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from handlers.callbacks import AdvanceCb, UseMaterialCb, UseRequestCb
 from handlers.filters import TextAnswer
 from handlers.render import cut, html, plain
+from handlers.routing import gate_tree
 from handlers.texts import state_label, unit_label, workflow_label
 from recovery import workflow_definitions as wf
 from recovery.actors import Actor
@@ -297,3 +298,7 @@ async def _take(
             balance=use.balance_after,
         )
     )
+
+
+# a message or callback query that no handler above could take skips this router at its root
+gate_tree(router)

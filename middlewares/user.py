@@ -15,6 +15,7 @@ from aiogram.types.update import UpdateTypeLookupError
 
 from database import users
 from recovery.locale import pick_locale
+from recovery.user_cache import UserCache
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,22 @@ class UserMiddleware(BaseMiddleware):
     client; language from Telegram's ``language_code`` when supported). Writing to the bot
     again clears a "blocked the bot" mark.
 
+    With a ``cache`` (``recovery.user_cache.UserCache``), the row of a client sender is
+    served from this process's copy while PostgreSQL has not said it changed: no round trip
+    for most updates. Staff and admin rows, and any row the cache cannot vouch for, are read
+    from PostgreSQL as before.
+
     An update with no human sender (sent by a bot account, a channel post, an anonymous
     sender, a kind the bot does not know) reaches no handler: every handler acts for a
     user. Its callback query, if any, is answered silently, so that no button spins.
     """
 
-    def __init__(self, pool: asyncpg.Pool, settings: UserPolicy) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: UserPolicy, cache: UserCache | None = None
+    ) -> None:
         self.pool = pool
         self.settings = settings
+        self.cache = cache
 
     async def __call__(
         self,
@@ -80,7 +89,13 @@ class UserMiddleware(BaseMiddleware):
         if sender is None:
             await self._skip(event, data.get("event_from_user"))
             return UNHANDLED
-        user = await self._load(sender)
+        cache = self.cache
+        user = cache.get(sender.id) if cache is not None else None
+        if user is None:
+            ticket = cache.ticket() if cache is not None else 0
+            user = await self._load(sender)
+            if cache is not None:
+                cache.put(user, ticket)
         data["user"] = user
         data["is_admin"] = user["role"] == "admin" or self.settings.is_admin_id(sender.id)
         data["locale"] = pick_locale(

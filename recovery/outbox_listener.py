@@ -38,6 +38,8 @@ class OutboxListener:
         pool: asyncpg pool (the connection is held for as long as it listens).
         channel: the NOTIFY channel.
         on_notify: called from asyncpg's callback, must not block.
+        on_payload: called after ``on_notify`` with the notification's payload (text),
+            when given; must not block either.
         acquire_timeout_s: seconds to wait for a connection (a database that is down fails
             at once; one that hangs must not stall the sender).
     """
@@ -49,17 +51,25 @@ class OutboxListener:
         on_notify: Callable[[], None],
         *,
         acquire_timeout_s: float = 5.0,
+        on_payload: Callable[[str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.channel = channel
         self.on_notify = on_notify
+        self.on_payload = on_payload
         self.acquire_timeout_s = acquire_timeout_s
         self.conn: asyncpg.pool.PoolConnectionProxy | None = None
         self.state = ListenState.UNREACHABLE
         self._failing = False
 
-    def _callback(self, *_args: object) -> None:
+    def _callback(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self.on_notify()
+        if self.on_payload is not None:
+            self.on_payload(str(payload))
+
+    def alive(self) -> bool:
+        """True while the LISTEN connection is open (a lost backend closes it)."""
+        return self._alive()
 
     def _alive(self) -> bool:
         conn = self.conn

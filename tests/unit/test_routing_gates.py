@@ -4,11 +4,12 @@ one of its handlers may take, and keep out the rest (which then skip eight route
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiogram import F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, Message, Update
 
 import handlers.admin as admin
 from handlers import callbacks
@@ -100,3 +101,53 @@ def test_a_tree_with_an_ungated_handler_gets_no_gate() -> None:
     child.callback_query.register(lambda q: None, F.data == "x")
     assert message_gate(router) is None
     assert callback_gate(router) is None
+
+
+async def test_the_gated_root_skips_what_a_gate_refuses_and_enters_the_rest() -> None:
+    """``GatedRouter`` asks a sub-router's gate before entering it; a sub-router whose
+    observer has an outer middleware is entered as aiogram does (the middleware runs before
+    the gate), one without a gate too; the handler that answers is the one aiogram picks."""
+    from aiogram import BaseMiddleware, Bot, Dispatcher
+
+    from handlers.routing import GatedRouter, gate_tree
+
+    seen: list[str] = []
+
+    class Outer(BaseMiddleware):
+        async def __call__(self, handler: Any, event: Any, data: dict[str, Any]) -> Any:
+            seen.append("outer")
+            return await handler(event, data)
+
+    def leaf(name: str, command: str) -> Router:
+        router = Router(name=name)
+
+        @router.message(Command(command))
+        async def answer(message: Message) -> str:
+            seen.append(name)
+            return name
+
+        gate_tree(router)
+        return router
+
+    gated, watched, last = leaf("gated", "a"), leaf("watched", "b"), Router(name="last")
+    watched.message.outer_middleware(Outer())
+
+    @last.message()
+    async def anything(message: Message) -> str:
+        seen.append("last")
+        return "last"
+
+    root = GatedRouter(name="root")
+    root.include_routers(gated, watched, last)
+    dp = Dispatcher()
+    dp.include_router(root)
+    bot = Bot("42:TEST")
+    for text, answered, trail in (
+        ("/a", "gated", ["gated"]),
+        ("/b", "watched", ["outer", "watched"]),
+        ("/c", "last", ["outer", "last"]),  # the outer middleware runs, the gate says no
+        ("hello", "last", ["outer", "last"]),
+    ):
+        seen.clear()
+        result = await dp.feed_update(bot, Update(update_id=1, message=_message(text)))
+        assert (result, seen) == (answered, trail), text
