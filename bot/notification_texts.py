@@ -67,7 +67,8 @@ TEMPLATES: dict[str, str] = {
     ),
     "admin.outage_telegram": _(
         "Telegram was unreachable from {start} to {end} UTC ({seconds} s) and is back. "
-        "{failures} {updates} Notifications due meanwhile are being delivered now."
+        "{failures} {updates} What users sent meanwhile waited at Telegram and is handled "
+        "now; notifications due meanwhile are being delivered now."
     ),
 }
 
@@ -81,7 +82,8 @@ PLURAL_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "admin.outage_telegram": {
         "failures": N_("{n} Bot API call failed.", "{n} Bot API calls failed."),
-        "updates": N_("{n} update arrived meanwhile.", "{n} updates arrived meanwhile."),
+        # polling takes nothing while Telegram is away: what was received, not what was sent
+        "updates": N_("{n} update was received meanwhile.", "{n} updates were received meanwhile."),
     },
 }
 """Per template, the number parameters shown as a sentence in the plural form the

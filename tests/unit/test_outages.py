@@ -119,4 +119,7 @@ def test_the_telegram_outage_alert_counts_failed_calls() -> None:
     outage = _outage(0, 0, 1)
     params = {**outage.alert_params()}
     text = str(render("admin.outage_telegram", params, "en"))
-    assert "1 Bot API call failed." in text and "0 updates arrived meanwhile." in text, text
+    assert "1 Bot API call failed." in text and "0 updates were received meanwhile." in text, text
+    assert "waited at Telegram and is handled now" in text, text  # polling took nothing
+    ru = str(render("admin.outage_telegram", {**params, "updates": 5}, "ru"))
+    assert "За это время получено 5 обновлений." in ru and "ждало в Telegram" in ru, ru
