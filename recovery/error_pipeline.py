@@ -54,6 +54,8 @@ __all__ = ["ErrorPipeline", "KnownGroup"]
 log = logging.getLogger(__name__)
 
 _KEY_CACHE_MAX = 4096
+STOP_RETRY_S = 0.5
+"""Seconds between two writes of what is held while ``stop`` waits for the database."""
 _KNOWN_MAX = 20_000
 
 
@@ -345,7 +347,9 @@ class ErrorPipeline:
                 return
 
     async def stop(self, timeout_s: float = 5.0) -> bool:
-        """Stop the flush task and write what is held, within ``timeout_s`` seconds.
+        """Stop the flush task and write what is held, trying again every
+        ``STOP_RETRY_S`` seconds within ``timeout_s`` seconds (a database that comes back
+        during the stop still gets the outage's errors).
 
         Returns True when nothing is left unwritten; otherwise logs what is lost.
         """
@@ -353,9 +357,14 @@ class ErrorPipeline:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         written = False
-        with contextlib.suppress(TimeoutError):
-            written = await asyncio.wait_for(self.flush(), timeout_s)
+        while not written and (remaining := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                written = await asyncio.wait_for(self.flush(), remaining)
+            if not written:
+                await asyncio.sleep(min(STOP_RETRY_S, max(0.0, deadline - loop.time())))
         if not written and self.held_occurrences:
             log.error(
                 "error records not written at shutdown: %d occurrences of %d groups",

@@ -195,6 +195,27 @@ async def test_stop_with_the_database_away_ends_and_says_what_is_not_written(
     assert "error records not written at shutdown: 3 occurrences of 1 groups" in caplog.text
 
 
+async def test_stop_writes_what_is_held_when_the_database_returns_within_its_time(
+    proxy: OutageProxy, pool: asyncpg.Pool
+) -> None:
+    through_proxy = await create_pool(proxy.dsn, min_size=1, max_size=2)
+    pipeline = ErrorPipeline(
+        through_proxy, window_s=0.02, store_timeout_s=1, backoff_base_s=0.05, backoff_max_s=0.2
+    )
+    pipeline.start()
+    try:
+        await proxy.down()
+        for n in range(3):
+            pipeline.record(concurrent(n))
+        await _until(lambda: pipeline.unreachable_since is not None, "a failed flush")
+        asyncio.get_running_loop().call_later(1.0, proxy.up)  # back during the stop
+        assert await pipeline.stop(timeout_s=10)
+        assert sum((await _counts(pool)).values()) == 3
+    finally:
+        with contextlib.suppress(Exception):
+            await through_proxy.close()
+
+
 @pytest_asyncio.fixture
 async def proxy(database_url: str) -> AsyncIterator[OutageProxy]:
     relay = OutageProxy(database_url)
