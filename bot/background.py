@@ -81,7 +81,8 @@ def build_background(
             await services.error_handler.flush()
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
             since = telegram.unresumed_since
-            count = await resume_notifications(services.pool, since)
+            outage = since is not None or telegram.backs > 0  # else: this process's start
+            count = await resume_notifications(services.pool, since, retrying=outage)
             telegram.resumed(since)
             if count:
                 log.info("Telegram answers: %d notification(s) held back made due now", count)

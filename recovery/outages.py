@@ -295,15 +295,18 @@ class OutageWatch:
         return raised
 
 
-async def resume_notifications(pool: asyncpg.Pool, since_epoch: float | None) -> int:
+async def resume_notifications(
+    pool: asyncpg.Pool, since_epoch: float | None, *, retrying: bool = True
+) -> int:
     """After a Telegram outage that began at ``since_epoch`` (epoch seconds; None: a process
-    start, where the outage, if any, was another process's): every 'retrying' notification
-    is made due now, and these dead ones get a fresh budget and are due now: those that died
+    start, where the outage, if any, was another process's): with ``retrying`` every
+    'retrying' notification is made due now (not at a start: their backoff stands), and
+    these dead ones get a fresh budget and are due now: those that died
     of their attempt budget on a Telegram that did not answer within ``REVIVE_MAX_AGE_S``
     (``TELEGRAM_UNREACHABLE_REASON``, whichever process saw it), and those that died of
     their budget since ``since_epoch``. The senders are woken (NOTIFY). Returns how many
     rows were made due."""
-    count = await notifications_sql.retry_now(pool, None, ("retrying",))
+    count = await notifications_sql.retry_now(pool, None, ("retrying",)) if retrying else 0
     dead = await sql.dead_recently(pool, TELEGRAM_UNREACHABLE_REASON, REVIVE_MAX_AGE_S)
     if since_epoch is not None:
         since = dt.datetime.fromtimestamp(since_epoch, dt.UTC)

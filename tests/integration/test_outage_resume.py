@@ -57,7 +57,12 @@ async def test_rows_dead_of_an_unreachable_telegram_come_back_in_a_new_process(
     hours_ago = await _row(pool, "unreachable-2h", "dead", TELEGRAM_UNREACHABLE_REASON, 7200)
     too_old = await _row(pool, "unreachable-25h", "dead", TELEGRAM_UNREACHABLE_REASON, 90_000)
     other = await _row(pool, "budget-30s", "dead", MAX_ATTEMPTS_REASON, 30)
-    # a process started after the outage knows no outage of its own: since_epoch is None
-    assert await resume_notifications(pool, None) == 1
+    waiting = await _row(pool, "retrying", "retrying", None, 30)
+    # a process started after the outage knows no outage of its own: since_epoch is None,
+    # and what waits for its backoff keeps waiting
+    assert await resume_notifications(pool, None, retrying=False) == 1
     status = dict(await pool.fetch("SELECT id, status FROM pending_notifications"))
-    assert status == {hours_ago: "pending", too_old: "dead", other: "dead"}
+    assert status == {hours_ago: "pending", too_old: "dead", other: "dead", waiting: "retrying"}
+    assert not await pool.fetchval(
+        "SELECT next_attempt_at <= now() FROM pending_notifications WHERE id = $1", waiting
+    )
