@@ -83,3 +83,22 @@ DIGEST_MUTE_TEXTS: dict[str, str] = {
     "system": _("Mute system alerts for 1 hour"),
 }
 """A mute button on a digest of several kinds, by kind (one hour)."""
+
+DEAD_REASON_MSGIDS: dict[str, str] = {
+    "max attempts": _("it failed on every attempt"),
+    "max attempts: telegram unreachable": _(
+        "Telegram did not answer on any attempt; it is sent again when Telegram is back"
+    ),
+    "queue full": _("the retry queue was full"),
+    "recipient unreachable": _("the recipient cannot be reached"),
+    "bot_blocked": _("the recipient blocked the bot"),
+    "user_deactivated": _("the recipient's account is deleted"),
+    "bot_kicked": _("the bot was removed from the chat"),
+    "cannot_initiate": _("the recipient never started the bot"),
+    "bot_not_member": _("the bot is not a member of the chat"),
+    "chat_not_found": _("the chat does not exist"),
+    "no_rights": _("the bot may not write there"),
+}
+"""Why a notification stopped (``pending_notifications.dead_reason``: the sender's reasons in
+``recovery.notification_outcomes`` and the Telegram reasons of ``recovery.classification``);
+an unknown one is shown as it is stored."""

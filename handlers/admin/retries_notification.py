@@ -21,6 +21,7 @@ from handlers.admin.retries import (
     status_label,
 )
 from handlers.callbacks import NotificationCb, RetryListCb
+from handlers.labels import DEAD_REASON_MSGIDS
 from handlers.render import Html, bold, cut, html, join
 from handlers.screens import alert, edit_or_send
 from handlers.texts import state_label, template_label
@@ -81,7 +82,9 @@ def render_notification(row: asyncpg.Record) -> Html:
         html(_("Last error: {error}"), error=cut(row["last_error"] or "-", 500)),
     ]
     if row["dead_reason"]:
-        lines.append(html(_("Why it stopped: {reason}"), reason=cut(row["dead_reason"], 500)))
+        reason = row["dead_reason"]
+        label = _(DEAD_REASON_MSGIDS[reason]) if reason in DEAD_REASON_MSGIDS else cut(reason, 500)
+        lines.append(html(_("Why it stopped: {reason}"), reason=label))
     if row["request_id"] is not None:
         lines.append(html(_("Request: #{id}"), id=row["request_id"]))
     return join("\n", lines)
