@@ -188,14 +188,16 @@ async def test_no_row_is_marked_sent_twice_when_a_lease_passes_to_another_sender
 
 
 async def test_a_failed_mark_statement_loses_no_row(harness: Harness) -> None:
-    """The mark statement fails (a real PostgreSQL error raised by a trigger): the rows stay
-    claimed, nothing is counted sent, and after the lease they are sent again and marked."""
+    """The mark statement fails (a real PostgreSQL error raised by a trigger, not a lost
+    connection: those marks are held, tests/integration/test_notification_database_outage.py):
+    the rows stay claimed, nothing is counted sent, and after the lease they are sent again
+    and marked."""
     chats = _register(harness, 20)
     ids = [await enqueue_text(harness.pool, chat, f"m {chat}") for chat in chats]
     await harness.pool.execute(
         """
         CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RAISE EXCEPTION 'mark refused' USING ERRCODE = '08006'; END $$;
+        BEGIN RAISE EXCEPTION 'mark refused' USING ERRCODE = 'P0001'; END $$;
         CREATE TRIGGER refuse_sent BEFORE UPDATE ON pending_notifications
             FOR EACH ROW WHEN (NEW.status = 'sent') EXECUTE FUNCTION refuse_sent();
         """
