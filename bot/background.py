@@ -82,10 +82,13 @@ def build_background(
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
             since = telegram.unresumed_since
             outage = since is not None or telegram.backs > 0  # else: this process's start
-            count = await resume_notifications(services.pool, since, retrying=outage)
-            telegram.resumed(since)
-            if count:
-                log.info("Telegram answers: %d notification(s) held back made due now", count)
+            if outage and not telegram.resume_due():  # flapping: retries keep their backoff
+                log.info("Telegram back again soon after the last return: backoff kept")
+            else:
+                count = await resume_notifications(services.pool, since, retrying=outage)
+                telegram.resumed(since, after_outage=outage)
+                if count:
+                    log.info("Telegram answers: %d notification(s) held back due now", count)
         notifications.wake()
 
     watch = OutageWatch(

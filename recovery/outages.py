@@ -42,6 +42,13 @@ spooled)."""
 
 TEMPLATES = {"database": "admin.outage_database", "telegram": "admin.outage_telegram"}
 
+RESUME_MIN_INTERVAL_S = 300.0
+"""After one return of Telegram has made the held-back notifications due, the next return
+does so only this many seconds later, unless the outage that just ended lasted this long
+itself: a Telegram that fails sends while answering long polls returns every few seconds,
+and each return would otherwise spend another attempt of every row (and revive the dead ones
+to die again)."""
+
 REVIVE_MAX_AGE_S = 24 * 3600.0
 """A notification that died because Telegram did not answer is put back when Telegram
 answers again within this many seconds of its death; older ones stay dead (the admin can
@@ -118,6 +125,9 @@ class OutageTracker:
         sendMessage fails) must not make the retries of what failed due at every flap."""
         self.answered = False
         """Whether any attempt has succeeded since the process started."""
+        self.last_outage_s = 0.0
+        """Length (seconds) of the last outage counted in ``backs``."""
+        self._last_resume: float | None = None
         self._unresumed_since: float | None = None
 
     @property
@@ -168,6 +178,7 @@ class OutageTracker:
         )
         self.finished.append(outage)
         self.backs += 1
+        self.last_outage_s = outage.duration_s
         return outage
 
     @property
@@ -178,11 +189,24 @@ class OutageTracker:
         after the return), so this is not the start of the last one."""
         return self._unresumed_since
 
-    def resumed(self, since: float | None) -> None:
+    def resumed(self, since: float | None, *, after_outage: bool = True) -> None:
         """What failed from ``since`` on has been put back: from now on only what fails
-        from the start of the outage running now (None while up) is still to be put back."""
+        from the start of the outage running now (None while up) is still to be put back.
+        ``after_outage`` False: the put-back of a process start, which does not count for
+        ``resume_due``."""
         if self._unresumed_since == since:
             self._unresumed_since = self._since
+        if after_outage:
+            self._last_resume = self.clock()
+
+    def resume_due(self) -> bool:
+        """Whether a return should make the held-back notifications due now: the first
+        time, after an outage of at least ``RESUME_MIN_INTERVAL_S``, or that long after the
+        last time (``RESUME_MIN_INTERVAL_S``); what is not put back now stays in
+        ``unresumed_since`` for the next time."""
+        if self._last_resume is None or self.last_outage_s >= RESUME_MIN_INTERVAL_S:
+            return True
+        return self.clock() - self._last_resume >= RESUME_MIN_INTERVAL_S
 
 
 class OutageWatch:
@@ -307,10 +331,10 @@ async def resume_notifications(
     their budget since ``since_epoch``. The senders are woken (NOTIFY). Returns how many
     rows were made due."""
     count = await notifications_sql.retry_now(pool, None, ("retrying",)) if retrying else 0
-    dead = await sql.dead_recently(pool, TELEGRAM_UNREACHABLE_REASON, REVIVE_MAX_AGE_S)
+    dead = set(await sql.dead_recently(pool, TELEGRAM_UNREACHABLE_REASON, REVIVE_MAX_AGE_S))
     if since_epoch is not None:
         since = dt.datetime.fromtimestamp(since_epoch, dt.UTC)
-        dead += await sql.dead_since(pool, since, MAX_ATTEMPTS_REASON)
+        dead.update(await sql.dead_since(pool, since, MAX_ATTEMPTS_REASON))
     if dead:
-        count += await notifications_sql.retry_now(pool, dead, ("dead",))
+        count += await notifications_sql.retry_now(pool, sorted(dead), ("dead",))
     return count

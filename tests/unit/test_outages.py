@@ -9,7 +9,7 @@ import pytest
 
 from bot.i18n import create_i18n
 from bot.notification_texts import make_renderer
-from recovery.outages import Outage, OutageTracker
+from recovery.outages import RESUME_MIN_INTERVAL_S, Outage, OutageTracker
 
 
 class Clock:
@@ -123,3 +123,26 @@ def test_the_telegram_outage_alert_counts_failed_calls() -> None:
     assert "waited at Telegram and is handled now" in text, text  # polling took nothing
     ru = str(render("admin.outage_telegram", {**params, "updates": 5}, "ru"))
     assert "За это время получено 5 обновлений." in ru and "ждало в Telegram" in ru, ru
+
+
+def test_returns_close_together_make_the_retries_due_once() -> None:
+    """A Telegram that fails sends while answering long polls returns every few seconds:
+    only the first return in RESUME_MIN_INTERVAL_S puts the held-back rows back, unless the
+    outage that ended was that long itself; a process start does not count."""
+    clock = Clock()
+    tracker = OutageTracker("telegram", 5.0, clock=clock)
+    tracker.resumed(None, after_outage=False)  # the start's put-back
+    assert tracker.resume_due()
+    tracker.resumed(None)
+    for _ in range(3):  # ten-second flaps
+        tracker.failure()
+        clock.now += 10
+        tracker.success()
+        assert not tracker.resume_due()
+    clock.now += RESUME_MIN_INTERVAL_S
+    assert tracker.resume_due()
+    tracker.resumed(tracker.unresumed_since)
+    tracker.failure()
+    clock.now += RESUME_MIN_INTERVAL_S  # a long outage right after: put back at once
+    tracker.success()
+    assert tracker.resume_due()
