@@ -18,7 +18,7 @@ from bot.metrics import Metrics
 from bot.services import Services
 from bot.settings import Settings
 from bot.telegram_outage import watch_telegram
-from recovery.outages import OutageTracker, OutageWatch, resume_notifications
+from recovery.outages import OutageTracker, OutageWatch, put_back_after_return
 from recovery.supervisor import BackoffPolicy, Supervisor
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,11 @@ def build_background(
         if dependency == "database":  # what the error spool holds: written now
             await services.error_handler.flush()
         if dependency == "telegram":  # due meanwhile: send now rather than after the backoff
-            since = telegram.unresumed_since
-            outage = since is not None or telegram.backs > 0  # else: this process's start
-            if outage and not telegram.resume_due():  # flapping: retries keep their backoff
+            count = await put_back_after_return(services.pool, telegram)
+            if count is None:
                 log.info("Telegram back again soon after the last return: backoff kept")
-            else:
-                count = await resume_notifications(services.pool, since, retrying=outage)
-                telegram.resumed(since, after_outage=outage)
-                if count:
-                    log.info("Telegram answers: %d notification(s) held back due now", count)
+            elif count:
+                log.info("Telegram answers: %d notification(s) held back due now", count)
         notifications.wake()
 
     watch = OutageWatch(

@@ -319,6 +319,21 @@ class OutageWatch:
         return raised
 
 
+async def put_back_after_return(pool: asyncpg.Pool, telegram: OutageTracker) -> int | None:
+    """Telegram answers (the watch's ``on_back``): put back what its outage held back
+    (``resume_notifications``) when ``telegram.resume_due()``; at a process start (no outage
+    seen yet) only the rows that died of an unreachable Telegram, rows waiting for their
+    backoff keep it. Returns how many rows were made due, None when not due (a flapping
+    Telegram: the retries keep their backoff)."""
+    since = telegram.unresumed_since
+    outage = since is not None or telegram.backs > 0  # else: this process's start
+    if outage and not telegram.resume_due():
+        return None
+    count = await resume_notifications(pool, since, retrying=outage)
+    telegram.resumed(since, after_outage=outage)
+    return count
+
+
 async def resume_notifications(
     pool: asyncpg.Pool, since_epoch: float | None, *, retrying: bool = True
 ) -> int:
