@@ -10,12 +10,10 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from aiogram import Bot, Dispatcher, Router
 from aiogram.types import Message, Update
 
@@ -214,16 +212,6 @@ async def test_stop_writes_what_is_held_when_the_database_returns_within_its_tim
     finally:
         with contextlib.suppress(Exception):
             await through_proxy.close()
-
-
-@pytest_asyncio.fixture
-async def proxy(database_url: str) -> AsyncIterator[OutageProxy]:
-    relay = OutageProxy(database_url)
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.close()
 
 
 async def test_an_outage_is_spooled_and_every_reference_resolves_afterwards(

@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest_asyncio
 
 from bot.i18n import create_i18n
 from bot.notification_texts import make_renderer
@@ -23,16 +21,6 @@ from tests.integration.commit_cut_proxy import OutageProxy
 
 ROWS = 60
 CUT_AFTER = 5  # the database goes away while the fifth notification is being sent
-
-
-@pytest_asyncio.fixture
-async def proxy(database_url: str) -> AsyncIterator[OutageProxy]:
-    relay = OutageProxy(database_url)
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.close()
 
 
 async def test_no_notification_is_sent_twice_across_a_database_outage(

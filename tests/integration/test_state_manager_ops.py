@@ -29,6 +29,7 @@ from recovery.transaction_context import AFTER_COMMIT
 from recovery.transactions import TransactionContext, TransactionRetryPolicy
 from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import receive
+from tests.state_steps import STEPS
 
 FAST = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 TABLES = (
@@ -38,21 +39,6 @@ TABLES = (
     "materials",
     "inventory_transactions",
 )
-STEPS = {
-    "create_request": ["insert_request", "history", "outbox", "before_commit"],
-    "advance": ["lock", "apply_state", "history", "outbox", "before_commit"],
-    # assigning a request: the admin's reassign (recovery.workflows), the handlers' path
-    "recovery.reassign": [
-        "lock",
-        "apply_state",
-        "history",
-        "compensation",
-        "recovery_log",
-        "outbox",
-        "before_commit",
-    ],
-    "use_materials": ["lock", "ledger", "decrement", "before_commit"],
-}
 
 
 @dataclass

@@ -44,22 +44,16 @@ from recovery.transaction_context import AFTER_COMMIT
 from recovery.transactions import TransactionContext, TransactionRetryPolicy
 from recovery.workflows import RecoveryAction, WorkflowRecoveryManager
 from tests.factories import receive
+from tests.state_steps import STEPS as STATE_STEPS
 
 POLICY = TransactionRetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.005)
 STEPS = {
-    "create": ["insert_request", "history", "outbox", "before_commit"],
-    "advance": ["lock", "apply_state", "history", "outbox", "before_commit"],
-    "assign": [
-        "lock",
-        "apply_state",
-        "history",
-        "compensation",
-        "recovery_log",
-        "outbox",
-        "before_commit",
-    ],
-    "use": ["lock", "ledger", "decrement", "before_commit"],
-}
+    kind: STATE_STEPS[operation]
+    for kind, operation in (
+        ("create", "create_request"), ("advance", "advance"),
+        ("assign", "recovery.reassign"), ("use", "use_materials"),
+    )
+}  # fmt: skip
 USERS = [
     ("client", "client"),
     ("manager", "manager"),
