@@ -134,3 +134,16 @@ def is_connection_lost(exc: BaseException) -> bool:
         return _is_connection_gone(exc) or failed_transaction_cause(exc) is not None
     except Exception:  # pragma: no cover - a predicate must not raise
         return False
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A failure that says the database cannot be reached now, not one a statement caused:
+    the connection-lost family, a refused or dropped socket, a pool that gives no connection
+    in time (``TimeoutError``), a closed pool (asyncpg's ``InterfaceError``)."""
+    if is_connection_lost(exc) or isinstance(exc, OSError | TimeoutError):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, asyncpg.InterfaceError)

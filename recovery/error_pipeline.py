@@ -43,7 +43,7 @@ import asyncpg
 from database import error_records
 from database.error_records import GroupOccurrences, StoredGroup
 from recovery.classification import ErrorSeverity, classify
-from recovery.connection_lost import is_connection_lost
+from recovery.connection_lost import database_unreachable
 from recovery.error_model import ErrorRecord, fingerprint, group_key, group_reference
 from recovery.error_spool import ErrorSpool, HeldGroup, utc
 from recovery.masked_output import mask_value
@@ -288,7 +288,7 @@ class ErrorPipeline:
                 known.occurrence_count, known.status = group.occurrence_count, group.status
 
     def _failure(self, exc: BaseException, batch: dict[str, HeldGroup]) -> None:
-        lost = is_connection_lost(exc) or isinstance(exc, (OSError, TimeoutError))
+        lost = database_unreachable(exc)
         first = self.unreachable_since is None
         if first:
             self.unreachable_since = time.time()

@@ -9,7 +9,7 @@ import logging
 import asyncpg
 
 from database import notifications as sql
-from recovery.connection_lost import is_connection_lost
+from recovery.connection_lost import database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +20,6 @@ Mark = tuple[int, str, int | None]
 class MarkHeldError(Exception):
     """The row was delivered but its 'sent' mark could not be written: the database is
     unreachable. The mark is held in memory and written when it answers (``write_held``)."""
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """A failure that says the database cannot be reached now (a lost or refused connection,
-    a pool that gives no connection in time), not one that the statement caused."""
-    return is_connection_lost(exc) or isinstance(
-        exc, OSError | TimeoutError | asyncpg.InterfaceError
-    )
 
 
 class SentMarker:
